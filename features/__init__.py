@@ -1,0 +1,1 @@
+"""Data in: event schema, sources, transforms, privacy helpers and the Feast adapter."""
