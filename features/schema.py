@@ -19,7 +19,9 @@ DEVICE_TYPES = ("desktop", "mobile", "tablet", "other")
 PRODUCT_EVENTS = frozenset({"product_view", "add_to_cart", "remove_from_cart", "purchase"})
 QUANTITY_EVENTS = frozenset({"add_to_cart", "remove_from_cart", "purchase"})
 
-EventType = Literal["page_view", "product_view", "search", "add_to_cart", "remove_from_cart", "purchase"]
+EventType = Literal[
+    "page_view", "product_view", "search", "add_to_cart", "remove_from_cart", "purchase"
+]
 DeviceType = Literal["desktop", "mobile", "tablet", "other"]
 
 #: Column order of the event log; ``properties`` is stored as a JSON string.
@@ -90,7 +92,7 @@ def parse_timestamp(value: Any) -> datetime:
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise ValueError(f"timestamp {value!r} is neither ISO-8601 nor epoch milliseconds") from None
+            raise ValueError(f"timestamp {value!r} is not ISO-8601 or epoch ms") from None
         if parsed.tzinfo is None:
             raise ValueError(f"timestamp {value!r} has no time zone (add Z or +hh:mm)")
         return parsed.astimezone(UTC)
@@ -123,7 +125,9 @@ class Event(BaseModel):
     def _missing_cells(cls, value: Any) -> Any:
         return _blank_to_none(value)
 
-    @field_validator("event_id", "user_id", "anonymous_id", "session_id", "product_id", mode="before")
+    @field_validator(
+        "event_id", "user_id", "anonymous_id", "session_id", "product_id", mode="before"
+    )
     @classmethod
     def _ids_as_text(cls, value: Any) -> Any:
         # CSV readers turn numeric ids into ints or floats; ids are always text.

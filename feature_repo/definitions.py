@@ -1,0 +1,159 @@
+"""Tailor's Feast declarations: entities → sources → views → on-demand → services.
+
+Declarations only. Feature names, types and descriptions come from the pure transforms in
+``features/`` so the offline tables and these schemas cannot drift apart. File paths are relative
+to the workspace's Feast folder (``$TAILOR_HOME/feast``).
+"""
+
+from datetime import timedelta
+
+import pandas as pd
+from feast import (
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    FileSource,
+    PushSource,
+    RequestSource,
+    ValueType,
+)
+from feast.on_demand_feature_view import on_demand_feature_view
+from feast.types import Float64, Int64, String
+
+from features.context import ACTIVITY_FEATURES, CONTEXT_FEATURES
+from features.transforms import ITEM_FEATURES, USER_FEATURES
+
+_TYPES = {"int64": Int64, "float64": Float64, "string": String}
+
+
+def _fields(spec: dict[str, tuple[str, str]], describe: bool = True) -> list[Field]:
+    # Feast compares an on-demand view's declared fields with the ones it infers, descriptions
+    # included, so those are declared without one (describe=False).
+    return [
+        Field(name=name, dtype=_TYPES[dtype], description=description if describe else "")
+        for name, (dtype, description) in spec.items()
+    ]
+
+
+# -- entities ------------------------------------------------------------------------------
+user = Entity(
+    name="user",
+    join_keys=["user_id"],
+    value_type=ValueType.STRING,
+    description="A person: user id when known, else 'anon:<anonymous_id>'.",
+)
+item = Entity(
+    name="item",
+    join_keys=["item_id"],
+    value_type=ValueType.STRING,
+    description="A product in the catalogue.",
+)
+
+# -- sources -------------------------------------------------------------------------------
+user_features_source = FileSource(
+    name="user_features_source",
+    path="data/user_features.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created",
+    description="Weekly user feature snapshots computed from the event log.",
+)
+item_features_source = FileSource(
+    name="item_features_source",
+    path="data/item_features.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created",
+    description="Weekly item feature snapshots computed from the event log.",
+)
+user_activity_batch = FileSource(
+    name="user_activity_batch",
+    path="data/user_activity.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created",
+    description="One row per identified event: the offline side of the activity push source.",
+)
+user_activity_push = PushSource(
+    name="user_activity_push",
+    batch_source=user_activity_batch,
+    description="Real-time user activity pushed on every collected event.",
+)
+request_context = RequestSource(
+    name="request_context",
+    schema=[Field(name="device_type", dtype=String, description="Device of this request.")],
+    description="Context known only when the request arrives.",
+)
+
+# -- feature views -------------------------------------------------------------------------
+user_features = FeatureView(
+    name="user_features",
+    entities=[user],
+    ttl=timedelta(days=35),
+    schema=_fields(USER_FEATURES),
+    online=True,
+    source=user_features_source,
+    description="Behaviour over 7- and 30-day windows: sessions, funnel, RFM, affinities, device.",
+    tags={"owner": "tailor", "refresh": "weekly"},
+)
+item_features = FeatureView(
+    name="item_features",
+    entities=[item],
+    ttl=timedelta(days=35),
+    schema=_fields(ITEM_FEATURES),
+    online=True,
+    source=item_features_source,
+    description="Item popularity, conversion, price tier and category.",
+    tags={"owner": "tailor", "refresh": "weekly"},
+)
+user_activity = FeatureView(
+    name="user_activity",
+    entities=[user],
+    ttl=timedelta(days=30),
+    schema=_fields(ACTIVITY_FEATURES),
+    online=True,
+    source=user_activity_push,
+    description="The user's latest activity, updated in real time through the push source.",
+    tags={"owner": "tailor", "refresh": "realtime"},
+)
+
+
+@on_demand_feature_view(
+    sources=[user_features[["main_device"]], request_context],
+    schema=_fields(CONTEXT_FEATURES, describe=False),
+    description="Request context combined with the stored profile.",
+)
+def request_context_features(inputs: pd.DataFrame) -> pd.DataFrame:
+    # Feast may rebuild this function from its source text, so the import lives inside it.
+    from features.context import context_features
+
+    return context_features(inputs)
+
+
+# -- feature services: one per model input, the train/serve contract ------------------------
+user_profile_v1 = FeatureService(
+    name="user_profile_v1",
+    features=[user_features, user_activity, request_context_features],
+    description="Everything serving knows about a user at request time.",
+    tags={"contract": "recommender"},
+)
+item_profile_v1 = FeatureService(
+    name="item_profile_v1",
+    features=[item_features],
+    description="Item side features for candidate filtering and re-ranking.",
+    tags={"contract": "recommender"},
+)
+
+OBJECTS = [
+    user,
+    item,
+    user_features_source,
+    item_features_source,
+    user_activity_batch,
+    user_activity_push,
+    request_context,
+    user_features,
+    item_features,
+    user_activity,
+    request_context_features,
+    user_profile_v1,
+    item_profile_v1,
+]

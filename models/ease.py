@@ -1,0 +1,97 @@
+"""EASE: the closed-form item-item linear autoencoder of Steck (2019), "Embarrassingly Shallow
+Autoencoders for Sparse Data".
+
+With ``X`` the users x items matrix, ``P = (X^T X + l2 I)^-1`` and ``B = I - P / diag(P)`` with a
+zero diagonal, i.e. ``B[i, j] = -P[i, j] / P[j, j]`` for ``i != j``. A user's scores are
+``x_u @ B``. Memory and time are ``O(n_items^2)`` and ``O(n_items^3)``: fine up to a few tens of
+thousands of items.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.linalg import lapack
+
+from models.base import Callback, Interactions, Recommender
+
+
+@dataclass(frozen=True)
+class EASEConfig:
+    """``l2``: ridge strength (> 0); ``implicit``: binarize the matrix (any nonzero -> 1)."""
+
+    l2: float = 500.0
+    implicit: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.l2, bool) or not isinstance(self.l2, int | float):
+            raise ValueError(f"l2 must be a float, got {self.l2!r}")
+        if not (math.isfinite(self.l2) and self.l2 > 0):
+            raise ValueError(f"l2 must be finite and > 0, got {self.l2!r}")
+
+
+def _inverse_spd(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric positive definite ``float64`` matrix via Cholesky (overwrites it)."""
+    factor, info = lapack.dpotrf(matrix, lower=False, overwrite_a=True, clean=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"Gram matrix is not positive definite (dpotrf info={info})")
+    inverse, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"could not invert the Gram matrix (dpotri info={info})")
+    upper = np.triu(inverse)  # dpotri fills only the upper triangle
+    return upper + np.triu(upper, 1).T
+
+
+class EASE(Recommender):
+    """Item-item weights ``B`` ``(n_items, n_items)``; scores are ``user_items @ B``."""
+
+    name = "ease"
+    config_class = EASEConfig
+    config: EASEConfig
+
+    def __init__(self, config: EASEConfig | None = None) -> None:
+        super().__init__(config)
+        self.weights: np.ndarray | None = None  # B, (n_items, n_items) float32
+
+    def _input(self, user_items: sp.csr_matrix) -> sp.csr_matrix:
+        """The matrix EASE sees: binarized when ``implicit``, always ``float32``."""
+        matrix = sp.csr_matrix(user_items, dtype=np.float32, copy=True)
+        if self.config.implicit:
+            matrix.data = (matrix.data != 0).astype(np.float32)
+        matrix.eliminate_zeros()
+        return matrix
+
+    def _fit(self, interactions: Interactions, callback: Callback | None) -> None:
+        started = time.perf_counter()
+        x = self._input(interactions.matrix).astype(np.float64)
+        gram = np.asarray((x.T @ x).toarray(), dtype=np.float64)
+        gram[np.diag_indices_from(gram)] += self.config.l2
+        inverse = _inverse_spd(gram)
+        weights = inverse / -np.diag(inverse)  # column j divided by -P[j, j]
+        np.fill_diagonal(weights, 0.0)
+        self.weights = weights.astype(np.float32)
+        self._report(callback, 0, {"fit_seconds": time.perf_counter() - started})
+
+    def _score(self, user_idx: np.ndarray, user_items: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(self._input(user_items) @ self.weights)
+
+    def _similar(self, item_idx: int) -> np.ndarray:
+        # Row i of B: the scores a user whose only history is item i would get, so
+        # similar_items(i) agrees with recommend() for a one-item basket.
+        return self.weights[item_idx]
+
+    def _get_state(self) -> dict[str, np.ndarray]:
+        return {"weights": self.weights}
+
+    def _set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        weights = np.asarray(state["weights"], dtype=np.float32)
+        if weights.shape != (self.n_items, self.n_items):
+            raise ValueError(
+                f"saved weights have shape {weights.shape}, expected {(self.n_items,) * 2}"
+            )
+        self.weights = weights

@@ -1,0 +1,72 @@
+"""Load the registered champion and check its Feast contract at start-up."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from features.workspace import Workspace
+from models.bundle import ModelBundle
+from serving.logic import Scorer
+
+logger = logging.getLogger(__name__)
+
+
+class ServingStartupError(RuntimeError):
+    """The service cannot start: no champion, or its feature service is missing."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    scorer: Scorer
+    name: str
+    version: str
+    run_id: str
+    feature_service: str
+
+
+def load_registered(ws: Workspace, name: str, alias: str) -> LoadedModel:
+    """Resolve ``name@alias`` in the MLflow registry and load its bundle."""
+    uri = ws.mlflow_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ServingStartupError(
+            f"no model {name!r} with alias {alias!r} in the registry at {uri}: "
+            "run `tailor train` first"
+        ) from exc
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@{alias}"))
+    found = sorted(local.rglob("bundle.json"))
+    if not found:
+        raise ServingStartupError(f"{name}@{alias} (version {version.version}) has no bundle")
+    bundle = ModelBundle.load(found[0].parent)
+    label = f"{name}@{version.version}"
+    service = version.tags.get("feast.feature_service", "")
+    if not service:
+        raise ServingStartupError(f"{label} has no 'feast.feature_service' tag")
+    logger.info("loaded %s (%s) from run %s", label, bundle.model_name, version.run_id)
+    return LoadedModel(
+        scorer=Scorer.from_bundle(bundle, label),
+        name=name,
+        version=str(version.version),
+        run_id=version.run_id or "",
+        feature_service=service,
+    )
+
+
+def check_feature_service(store, service: str) -> None:
+    """Fail start-up with a clear message when the model's feature service is not in Feast."""
+    try:
+        store.get_feature_service(service)
+    except Exception as exc:  # Feast raises its own not-found errors
+        raise ServingStartupError(
+            f"the model needs Feast feature service {service!r}, which the feature store at "
+            f"{store.repo_path} does not have: run `tailor features apply`"
+        ) from exc

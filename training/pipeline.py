@@ -1,0 +1,224 @@
+"""``train_and_evaluate``: the one training path used by the CLI, tuning and smoke tests.
+
+Events → interactions → temporal hold-out → the baseline and the model fitted on the same train
+part and scored on the same test users → the model refitted on all interactions → a servable bundle
+logged to MLflow with the Feast feature service as its contract → registered under an alias.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features import store
+from features.eventlog import EventLog
+from features.workspace import Workspace
+from models.base import Interactions, Recommender
+from models.bundle import ModelBundle
+from models.registry import build
+from training import tracking
+from training.config import TrainConfig
+from training.data import TemporalSplit, interaction_frame, item_categories, temporal_split
+from training.metrics import ranking_report
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_uri: str
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    registered_version: str | None
+    model_label: str
+    n_users: int
+    n_items: int
+    n_train: int
+    n_test_users: int
+    cut: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def evaluate(model: Recommender, split: TemporalSplit, k: int) -> tuple[dict[str, float], float]:
+    """Rank k unseen items for every test user; metrics and the scoring seconds."""
+    users = split.test_users
+    started = time.perf_counter()
+    recommended, _ = model.recommend(users, split.train.matrix[users], k=k, exclude_seen=True)
+    seconds = time.perf_counter() - started
+    report = ranking_report(recommended, split.relevant, split.train.n_items, k)
+    return report, seconds
+
+
+def _fit(name: str, params: dict, interactions: Interactions) -> tuple[Recommender, float]:
+    model = build(name, params)
+    started = time.perf_counter()
+    model.fit(interactions)
+    return model, time.perf_counter() - started
+
+
+def training_set(ws: Workspace, split: TemporalSplit, events: pd.DataFrame, service: str):
+    """Point-in-time user features as of the cut, one row per training user (from Feast)."""
+    before = events[events["timestamp"] < split.cut]
+    from features.ids import person_keys
+
+    last_device = (
+        before.assign(person=person_keys(before)).groupby("person")["device_type"].last()
+    )
+    users = split.train.users.ids
+    entity_df = pd.DataFrame(
+        {
+            "user_id": users,
+            "event_timestamp": split.cut,
+            "device_type": [str(last_device.get(u, "other")) for u in users],
+        }
+    )
+    return store.historical_features(ws, entity_df, service)
+
+
+def _plot(metrics: dict[str, float], baseline: dict[str, float], names: tuple[str, str], k: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [m for m in metrics if m.endswith(f"_at_{k}")]
+    x = np.arange(len(keys))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar(x - 0.2, [baseline[m] for m in keys], width=0.4, label=names[0])
+    ax.bar(x + 0.2, [metrics[m] for m in keys], width=0.4, label=names[1])
+    ax.set_xticks(x, keys, rotation=20)
+    ax.set_ylabel("value on the temporal hold-out")
+    ax.set_title(f"{names[1]} vs {names[0]}")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def train_and_evaluate(
+    ws: Workspace, config: TrainConfig, progress: Progress | None = None
+) -> TrainResult:
+    """Run the whole training job and return what was measured and registered."""
+    say = progress or (lambda message: logger.info(message))
+    say("reading the event log")
+    events = EventLog(ws.event_log_dir).read()
+    if events.empty:
+        raise ValueError(f"the event log at {ws.event_log_dir} is empty: import events first")
+    frame = interaction_frame(events)
+    split = temporal_split(frame, config.test_days)
+    say(
+        f"split at {split.cut}: {split.train.n_users} users, {split.train.n_items} items, "
+        f"{len(split.test_users)} test users"
+    )
+
+    say(f"reading the training set from Feast ({config.feature_service})")
+    features = training_set(ws, split, events, config.feature_service)
+    covered = float(features["sessions_30d"].notna().mean()) if len(features) else 0.0
+
+    say(f"fitting {config.baseline} and {config.model} on the train part")
+    baseline, baseline_fit = _fit(config.baseline, {}, split.train)
+    model, model_fit = _fit(config.model, config.params, split.train)
+    baseline_metrics, baseline_score = evaluate(baseline, split, config.k)
+    metrics, model_score = evaluate(model, split, config.k)
+
+    say(f"refitting {config.model} on all interactions")
+    full = Interactions.from_frame(frame, weight_col="weight")
+    final, final_fit = _fit(config.model, config.params, full)
+    popularity, _ = _fit("popularity", {}, full)
+    pop_scores = popularity.score(np.array([0]), user_items=full.matrix[:1]).ravel()
+    bundle = ModelBundle(
+        model_name=config.model,
+        model=final,
+        users=full.users,
+        items=full.items,
+        history=full.matrix,
+        popular=np.argsort(-pop_scores, kind="stable"),
+        item_categories=item_categories(frame, full.items),
+    )
+
+    timings = {
+        "train_seconds": model_fit,
+        "recommend_seconds": model_score,
+        "baseline_train_seconds": baseline_fit,
+        "baseline_recommend_seconds": baseline_score,
+        "refit_seconds": final_fit,
+    }
+    say("logging to MLflow")
+    tracking.configure(ws)
+    tracking.experiment(ws, config.experiment)
+    import mlflow
+
+    with mlflow.start_run(run_name=f"{config.model}-vs-{config.baseline}") as run:
+        tracking.set_tags(
+            {
+                "feast.feature_service": config.feature_service,
+                "protocol": f"temporal-global-cut-{config.test_days}d",
+                "model": config.model,
+                "baseline": config.baseline,
+                "tailor.workspace": str(ws.home),
+            }
+        )
+        params = {k: v for k, v in asdict(config).items() if k != "params"}
+        tracking.log_params(params)
+        tracking.log_params(dict(final.config.__dict__), prefix="model.")
+        tracking.log_params(
+            {
+                "n_users": full.n_users,
+                "n_items": full.n_items,
+                "n_interactions": int(full.matrix.nnz),
+                "cut": str(split.cut),
+                "n_test_users": len(split.test_users),
+            }
+        )
+        tracking.log_metrics(metrics)
+        tracking.log_metrics(baseline_metrics, prefix="baseline_")
+        tracking.log_metrics(timings)
+        tracking.log_metrics({"feature_coverage": covered})
+        tracking.log_dataset(
+            features,
+            f"{config.feature_service}@{split.cut.date()}",
+            "training",
+            str(ws.feature_data_dir / "user_features.parquet"),
+        )
+        tracking.log_figure(
+            _plot(metrics, baseline_metrics, (config.baseline, config.model), config.k),
+            "plots/model_vs_baseline.png",
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle_dir = bundle.save(Path(tmp) / "bundle")
+            info = tracking.log_bundle(bundle_dir, list(full.users.ids[:2]), config.k)
+        version = None
+        label = f"{config.model}@run:{run.info.run_id[:8]}"
+        if config.register:
+            say(f"registering {config.registered_model} with alias {config.alias}")
+            tags = {
+                "feast.feature_service": config.feature_service,
+                "model": config.model,
+                f"ndcg_at_{config.k}": f"{metrics[f'ndcg_at_{config.k}']:.4f}",
+            }
+            mv = tracking.register(info.model_uri, config.registered_model, config.alias, tags)
+            version = str(mv.version)
+            label = f"{config.registered_model}@{version}"
+    return TrainResult(
+        run_id=run.info.run_id,
+        model_uri=info.model_uri,
+        metrics=metrics,
+        baseline_metrics=baseline_metrics,
+        registered_version=version,
+        model_label=label,
+        n_users=full.n_users,
+        n_items=full.n_items,
+        n_train=int(split.train.matrix.nnz),
+        n_test_users=len(split.test_users),
+        cut=str(split.cut),
+        timings=timings,
+    )
