@@ -44,8 +44,9 @@ class EventLog:
         """Write validated events (columns :data:`EVENT_COLUMNS`) as new files, one per day."""
         if events.empty:
             return []
-        frame = events.loc[:, list(EVENT_COLUMNS)]
-        dates = frame["timestamp"].dt.strftime("%Y-%m-%d")
+        frame = events.loc[:, list(EVENT_COLUMNS)].copy()
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+        dates = frame["timestamp"].dt.strftime("%Y-%m-%d")  # partitions are UTC days
         written: list[Path] = []
         for day, part in frame.groupby(dates, sort=True):
             folder = self.root / f"{PARTITION}={day}"

@@ -7,8 +7,10 @@ reason (rejected). The three counts always add up to the input.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -104,12 +106,43 @@ def read_rows(path: Path, fmt: str | None = None) -> Iterator[dict[str, Any] | R
                 yield parsed
         return
     if kind == "csv":
-        # Everything as text: ids must not turn into floats, empty cells mean "missing".
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    else:
-        frame = pd.read_parquet(path)
+        yield from _csv_rows(path)
+        return
+    frame = pd.read_parquet(path)
     frame = frame.astype(object).where(frame.notna(), None)
     yield from frame.to_dict(orient="records")
+
+
+def _csv_rows(path: Path) -> Iterator[dict[str, Any] | Rejection]:
+    """Stream a CSV as text cells (ids stay text; '' means missing); ragged lines are rejected."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            return
+        width = len(header)
+        for number, cells in enumerate(reader, start=1):
+            if not cells:
+                continue
+            if len(cells) != width:
+                reason = f"{len(cells)} cells but the header has {width}"
+                yield Rejection(number, "<line>", reason, ",".join(cells))
+                continue
+            yield dict(zip(header, cells, strict=True))
+
+
+_REQUIRED = re.compile(r"^(?:Value error, )?(\w+) is required")
+
+
+def _error_field(error: dict) -> str:
+    """The field an error is about; cross-field rules name it at the start of their message."""
+    where = ".".join(str(part) for part in error["loc"])
+    if where:
+        return where
+    if "user_id or anonymous_id" in error["msg"]:
+        return "user_id|anonymous_id"
+    match = _REQUIRED.match(error["msg"])
+    return match.group(1) if match else "<row>"
 
 
 def validate_rows(rows: Iterator[dict[str, Any] | Rejection]) -> tuple[list[dict], list[Rejection]]:
@@ -123,12 +156,9 @@ def validate_rows(rows: Iterator[dict[str, Any] | Rejection]) -> tuple[list[dict
         try:
             valid.append(Event.model_validate(raw).to_row() | {"_row": number})
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "<row>"
-            reason = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '<row>'}: {err['msg']}"
-                for err in exc.errors()
-            )
+            errors = exc.errors()
+            where = _error_field(errors[0])
+            reason = "; ".join(f"{_error_field(err)}: {err['msg']}" for err in errors)
             rejected.append(Rejection(number, where, reason, raw))
     return valid, rejected
 

@@ -75,6 +75,13 @@ def _blank_to_none(value: Any) -> Any:
     return value
 
 
+def _from_epoch_ms(millis: float, original: Any) -> datetime:
+    try:
+        return datetime.fromtimestamp(millis / 1000.0, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"timestamp {original!r} is out of range for epoch milliseconds") from None
+
+
 def parse_timestamp(value: Any) -> datetime:
     """ISO-8601 with a zone, or epoch milliseconds, to an aware UTC datetime."""
     if isinstance(value, datetime):
@@ -84,11 +91,11 @@ def parse_timestamp(value: Any) -> datetime:
     if isinstance(value, bool):
         raise ValueError(f"timestamp {value!r} is neither ISO-8601 nor epoch milliseconds")
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(float(value) / 1000.0, tz=UTC)
+        return _from_epoch_ms(float(value), value)
     if isinstance(value, str):
         text = value.strip()
         if text.lstrip("-").isdigit():
-            return datetime.fromtimestamp(int(text) / 1000.0, tz=UTC)
+            return _from_epoch_ms(int(text), value)
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
@@ -153,9 +160,15 @@ class Event(BaseModel):
             raise ValueError(f"country {value!r} is not an ISO 3166-1 alpha-2 code such as 'US'")
         return value.upper()
 
+    @field_validator("device_type", mode="before")
+    @classmethod
+    def _device_default(cls, value: Any) -> Any:
+        return "other" if _blank_to_none(value) is None else value
+
     @field_validator("properties", mode="before")
     @classmethod
     def _properties(cls, value: Any) -> Any:
+        value = _blank_to_none(value)
         if isinstance(value, str):
             try:
                 value = json.loads(value)

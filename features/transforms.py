@@ -50,6 +50,7 @@ _REQUIRED_COLUMNS = (
 
 
 def _window_features(w: int) -> dict[str, tuple[str, str]]:
+    """The per-window user features for a window of ``w`` days, named with a ``_{w}d`` suffix."""
     return {
         f"sessions_{w}d": ("int64", f"Distinct sessions with an event in the last {w} days."),
         f"mean_session_seconds_{w}d": (
@@ -214,6 +215,7 @@ def _utc_ns(timestamps: pd.Series) -> np.ndarray:
 
 
 def _as_of_times(as_of: Sequence[pd.Timestamp] | pd.Timestamp) -> list[pd.Timestamp]:
+    """Distinct, sorted UTC (ns) as-of times; naive times are refused rather than guessed."""
     if isinstance(as_of, str | datetime):
         as_of = [as_of]
     times = set()

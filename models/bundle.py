@@ -57,8 +57,8 @@ class ModelBundle:
         return cls(
             model_name=meta["model_name"],
             model=load_model(directory / "model"),
-            users=IdMap.from_ids(meta["users"]),
-            items=IdMap.from_ids(meta["items"]),
+            users=IdMap(np.array(meta["users"], dtype=object)),
+            items=IdMap(np.array(meta["items"], dtype=object)),
             history=sp.load_npz(directory / "history.npz").tocsr(),
             popular=np.load(directory / "popular.npy"),
             item_categories=np.array(meta["item_categories"], dtype=object),

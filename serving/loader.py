@@ -29,6 +29,28 @@ class LoadedModel:
     feature_service: str
 
 
+def preflight(ws: Workspace, name: str, alias: str) -> str:
+    """Cheap start-up checks in the calling process, so a doomed server is never spawned.
+
+    Returns ``name@version``; raises :class:`ServingStartupError` with what to run.
+    """
+    mlflow.set_tracking_uri(ws.mlflow_uri)
+    mlflow.set_registry_uri(ws.mlflow_uri)
+    try:
+        version = MlflowClient().get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ServingStartupError(
+            f"no model {name!r} with alias {alias!r} in the registry at {ws.mlflow_uri}: "
+            "run `tailor train` first"
+        ) from exc
+    registry = ws.feast_dir / "registry.db"
+    if ws.profile == "local" and not registry.exists():
+        raise ServingStartupError(
+            f"no Feast registry at {registry}: run `tailor features apply` first"
+        )
+    return f"{name}@{version.version}"
+
+
 def load_registered(ws: Workspace, name: str, alias: str) -> LoadedModel:
     """Resolve ``name@alias`` in the MLflow registry and load its bundle."""
     uri = ws.mlflow_uri

@@ -17,6 +17,8 @@ import httpx
 from features.workspace import HOME_ENV, PROFILE_ENV, Workspace
 
 SERVICE = "serving.service:Tailor"
+DEFAULT_MODEL = "tailor-recommender"
+DEFAULT_ALIAS = "champion"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -54,12 +56,20 @@ def serve_env(ws: Workspace) -> dict[str, str]:
     return env
 
 
-def wait_ready(base_url: str, process: subprocess.Popen, timeout: float = 180.0) -> None:
-    """Poll ``/readyz`` until the service has loaded its model; fail if the process dies."""
+def wait_ready(
+    base_url: str, process: subprocess.Popen, timeout: float = 180.0, log_path: Path | None = None
+) -> None:
+    """Poll ``/readyz`` until the service has loaded its model; fail if the process dies.
+
+    BentoML restarts a worker whose ``__init__`` raised, so the log is watched as well: a
+    start-up error there fails at once instead of after ``timeout``.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"bentoml serve exited with code {process.returncode} during start")
+        if log_path is not None and "ServingStartupError" in log_path.read_text(errors="replace"):
+            raise RuntimeError("the service failed to start (ServingStartupError)")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{base_url}/readyz", timeout=2.0).status_code == 200:
                 return
@@ -72,6 +82,9 @@ def running_service(
     ws: Workspace, port: int | None = None, log_path: Path | None = None, timeout: float = 180.0
 ) -> Iterator[str]:
     """Run the service until the block exits; yields its base URL. Output goes to ``log_path``."""
+    from serving.loader import preflight
+
+    preflight(ws, os.environ.get("TAILOR_MODEL_NAME", DEFAULT_MODEL), DEFAULT_ALIAS)
     port = port or free_port()
     log_path = log_path or ws.home / "logs" / f"serve-{port}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +99,7 @@ def running_service(
         base_url = f"http://127.0.0.1:{port}"
         try:
             try:
-                wait_ready(base_url, process, timeout)
+                wait_ready(base_url, process, timeout, log_path)
             except (RuntimeError, TimeoutError) as exc:
                 tail = log_path.read_text(errors="replace")[-4000:]
                 raise RuntimeError(f"{exc}\n--- {log_path} (tail) ---\n{tail}") from exc

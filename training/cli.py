@@ -273,9 +273,15 @@ def serve(
     """Serve the champion model with `bentoml serve` (POST /recommend, GET /healthz)."""
     import os
 
-    from serving.process import serve_command, serve_env
+    from serving.loader import ServingStartupError, preflight
+    from serving.process import DEFAULT_ALIAS, DEFAULT_MODEL, serve_command, serve_env
 
     ws = _ws(home)
+    try:
+        label = preflight(ws, os.environ.get("TAILOR_MODEL_NAME", DEFAULT_MODEL), DEFAULT_ALIAS)
+    except ServingStartupError as exc:
+        _fail(str(exc))
+    console.print(f"model {label}")
     command = serve_command(port, host, workers)
     console.print(f"serving {ws.home} on http://{host}:{port}")
     os.execvpe(command[0], command, serve_env(ws))

@@ -66,7 +66,7 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            allowed_text = ', '.join(map(repr, allowed))
+            allowed_text = ", ".join(map(repr, allowed))
             raise ConfigError(f"{key}={value!r}: allowed values are {allowed_text}")
         return value
     if tp is bool:

@@ -71,9 +71,7 @@ def training_set(ws: Workspace, split: TemporalSplit, events: pd.DataFrame, serv
     before = events[events["timestamp"] < split.cut]
     from features.ids import person_keys
 
-    last_device = (
-        before.assign(person=person_keys(before)).groupby("person")["device_type"].last()
-    )
+    last_device = before.assign(person=person_keys(before)).groupby("person")["device_type"].last()
     users = split.train.users.ids
     entity_df = pd.DataFrame(
         {
@@ -122,7 +120,9 @@ def train_and_evaluate(
 
     say(f"reading the training set from Feast ({config.feature_service})")
     features = training_set(ws, split, events, config.feature_service)
-    covered = float(features["sessions_30d"].notna().mean()) if len(features) else 0.0
+    # Feast drops label rows without an eligible feature row, so count users, not rows.
+    with_features = features.loc[features["sessions_30d"].notna(), "user_id"].nunique()
+    covered = with_features / max(split.train.n_users, 1)
 
     say(f"fitting {config.baseline} and {config.model} on the train part")
     baseline, baseline_fit = _fit(config.baseline, {}, split.train)

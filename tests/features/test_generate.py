@@ -201,7 +201,7 @@ def test_catalogue_shape_and_price_tiers(planted: GeneratedData) -> None:
     for _, products in catalogue.groupby("category"):
         ordered = products.sort_values("price")
         assert ordered["price_tier"].map(rank).is_monotonic_increasing
-    assert len(generate_clickstream(n_users=20_000, days=1, seed=0).catalogue) == 2000
+    assert len(generate_clickstream(n_users=12_000, days=1, seed=0).catalogue) == 2000
 
 
 def test_window_shoppers_cart_electronics_but_rarely_buy(labelled: pd.DataFrame) -> None:

@@ -220,6 +220,15 @@ def test_no_leakage_on_a_random_log() -> None:
             pd.testing.assert_frame_equal(snapshot, cut)
 
 
+def test_row_order_and_string_dtypes_of_the_input_do_not_matter(events: pd.DataFrame) -> None:
+    shuffled = events.sample(frac=1, random_state=3)
+    for column in ("user_id", "anonymous_id", "session_id", "product_id", "category"):
+        shuffled[column] = shuffled[column].astype("string")
+    shuffled["timestamp"] = shuffled["timestamp"].dt.tz_convert("Europe/Berlin")
+    for transform in (user_features, item_features):
+        pd.testing.assert_frame_equal(transform(events, [AS_OF]), transform(shuffled, [AS_OF]))
+
+
 def test_window_boundaries() -> None:
     rows = [
         # 8 days before AS_OF: in the 30-day window, not in the 7-day one.

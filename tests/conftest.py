@@ -1,0 +1,52 @@
+"""Shared fixtures: a small generated workspace taken once through the whole pipeline."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+
+from features import store
+from features.build import build_feature_tables, feature_time_range
+from features.eventlog import EventLog
+from features.generate import GeneratedData, generate_clickstream
+from features.ingest import ingest_frame
+from features.workspace import Workspace
+from training.config import TrainConfig
+from training.pipeline import TrainResult, train_and_evaluate
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_environment():
+    """Tests never talk to a user's own tracking server or workspace."""
+    saved = {key: os.environ.pop(key, None) for key in ("MLFLOW_TRACKING_URI", "TAILOR_HOME")}
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    yield
+    for key, value in saved.items():
+        if value is not None:
+            os.environ[key] = value
+
+
+@dataclass(frozen=True)
+class TrainedWorkspace:
+    ws: Workspace
+    generated: GeneratedData
+    result: TrainResult
+    config: TrainConfig
+
+
+@pytest.fixture(scope="session")
+def trained_workspace(tmp_path_factory) -> TrainedWorkspace:
+    """Generate → ingest → features → Feast apply + materialize → train + register, once."""
+    ws = Workspace(home=tmp_path_factory.mktemp("trained")).ensure()
+    generated = generate_clickstream(n_users=250, days=21, seed=11)
+    report = ingest_frame(generated.events, EventLog(ws.event_log_dir), ws.quarantine_dir, "gen")
+    assert report.rejected == 0, report.rejections[:3]
+    build_feature_tables(ws)
+    fs = store.apply(ws)
+    start, end = feature_time_range(ws)
+    store.materialize(ws, start.to_pydatetime(), end.to_pydatetime(), store=fs)
+    config = TrainConfig(test_days=5, experiment="tests")
+    result = train_and_evaluate(ws, config)
+    return TrainedWorkspace(ws=ws, generated=generated, result=result, config=config)

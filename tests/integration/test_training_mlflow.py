@@ -1,0 +1,76 @@
+"""Train on a generated workspace, log to a real MLflow store, reload from the registry."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from models.bundle import ModelBundle
+from serving.loader import load_registered
+from serving.logic import RecommendRequest, recommend
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def client(trained_workspace):
+    mlflow.set_tracking_uri(trained_workspace.ws.mlflow_uri)
+    return MlflowClient(trained_workspace.ws.mlflow_uri)
+
+
+def test_run_holds_params_metrics_dataset_plot_and_contract_tag(trained_workspace, client):
+    run = client.get_run(trained_workspace.result.run_id)
+    k = trained_workspace.config.k
+    assert run.data.tags["feast.feature_service"] == "user_profile_v1"
+    assert run.data.params["model"] == "ease"
+    assert run.data.params["model.l2"] == "500.0"
+    for name in (f"ndcg_at_{k}", f"baseline_ndcg_at_{k}", "train_seconds", "feature_coverage"):
+        assert name in run.data.metrics
+    assert 0.0 < run.data.metrics[f"ndcg_at_{k}"] <= 1.0
+    assert run.data.metrics["feature_coverage"] > 0.9  # Feast knew nearly every training user
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == [
+        "user_profile_v1@" + str(pd.Timestamp(trained_workspace.result.cut).date())
+    ]
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "plots")]
+    assert artifacts == ["plots/model_vs_baseline.png"]
+
+
+def test_the_model_beats_popularity_on_the_hold_out(trained_workspace):
+    k = trained_workspace.config.k
+    result = trained_workspace.result
+    assert result.metrics[f"ndcg_at_{k}"] > result.baseline_metrics[f"ndcg_at_{k}"]
+
+
+def test_champion_alias_points_at_the_registered_version(trained_workspace, client):
+    version = client.get_model_version_by_alias("tailor-recommender", "champion")
+    assert str(version.version) == trained_workspace.result.registered_version
+    assert version.tags["feast.feature_service"] == "user_profile_v1"
+    assert version.run_id == trained_workspace.result.run_id
+
+
+def test_pyfunc_reload_answers_like_the_bundle(trained_workspace, client):
+    model = mlflow.pyfunc.load_model("models:/tailor-recommender@champion")
+    loaded = load_registered(trained_workspace.ws, "tailor-recommender", "champion")
+    users = list(loaded.scorer.bundle.users.ids[:3]) + ["someone-new"]
+    predicted = model.predict(pd.DataFrame({"user_id": users, "k": [5] * len(users)}))
+    assert list(predicted.columns) == ["user_id", "item_id", "rank", "score", "strategy"]
+    for user in users:
+        direct = recommend(loaded.scorer, RecommendRequest(user_id=user, k=5))
+        rows = predicted[predicted["user_id"] == user].sort_values("rank")
+        assert rows["item_id"].tolist() == [item.item_id for item in direct.items]
+        np.testing.assert_allclose(rows["score"], [item.score for item in direct.items], rtol=1e-6)
+    assert (predicted[predicted["user_id"] == "someone-new"]["strategy"] == "popular").all()
+
+
+def test_bundle_round_trip_through_the_registry_keeps_scores(trained_workspace, tmp_path):
+    loaded = load_registered(trained_workspace.ws, "tailor-recommender", "champion")
+    bundle = loaded.scorer.bundle
+    copy = ModelBundle.load(bundle.save(tmp_path / "b"))
+    users = np.arange(min(5, len(bundle.users)))
+    np.testing.assert_array_equal(
+        bundle.model.recommend(users, bundle.history[users], k=10)[0],
+        copy.model.recommend(users, copy.history[users], k=10)[0],
+    )

@@ -1,0 +1,118 @@
+"""ModelBundle: a fitted model plus serving data, saved as JSON/npz and loaded back unchanged."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.base import IdMap, Interactions
+from models.bundle import ModelBundle
+from models.registry import build
+
+# Shoes s0-s4 and hats h0-h4; by distinct users s0 (5) > h0 = s1 (4) > h1 = s2 (3) > ...
+HISTORIES = {
+    "a0": ["s0", "s1", "s2", "s3"],
+    "a1": ["s0", "s1", "s2", "s3", "s4"],
+    "a2": ["s0", "s1", "s2"],
+    "a3": ["s0", "s1"],
+    "a4": ["s0"],
+    "b0": ["h0", "h1", "h2", "h3"],
+    "b1": ["h0", "h1", "h2"],
+    "b2": ["h0", "h1"],
+    "b3": ["h0", "h4"],
+}
+CATEGORY = {f"s{i}": "shoes" for i in range(5)} | {f"h{i}": "hats" for i in range(5)}
+
+
+def _bundle(model_name: str, items: IdMap | None = None) -> ModelBundle:
+    rows = [(user, item) for user, items_ in HISTORIES.items() for item in items_]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id"])
+    interactions = Interactions.from_frame(frame, items=items)
+    params = {"l2": 1.0} if model_name == "ease" else {}
+    model = build(model_name, params).fit(interactions)
+    popularity = build("popularity").fit(interactions)
+    pop_scores = popularity.score(0)
+    return ModelBundle(
+        model_name=model_name,
+        model=model,
+        users=interactions.users,
+        items=interactions.items,
+        history=interactions.matrix,
+        popular=np.argsort(-pop_scores, kind="stable"),
+        item_categories=np.array([CATEGORY[i] for i in interactions.items.ids], dtype=object),
+    )
+
+
+def _ids(bundle: ModelBundle, item_idx: np.ndarray) -> list[str]:
+    return [str(bundle.items.ids[i]) for i in item_idx]
+
+
+def _all_recommendations(bundle: ModelBundle, k: int = 5) -> list[tuple[list[str], np.ndarray]]:
+    out = []
+    for user in range(len(bundle.users)):
+        item_idx, scores = bundle.model.recommend(user, bundle.history[user], k=k)
+        out.append((_ids(bundle, item_idx), scores))
+    return out
+
+
+def test_popular_in_keeps_popularity_order_within_the_category() -> None:
+    bundle = _bundle("ease")
+    assert _ids(bundle, bundle.popular[:3]) == ["s0", "h0", "s1"]
+    assert _ids(bundle, bundle.popular_in("hats")) == ["h0", "h1", "h2", "h3", "h4"]
+    assert _ids(bundle, bundle.popular_in("shoes")) == ["s0", "s1", "s2", "s3", "s4"]
+
+
+def test_popular_in_unknown_category_is_empty() -> None:
+    result = _bundle("ease").popular_in("socks")
+    assert result.size == 0
+
+
+def test_save_writes_plain_files(tmp_path: Path) -> None:
+    directory = _bundle("ease").save(tmp_path / "bundle")
+    assert directory == tmp_path / "bundle"
+    names = {p.name for p in directory.iterdir()}
+    assert {"bundle.json", "history.npz", "popular.npy", "model"} <= names
+    assert (directory / "model" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("model_name", ["ease", "popularity"])
+def test_round_trip_gives_identical_recommendations(tmp_path: Path, model_name: str) -> None:
+    bundle = _bundle(model_name)
+    loaded = ModelBundle.load(bundle.save(tmp_path / "bundle"))
+
+    assert loaded.model_name == model_name
+    assert type(loaded.model) is type(bundle.model)
+    assert loaded.users == bundle.users
+    assert loaded.items == bundle.items
+    assert (loaded.history != bundle.history).nnz == 0
+    np.testing.assert_array_equal(loaded.popular, bundle.popular)
+    assert loaded.item_categories.tolist() == bundle.item_categories.tolist()
+    for category in ("shoes", "hats", "socks"):
+        np.testing.assert_array_equal(loaded.popular_in(category), bundle.popular_in(category))
+
+    for (ids_before, scores_before), (ids_after, scores_after) in zip(
+        _all_recommendations(bundle), _all_recommendations(loaded), strict=True
+    ):
+        assert ids_after == ids_before
+        np.testing.assert_array_equal(scores_after, scores_before)
+
+
+def test_loaded_ease_still_recommends_the_planted_item(tmp_path: Path) -> None:
+    loaded = ModelBundle.load(_bundle("ease").save(tmp_path / "bundle"))
+    a3 = loaded.users.index("a3")
+    item_idx, _ = loaded.model.recommend(a3, loaded.history[a3], k=1)
+    assert _ids(loaded, item_idx) == ["s2"]  # every other user with s0 and s1 has s2
+
+
+def test_round_trip_keeps_an_unsorted_item_map(tmp_path: Path) -> None:
+    """Regression: load once rebuilt the maps with IdMap.from_ids, which sorts the ids, so a
+    bundle whose item map was not sorted came back with indices that no longer matched."""
+    catalogue_order = IdMap([f"h{i}" for i in range(5)][::-1] + [f"s{i}" for i in range(5)])
+    bundle = _bundle("ease", items=catalogue_order)
+    loaded = ModelBundle.load(bundle.save(tmp_path / "bundle"))
+    assert loaded.items == bundle.items
+    assert loaded.model.items == bundle.items
+    # h3 and h4 tie on popularity; the lower dense index (h4 in this map) ranks first.
+    assert _ids(loaded, loaded.popular_in("hats")) == ["h0", "h1", "h2", "h4", "h3"]
+    assert _all_recommendations(loaded)[3][0] == _all_recommendations(bundle)[3][0]
