@@ -23,6 +23,7 @@ class Workspace:
 
     home: Path
     profile: str = "local"
+    tracking_uri: str | None = None  # MLflow store; None means SQLite inside ``home``
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -30,11 +31,15 @@ class Workspace:
 
     @classmethod
     def from_env(cls, home: str | Path | None = None, profile: str | None = None) -> Workspace:
-        """Build from arguments, else ``$TAILOR_HOME`` / ``$TAILOR_PROFILE``, else defaults."""
+        """Build from arguments, else ``$TAILOR_HOME`` / ``$TAILOR_PROFILE`` /
+        ``$MLFLOW_TRACKING_URI``, else defaults. Read once, here: MLflow itself writes
+        ``MLFLOW_TRACKING_URI`` into the environment when a store is chosen, so reading it later
+        would follow whichever workspace was used last in this process."""
         chosen = home or os.environ.get(HOME_ENV) or DEFAULT_HOME
         return cls(
             home=Path(chosen).expanduser().resolve(),
             profile=profile or os.environ.get(PROFILE_ENV) or "local",
+            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
         )
 
     # -- raw inputs -------------------------------------------------------------------------
@@ -72,8 +77,8 @@ class Workspace:
 
     @property
     def mlflow_uri(self) -> str:
-        """``$MLFLOW_TRACKING_URI`` when set, else a SQLite store inside the workspace."""
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        """The configured tracking URI, else a SQLite store inside the workspace."""
+        return self.tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
 
     @property
     def mlflow_artifacts_uri(self) -> str:

@@ -28,6 +28,15 @@ def _isolated_environment():
             os.environ[key] = value
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_tracking_uri():
+    """MLflow writes MLFLOW_TRACKING_URI into os.environ when a store is set; one test's store
+    must not become the next in-process CLI call's store."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 @dataclass(frozen=True)
 class TrainedWorkspace:
     ws: Workspace
