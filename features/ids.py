@@ -22,8 +22,20 @@ def person_key(user_id: str | None, anonymous_id: str | None) -> str:
 
 
 def person_keys(events: pd.DataFrame) -> pd.Series:
-    """Vectorized :func:`person_key` over an events frame (``user_id``, ``anonymous_id``)."""
-    user = events["user_id"]
-    anon = ANON_PREFIX + events["anonymous_id"].astype("string")
-    keys = user.astype("string").where(user.notna() & (user.astype("string") != ""), anon)
-    return keys.astype(object)
+    """Vectorized :func:`person_key` over an events frame (``user_id``, ``anonymous_id``).
+
+    Returns an object Series of str aligned with ``events`` (name ``user_id``); a blank id counts
+    as missing, and a row with neither id raises ``ValueError`` with the count and the first row.
+    """
+    user = events["user_id"].astype(object)
+    anon = events["anonymous_id"].astype(object)
+    has_user = user.notna() & user.ne("")
+    has_anon = anon.notna() & anon.ne("")
+    missing = ~has_user & ~has_anon
+    if missing.any():
+        raise ValueError(
+            f"{int(missing.sum())} events have neither user_id nor anonymous_id"
+            f" (first at index {events.index[missing.to_numpy()][0]!r})"
+        )
+    key = user.where(has_user, ANON_PREFIX + anon.where(has_anon, "").astype(str))
+    return key.astype(str).astype(object).rename("user_id")

@@ -46,6 +46,7 @@ def render_config(ws: Workspace) -> Path:
     ws.feature_data_dir.mkdir(parents=True, exist_ok=True)
     values = {
         "TAILOR_FEAST_DIR": str(ws.feast_dir),
+        "TAILOR_FEAST_PROJECT": os.environ.get("TAILOR_FEAST_PROJECT", "tailor"),
         "TAILOR_REDIS": os.environ.get("TAILOR_REDIS", DEFAULT_REDIS),
         "TAILOR_POSTGRES_URL": os.environ.get("TAILOR_POSTGRES_URL", DEFAULT_POSTGRES),
     }

@@ -23,6 +23,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from features.ids import person_keys
 from features.schema import PRODUCT_EVENTS
 
 WINDOWS_DAYS = (7, 30)
@@ -125,24 +126,8 @@ _KEY_COLUMNS = ("event_timestamp", "created")
 
 
 def person_key(events: pd.DataFrame) -> pd.Series:
-    """The user entity key per event: ``user_id`` when present, else ``"anon:" + anonymous_id``.
-
-    The prefix keeps anonymous visitors from colliding with real user ids. Returns an object
-    Series of str aligned with ``events`` (name ``user_id``); raises ``ValueError`` when a row
-    has neither id.
-    """
-    user = events["user_id"].astype(object)
-    anon = events["anonymous_id"].astype(object)
-    has_user = user.notna() & user.ne("")
-    has_anon = anon.notna() & anon.ne("")
-    missing = ~has_user & ~has_anon
-    if missing.any():
-        raise ValueError(
-            f"{int(missing.sum())} events have neither user_id nor anonymous_id"
-            f" (first at index {events.index[missing.to_numpy()][0]!r})"
-        )
-    key = user.where(has_user, "anon:" + anon.where(has_anon, "").astype(str))
-    return key.astype(str).astype(object).rename("user_id")
+    """The user entity key per event; see :func:`features.ids.person_keys` (the one id module)."""
+    return person_keys(events)
 
 
 def snapshot_times(events: pd.DataFrame, freq: str = "7D") -> list[pd.Timestamp]:

@@ -30,10 +30,8 @@ def _table(key: str, spec: dict, rows: list[dict]) -> pd.DataFrame:
     return frame
 
 
-@pytest.fixture()
-def feast_ws(tmp_path) -> Workspace:
+def _tables() -> dict[str, pd.DataFrame]:
     """u1 has features written at T0 (sessions 1) and T0+10d (sessions 99)."""
-    ws = Workspace(home=tmp_path).ensure()
     users = _table(
         "user_id",
         USER_FEATURES,
@@ -47,9 +45,13 @@ def feast_ws(tmp_path) -> Workspace:
     activity = _table(
         "user_id", ACTIVITY_FEATURES, [{"user_id": "u1", "at": T0, "last_category": "toys"}]
     )
-    store.write_tables(
-        ws, {"user_features": users, "item_features": items, "user_activity": activity}
-    )
+    return {"user_features": users, "item_features": items, "user_activity": activity}
+
+
+@pytest.fixture()
+def feast_ws(tmp_path) -> Workspace:
+    ws = Workspace(home=tmp_path).ensure()
+    store.write_tables(ws, _tables())
     store.apply(ws)
     return ws
 

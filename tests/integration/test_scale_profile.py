@@ -1,0 +1,57 @@
+"""The scale profile against the real local services: Redis online store, Postgres registry."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pandas as pd
+import pytest
+
+from features import store
+from features.workspace import Workspace
+
+pytestmark = [pytest.mark.integration, pytest.mark.scale]
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture()
+def scale_ws(tmp_path, monkeypatch):
+    if not _reachable("127.0.0.1", 6379):
+        pytest.skip("Redis is not reachable at 127.0.0.1:6379 (needed by the scale profile)")
+    if not _reachable("127.0.0.1", 5432):
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (scale-profile registry)")
+    # A project of its own, so runs never see each other's registry rows or Redis keys.
+    monkeypatch.setenv("TAILOR_FEAST_PROJECT", f"tailor_test_{uuid.uuid4().hex[:8]}")
+    ws = Workspace(home=tmp_path, profile="scale").ensure()
+    yield ws
+    fs = store.feature_store(ws)
+    fs.teardown()
+
+
+def test_apply_materialize_and_read_online_from_redis(scale_ws):
+    from tests.integration.test_feast_store import T0, _tables
+
+    store.write_tables(scale_ws, _tables())
+    fs = store.apply(scale_ws)
+    assert fs.config.online_store.type == "redis"
+    assert {s.name for s in fs.list_feature_services()} == {"user_profile_v1", "item_profile_v1"}
+    store.materialize(
+        scale_ws,
+        (T0 - pd.Timedelta(days=1)).to_pydatetime(),
+        (T0 + pd.Timedelta(days=11)).to_pydatetime(),
+        store=fs,
+    )
+    row = store.online_features(fs, [{"user_id": "u1", "device_type": "mobile"}])[0]
+    assert row["sessions_30d"] == 99
+    assert row["last_category"] == "toys"
+    # A fresh store object reads the registry back from Postgres.
+    again = store.feature_store(scale_ws)
+    assert "user_features" in {v.name for v in again.list_feature_views()}
