@@ -17,8 +17,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture()
 def client(trained_workspace):
-    mlflow.set_tracking_uri(trained_workspace.ws.mlflow_uri)
-    return MlflowClient(trained_workspace.ws.mlflow_uri)
+    # Both URIs are process-wide in MLflow, and earlier tests point them at other workspaces.
+    uri = trained_workspace.ws.mlflow_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def test_run_holds_params_metrics_dataset_plot_and_contract_tag(trained_workspace, client):
