@@ -11,6 +11,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -64,9 +65,12 @@ EVENT_ARROW_SCHEMA = pa.schema(
 )
 
 
+_ID_FIELDS = frozenset({"event_id", "user_id", "anonymous_id", "session_id", "product_id"})
+
+
 def _blank_to_none(value: Any) -> Any:
     """CSV and pandas give '' or NaN for a missing cell; treat both as missing."""
-    if value is None:
+    if value is None or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, float) and math.isnan(value):
         return None
@@ -127,22 +131,29 @@ class Event(BaseModel):
     page: str | None = None
     properties: dict[str, Any] | None = None
 
-    @field_validator("*", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _missing_cells(cls, value: Any) -> Any:
-        return _blank_to_none(value)
+    def _clean_cells(cls, data: Any) -> Any:
+        """One pass over the raw row (cheaper than a validator per field).
 
-    @field_validator(
-        "event_id", "user_id", "anonymous_id", "session_id", "product_id", mode="before"
-    )
-    @classmethod
-    def _ids_as_text(cls, value: Any) -> Any:
-        # CSV readers turn numeric ids into ints or floats; ids are always text.
-        if isinstance(value, float) and value.is_integer():
-            return str(int(value))
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        return value
+        CSV and pandas give '' or NaN for a missing cell: those are dropped so the field's
+        default applies (``device_type`` → ``other``) or "Field required" names it. Numeric ids
+        from CSV readers become text (``7.0`` → ``"7"``).
+        """
+        if not isinstance(data, dict):
+            return data
+        clean = {}
+        for key, value in data.items():
+            value = _blank_to_none(value)
+            if value is None:
+                continue
+            if key in _ID_FIELDS and not isinstance(value, str | bool):
+                if isinstance(value, float) and value.is_integer():
+                    value = str(int(value))
+                elif isinstance(value, int):
+                    value = str(value)
+            clean[key] = value
+        return clean
 
     @field_validator("timestamp", mode="before")
     @classmethod
@@ -160,15 +171,9 @@ class Event(BaseModel):
             raise ValueError(f"country {value!r} is not an ISO 3166-1 alpha-2 code such as 'US'")
         return value.upper()
 
-    @field_validator("device_type", mode="before")
-    @classmethod
-    def _device_default(cls, value: Any) -> Any:
-        return "other" if _blank_to_none(value) is None else value
-
     @field_validator("properties", mode="before")
     @classmethod
     def _properties(cls, value: Any) -> Any:
-        value = _blank_to_none(value)
         if isinstance(value, str):
             try:
                 value = json.loads(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +34,16 @@ HomeOption = Annotated[
         help="Workspace folder for data, feature store, runs and models (default ./data).",
     ),
 ]
+
+
+@app.callback()
+def _main() -> None:
+    """Quiet the known, harmless warnings of the libraries underneath (Feast, MLflow)."""
+    warnings.filterwarnings("ignore", message="On demand feature view is an experimental")
+    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", module="sqlalchemy")
 
 
 def _ws(home: Path | None) -> Workspace:
