@@ -18,6 +18,17 @@ from models.base import IdMap, Recommender
 from models.registry import load_model
 
 
+def popularity_scores(history: sp.csr_matrix) -> np.ndarray:
+    """Share of users who interacted with each item, shape ``(n_items,)``."""
+    n_users = max(history.shape[0], 1)
+    return np.asarray((history > 0).sum(axis=0)).ravel().astype(np.float64) / n_users
+
+
+def popularity_order(history: sp.csr_matrix) -> np.ndarray:
+    """Item indices, most popular first (ties: lower index first)."""
+    return np.argsort(-popularity_scores(history), kind="stable")
+
+
 @dataclass(frozen=True)
 class ModelBundle:
     """``history`` is users × items (same maps as the model); ``popular`` item indices by rank."""

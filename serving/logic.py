@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from models.bundle import ModelBundle
+from models.bundle import ModelBundle, popularity_scores
 
 MAX_K = 200
 
@@ -51,9 +51,7 @@ class Scorer:
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle, label: str) -> Scorer:
-        counts = np.asarray(bundle.history.sum(axis=0)).ravel().astype(np.float64)
-        total = counts.sum() or 1.0
-        return cls(bundle=bundle, label=label, popularity=counts / total)
+        return cls(bundle=bundle, label=label, popularity=popularity_scores(bundle.history))
 
 
 def _popular(scorer: Scorer, pool: np.ndarray, exclude: set[int], k: int, strategy: str) -> list:

@@ -21,7 +21,7 @@ from features import store
 from features.eventlog import EventLog
 from features.workspace import Workspace
 from models.base import Interactions, Recommender
-from models.bundle import ModelBundle
+from models.bundle import ModelBundle, popularity_order
 from models.registry import build
 from training import tracking
 from training.config import TrainConfig
@@ -133,15 +133,13 @@ def train_and_evaluate(
     say(f"refitting {config.model} on all interactions")
     full = Interactions.from_frame(frame, weight_col="weight")
     final, final_fit = _fit(config.model, config.params, full)
-    popularity, _ = _fit("popularity", {}, full)
-    pop_scores = popularity.score(np.array([0]), user_items=full.matrix[:1]).ravel()
     bundle = ModelBundle(
         model_name=config.model,
         model=final,
         users=full.users,
         items=full.items,
         history=full.matrix,
-        popular=np.argsort(-pop_scores, kind="stable"),
+        popular=popularity_order(full.matrix),
         item_categories=item_categories(frame, full.items),
     )
 

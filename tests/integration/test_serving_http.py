@@ -56,6 +56,8 @@ def test_unknown_user_gets_popular_items(base_url):
     assert response.status_code == 200
     assert body["personalized"] is False
     assert [item["strategy"] for item in body["items"]] == ["popular"] * 3
+    scores = [item["score"] for item in body["items"]]
+    assert scores == sorted(scores, reverse=True)
 
 
 @pytest.mark.parametrize(

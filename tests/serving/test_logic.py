@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from models.base import Interactions
-from models.bundle import ModelBundle
+from models.bundle import ModelBundle, popularity_order
 from models.registry import build
 from serving.logic import (
     MAX_K,
@@ -32,7 +32,7 @@ HISTORIES = {
 }
 CATEGORY = {f"s{i}": "shoes" for i in range(5)} | {f"h{i}": "hats" for i in range(5)}
 N_ITEMS = len(CATEGORY)
-N_INTERACTIONS = sum(len(items) for items in HISTORIES.values())
+N_USERS = len(HISTORIES)
 GLOBAL_POPULAR = ["s0", "h0", "s1", "h1", "s2", "h2", "s3", "h3", "h4", "s4"]
 
 
@@ -41,14 +41,13 @@ def _scorer(model_name: str) -> Scorer:
     interactions = Interactions.from_frame(pd.DataFrame(rows, columns=["user_id", "item_id"]))
     params = {"l2": 1.0} if model_name == "ease" else {}
     model = build(model_name, params).fit(interactions)
-    pop_scores = build("popularity").fit(interactions).score(0)
     bundle = ModelBundle(
         model_name=model_name,
         model=model,
         users=interactions.users,
         items=interactions.items,
         history=interactions.matrix,
-        popular=np.argsort(-pop_scores, kind="stable"),
+        popular=popularity_order(interactions.matrix),
         item_categories=np.array([CATEGORY[i] for i in interactions.items.ids], dtype=object),
     )
     return Scorer.from_bundle(bundle, label=f"tailor-{model_name}@3")
@@ -119,7 +118,7 @@ def test_unknown_user_with_last_category_gets_that_category_first(scorer: Scorer
 def test_unknown_user_category_items_carry_global_popularity_scores(scorer: Scorer) -> None:
     response = recommend(scorer, RecommendRequest(user_id="x", k=2), {"last_category": "hats"})
     assert [item.score for item in response.items] == pytest.approx(
-        [4 / N_INTERACTIONS, 3 / N_INTERACTIONS]
+        [4 / N_USERS, 3 / N_USERS]
     )
 
 
@@ -129,7 +128,14 @@ def test_unknown_user_without_features_gets_global_popular(scorer: Scorer) -> No
     assert response.strategy == "popular"
     assert _ids(response) == GLOBAL_POPULAR[:4]
     assert _strategies(response) == ["popular"] * 4
-    assert response.items[0].score == pytest.approx(5 / N_INTERACTIONS)
+    assert response.items[0].score == pytest.approx(5 / N_USERS)
+
+
+def test_popular_scores_never_rise_down_the_list(scorer: Scorer) -> None:
+    """Regression: order and score once came from different popularity measures (#2)."""
+    response = recommend(scorer, RecommendRequest(user_id="new-user", k=MAX_K))
+    scores = [item.score for item in response.items]
+    assert scores == sorted(scores, reverse=True)
 
 
 def test_unknown_user_gets_the_whole_catalogue_at_most(scorer: Scorer) -> None:
