@@ -277,6 +277,45 @@ def _print_train(result, k: int, model: str, baseline: str) -> None:
     )
 
 
+@app.command("fit-predict")
+def fit_predict_command(
+    train: Annotated[
+        Path, typer.Option(help="Interactions: user_id,item_id[,rating][,timestamp].")
+    ],
+    users: Annotated[Path, typer.Option(help="Users to recommend for (a user_id column).")],
+    out: Annotated[Path, typer.Option(help="Output CSV: user_id,item_id,rank,score.")],
+    model: Annotated[str, typer.Option(help="Registered model name.")] = "ease",
+    k: Annotated[int, typer.Option(help="Items per user.")] = 10,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Model parameter: key=value.")
+    ] = None,
+) -> None:
+    """Fit a model on any interactions file and write each listed user's top-k unseen items."""
+    import yaml
+
+    from training.config import ConfigError, parse_sets
+    from training.fit_predict import fit_predict
+
+    try:
+        params = {key: yaml.safe_load(value) for key, value in parse_sets(set_ or []).items()}
+        with console.status(f"fitting {model}"):
+            result = fit_predict(train, users, model, params, k, out)
+    except (ConfigError, ValueError, FileNotFoundError, KeyError) as exc:
+        _fail(str(exc))
+    console.print(
+        _table(
+            "fit-predict",
+            {
+                "training interactions": result.n_train,
+                "users asked": result.n_users,
+                "unknown users (popular items)": result.n_unknown_users,
+                "rows written": result.n_rows,
+                "out": str(result.out),
+            },
+        )
+    )
+
+
 @app.command("serve")
 def serve(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,

@@ -18,6 +18,7 @@ COMMANDS = [
     ["data", "generate"],
     ["data", "fetch"],
     ["data", "import"],
+    ["fit-predict"],
     ["features"],
     ["features", "build"],
     ["features", "apply"],
