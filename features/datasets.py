@@ -559,3 +559,24 @@ def _format_error(path: Path, lineno: int, reason: str) -> DatasetFormatError:
 
 def _shorten(line: str, limit: int = 120) -> str:
     return repr(line if len(line) <= limit else line[:limit] + "...")
+
+
+def movielens_file_order(raw_dir: Path) -> pd.DataFrame:
+    """MovieLens-100K interactions in the source file's row order (``u.data`` order).
+
+    :func:`load` sorts by (user, time, item); protocols that draw one random number per row in
+    file order, like the Microsoft Recommenders stratified split, need the original order.
+    """
+    dataset = load("movielens-100k", raw_dir)
+    folder = Path(raw_dir) / "movielens-100k"
+    grouplens = folder / "u.data"
+    if grouplens.exists():
+        keys = pd.read_csv(grouplens, sep="\t", header=None, usecols=[0, 1], dtype=str)
+    else:
+        keys = pd.read_csv(folder / "ml-100k.inter", sep="\t", usecols=[0, 1], dtype=str)
+    keys.columns = ["user_id", "item_id"]
+    indexed = dataset.interactions.set_index(["user_id", "item_id"])
+    if not indexed.index.is_unique or len(keys) != len(indexed):
+        raise DatasetFormatError(f"{folder}: cannot restore file order (duplicate or missing rows)")
+    ordered = indexed.loc[pd.MultiIndex.from_frame(keys)].reset_index()
+    return ordered.loc[:, list(dataset.interactions.columns)]

@@ -14,11 +14,16 @@ from typing import Any, Literal
 
 from models.base import Recommender, read_saved_meta
 from models.ease import EASE, EASEConfig
+from models.knn import ItemKNN, ItemKNNConfig, UserKNN, UserKNNConfig
+from models.ncf import NCF, NCFConfig
 from models.popularity import Popularity, PopularityConfig
 
 MODELS: dict[str, tuple[type, type[Recommender]]] = {
     "popularity": (PopularityConfig, Popularity),
     "ease": (EASEConfig, EASE),
+    "user_knn": (UserKNNConfig, UserKNN),
+    "item_knn": (ItemKNNConfig, ItemKNN),
+    "ncf": (NCFConfig, NCF),
 }
 
 

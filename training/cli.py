@@ -277,6 +277,46 @@ def _print_train(result, k: int, model: str, baseline: str) -> None:
     )
 
 
+@app.command("benchmark")
+def benchmark(
+    dataset: Annotated[str, typer.Argument(help="Data set: movielens-100k.")] = "movielens-100k",
+    protocol: Annotated[
+        str, typer.Option(help="msr, recbole, temporal or leave-last-out.")
+    ] = "msr",
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="Model(s) to run; default: all.")
+    ] = None,
+    k: Annotated[int, typer.Option(min=1, help="Cut-off of the ranking metrics.")] = 10,
+    out: Annotated[Path, typer.Option(help="Folder for the result tables.")] = Path(
+        "experiments/results"
+    ),
+    home: HomeOption = None,
+) -> None:
+    """Train every model on one data set and protocol; print and write the comparison table."""
+    from training.benchmark import run_benchmark
+
+    ws = _ws(home)
+    try:
+        result = run_benchmark(
+            ws, dataset, protocol, model, k=k, results_dir=out, say=lambda m: console.log(m)
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    table = Table(title=f"{dataset} / {protocol} (k = {k})")
+    columns = [f"ndcg_at_{k}", f"precision_at_{k}", f"recall_at_{k}", f"map_at_{k}"]
+    columns += [f"coverage_at_{k}", "train_seconds", "recommend_seconds"]
+    table.add_column("model")
+    short = {"precision": "prec", "coverage": "cov", "train_seconds": "fit s"}
+    short["recommend_seconds"] = "rec s"
+    for column in columns:
+        label = column.split("_at_")[0]
+        table.add_column(short.get(label, short.get(column, label)), justify="right")
+    for row in result.table.to_dict(orient="records"):
+        table.add_row(row["model"], *(f"{row[c]:.4f}" for c in columns))
+    console.print(table)
+    console.print(f"written: {result.files['md']} and {result.files['csv']}")
+
+
 @app.command("fit-predict")
 def fit_predict_command(
     train: Annotated[

@@ -11,6 +11,11 @@ Per-user functions return ``float64`` arrays ``(n_users,)`` with NaN for users w
 items (their recall, NDCG, ... are undefined); `ranking_report` averages over the other users.
 Relevance is binary. Conventions follow Microsoft Recommenders: MAP@k divides by the user's number
 of relevant items, NDCG@k's ideal DCG places ``min(k, n_relevant)`` hits first.
+
+Beyond-accuracy metrics need no relevance and look at every row of ``recommended``:
+`novelty_at_k` (how unknown the recommended items are to the training users),
+`intra_list_diversity_at_k` (how unlike each other one user's items are) and
+`personalization_at_k` (how unlike each other different users' lists are).
 """
 
 from __future__ import annotations
@@ -171,13 +176,145 @@ def catalogue_coverage(recommended: np.ndarray, n_items: int, k: int | None = No
     return distinct.size / n_items
 
 
+def _distinct_cells(
+    recommended: np.ndarray, k: int | None, n_items: int | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(rows (m,), items (m,), n_users)``: each distinct item of each row's top ``k`` once.
+
+    Padding (-1) is dropped and a repeated item counts once, as in the ranking metrics.
+    """
+    recommended, k = _as_recommended(recommended, k)
+    rows, cols = np.nonzero(recommended >= 0)
+    items = recommended[rows, cols]
+    if n_items is not None and items.size and items.max() >= n_items:
+        raise ValueError(f"recommended holds item index {items.max()} >= n_items ({n_items})")
+    if items.size:
+        cells = np.unique(np.stack([rows, items], axis=1), axis=0)
+        rows, items = cells[:, 0], cells[:, 1]
+    return rows, items, recommended.shape[0]
+
+
+def novelty_at_k(
+    recommended: np.ndarray,
+    train_matrix: sp.spmatrix | sp.sparray,
+    k: int | None = None,
+    *,
+    denominator: str = "users",
+) -> float:
+    """Mean self-information ``-log2 p(i)`` of the recommended items (Castells et al., ECIR 2011).
+
+    ``p(i)`` is item ``i``'s popularity share in ``train_matrix`` ``(n_train_users, n_items)``
+    (nonzero = interacted): with ``denominator="users"`` the share of training users (rows) who
+    interacted with ``i`` (the "discovery" model: how likely a random user already knows ``i``);
+    with ``"interactions"`` the item's share of all nonzero cells, which is Microsoft Recommenders'
+    ``historical_item_novelty`` for a training frame without duplicate rows.
+
+    The mean runs over every distinct item of every row's top ``k`` (a popular item recommended to
+    many users weighs many times). Items no training user interacted with have no finite
+    self-information and are left out of the mean (Recommenders instead counts them as 0).
+    Returns NaN when nothing with a finite value was recommended.
+    """
+    allowed = ("users", "interactions")
+    if denominator not in allowed:
+        raise ValueError(f"denominator must be one of {allowed}, got {denominator!r}")
+    matrix = sp.csr_matrix(train_matrix)
+    n_train_users, n_items = matrix.shape
+    _, items, _ = _distinct_cells(recommended, k, n_items)
+    counts = np.bincount(matrix.indices[matrix.data != 0], minlength=n_items)
+    total = n_train_users if denominator == "users" else counts.sum()
+    known = counts[items] > 0
+    if not known.any():
+        return float("nan")
+    return float(np.mean(-np.log2(counts[items[known]] / total)))
+
+
+def intra_list_diversity_at_k(
+    recommended: np.ndarray,
+    item_vectors: np.ndarray | sp.spmatrix | sp.sparray,
+    k: int | None = None,
+) -> np.ndarray:
+    """Per user ``(n_users,)``: mean of ``1 - cos(v_i, v_j)`` over pairs of distinct top-k items.
+
+    ``item_vectors`` is ``(n_items, n_features)``, dense or sparse; row ``i`` describes item index
+    ``i``. Typical choices: a one-hot genre/category matrix (feature-based diversity, Recommenders'
+    ``item_feature_vector`` measure); the binarized transposed training matrix
+    ``(train.matrix.T != 0)`` ``(n_items, n_train_users)``, whose cosine is Recommenders' default
+    ``item_cooccurrence_count`` similarity; or a model's item embeddings. An all-zero row has
+    similarity 0 with every item. Users with fewer than two distinct items get NaN.
+    (Ziegler et al. 2005; Recommenders' ``user_diversity``.)
+    """
+    vectors = item_vectors if sp.issparse(item_vectors) else np.asarray(item_vectors)
+    if vectors.ndim != 2:
+        raise ValueError(f"item_vectors must be 2-D (n_items, n_features), got {vectors.shape}")
+    n_items = vectors.shape[0]
+    rows, items, n_users = _distinct_cells(recommended, k, n_items)
+    if sp.issparse(vectors):
+        vectors = sp.csr_matrix(vectors, dtype=np.float64)
+        norms = np.sqrt(np.asarray(vectors.multiply(vectors).sum(axis=1)).ravel())
+        unit = sp.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)) @ vectors
+        unit_sq = np.asarray(unit.multiply(unit).sum(axis=1)).ravel()
+    else:
+        vectors = vectors.astype(np.float64)
+        norms = np.linalg.norm(vectors, axis=1)
+        unit = vectors / np.where(norms > 0, norms, 1.0)[:, None]
+        unit_sq = (unit * unit).sum(axis=1)
+    chosen = sp.csr_matrix((np.ones(rows.size), (rows, items)), shape=(n_users, n_items))
+    sums = chosen @ unit  # (n_users, n_features): the sum of each user's unit vectors
+    sums_sq = (
+        np.asarray(sums.multiply(sums).sum(axis=1)).ravel()
+        if sp.issparse(sums)
+        else (np.asarray(sums) ** 2).sum(axis=1)
+    )
+    # Sum over ordered pairs i != j of cos(i, j) = |sum of unit vectors|^2 - sum of |unit|^2.
+    n_chosen = np.bincount(rows, minlength=n_users).astype(np.float64)
+    pair_sum = sums_sq - chosen @ unit_sq
+    n_pairs = n_chosen * (n_chosen - 1)
+    mean_similarity = np.divide(pair_sum, n_pairs, out=np.zeros(n_users), where=n_pairs > 0)
+    return np.where(n_chosen >= 2, 1.0 - mean_similarity, np.nan)
+
+
+def personalization_at_k(recommended: np.ndarray, k: int | None = None) -> float:
+    """1 - mean cosine similarity between the top-``k`` sets of every pair of users.
+
+    Each user with at least one recommended item is a binary vector over items; the mean runs
+    over all pairs of such users. This is ``recmetrics.personalization`` (mean off-diagonal
+    cosine of the user x item recommendation matrix, subtracted from 1), except that users with
+    empty lists are left out instead of entering with similarity 0. (Microsoft Recommenders
+    1.2.1 has no personalization function.) 0: everyone gets the same list; near 1: lists share
+    nothing. Computed in O(entries) without the user x user matrix. NaN for fewer than two users.
+    """
+    rows, items, _ = _distinct_cells(recommended, k)
+    users, rows = np.unique(rows, return_inverse=True)
+    n = users.size
+    if n < 2:
+        return float("nan")
+    lengths = np.bincount(rows).astype(np.float64)
+    weights = 1.0 / np.sqrt(lengths[rows])  # each row as a unit vector
+    column_sums = np.bincount(items, weights=weights)
+    # Sum over ordered pairs u != v of cos(u, v) = |sum of unit rows|^2 - n.
+    mean_similarity = (float(column_sums @ column_sums) - n) / (n * (n - 1))
+    return 1.0 - mean_similarity
+
+
 def ranking_report(
-    recommended: np.ndarray, relevant: Relevant, n_items: int, k: int
+    recommended: np.ndarray,
+    relevant: Relevant,
+    n_items: int,
+    k: int,
+    *,
+    train_matrix: sp.spmatrix | sp.sparray | None = None,
+    item_vectors: np.ndarray | sp.spmatrix | sp.sparray | None = None,
+    personalization: bool = False,
 ) -> dict[str, float]:
     """Mean ranking metrics at ``k`` over users with at least one relevant item.
 
     Keys are ``{precision,recall,ndcg,map,hit_rate,mrr}_at_{k}`` (names MLflow accepts),
     ``coverage_at_{k}`` over every row of ``recommended``, and ``n_users`` (users averaged).
+    Optional beyond-accuracy keys, over every row of ``recommended`` as coverage:
+    ``novelty_at_{k}`` when ``train_matrix`` ``(n_train_users, n_items)`` is given (see
+    `novelty_at_k`), ``diversity_at_{k}`` (mean intra-list diversity over users with two or more
+    items) when ``item_vectors`` ``(n_items, n_features)`` is given, and
+    ``personalization_at_{k}`` when ``personalization`` is true.
     Raises ``ValueError`` when no user has a relevant item.
     """
     recommended, k = _as_recommended(recommended, k)
@@ -190,6 +327,22 @@ def ranking_report(
     report = {f"{name}_at_{k}": float(values.mean()) for name, values in per_user.items()}
     report[f"coverage_at_{k}"] = catalogue_coverage(recommended, n_items, k)
     report["n_users"] = float(evaluated.sum())
+    if train_matrix is not None:
+        if train_matrix.shape[1] != n_items:
+            raise ValueError(
+                f"train_matrix has {train_matrix.shape[1]} items, n_items is {n_items}"
+            )
+        report[f"novelty_at_{k}"] = novelty_at_k(recommended, train_matrix, k)
+    if item_vectors is not None:
+        if item_vectors.shape[0] != n_items:
+            raise ValueError(f"item_vectors has {item_vectors.shape[0]} rows, n_items is {n_items}")
+        diversity = intra_list_diversity_at_k(recommended, item_vectors, k)
+        has_pairs = ~np.isnan(diversity)
+        report[f"diversity_at_{k}"] = (
+            float(diversity[has_pairs].mean()) if has_pairs.any() else float("nan")
+        )
+    if personalization:
+        report[f"personalization_at_{k}"] = personalization_at_k(recommended, k)
     return report
 
 

@@ -153,9 +153,7 @@ def train_and_evaluate(
     say("logging to MLflow")
     tracking.configure(ws)
     tracking.experiment(ws, config.experiment)
-    import mlflow
-
-    with mlflow.start_run(run_name=f"{config.model}-vs-{config.baseline}") as run:
+    with tracking.start_run(f"{config.model}-vs-{config.baseline}") as run:
         tracking.set_tags(
             {
                 "feast.feature_service": config.feature_service,

@@ -127,5 +127,10 @@ def register(
     return version
 
 
+def start_run(run_name: str, nested: bool = False):
+    """A run context (``with tracking.start_run(...) as run``), nested under the active one."""
+    return mlflow.start_run(run_name=run_name, nested=nested)
+
+
 def set_tags(tags: dict[str, str]) -> None:
     mlflow.set_tags(tags)

@@ -1,0 +1,190 @@
+"""``tailor benchmark``: every registered model on one data set and one published protocol.
+
+Each model is fitted on the same train part and scored on the same test users in one process, so
+the figures compare; each model is a nested MLflow run under one parent run per benchmark. The
+table is written to ``experiments/results/<dataset>-<protocol>.md`` and ``.csv`` with the
+published Microsoft Recommenders rows beside ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.datasets import movielens_file_order
+from features.workspace import Workspace
+from models.registry import MODELS, build
+from training import tracking
+from training.metrics import ranking_report
+from training.protocols import (
+    EvalSet,
+    Split,
+    leave_last_out,
+    msr_split,
+    recbole_split,
+    temporal_global_split,
+    to_eval,
+)
+
+logger = logging.getLogger(__name__)
+
+DATASETS = ("movielens-100k",)
+PROTOCOLS = ("msr", "recbole", "temporal", "leave-last-out")
+
+#: Microsoft Recommenders' MovieLens-100K benchmark (stratified split by item, 75/25, seed 42,
+#: k = 10): NDCG@10 as published in its benchmark notebook (2022 run; 2025 run).
+PUBLISHED = (
+    ("BiVAE", "MS Recommenders 2022", 0.4751),
+    ("BPR", "MS Recommenders 2022", 0.4420),
+    ("LightGCN", "MS Recommenders 2022", 0.4176),
+    ("NCF", "MS Recommenders 2022", 0.3988),
+    ("SAR", "MS Recommenders 2022", 0.3883),
+    ("BiVAE", "MS Recommenders 2025", 0.4687),
+    ("BPR", "MS Recommenders 2025", 0.4450),
+    ("SAR", "MS Recommenders 2025", 0.3938),
+)
+
+
+@dataclass(frozen=True)
+class BenchmarkResult:
+    dataset: str
+    protocol: str
+    k: int
+    table: pd.DataFrame
+    split_sizes: dict[str, int]
+    eval_counts: dict[str, int]
+    files: dict[str, Path] = field(default_factory=dict)
+    parent_run_id: str = ""
+
+
+def make_split(frame: pd.DataFrame, protocol: str) -> Split:
+    if protocol == "msr":
+        return msr_split(frame, ratio=0.75, seed=42)
+    if protocol == "recbole":
+        return recbole_split(frame, ratios=(0.8, 0.1, 0.1))
+    if protocol == "temporal":
+        return temporal_global_split(frame, test_fraction=0.2)
+    if protocol == "leave-last-out":
+        return leave_last_out(frame, n_valid=1)
+    raise ValueError(f"unknown protocol {protocol!r}; allowed: {', '.join(PROTOCOLS)}")
+
+
+def load_frame(dataset: str, ws: Workspace) -> pd.DataFrame:
+    if dataset == "movielens-100k":
+        return movielens_file_order(ws.raw_dir)
+    raise ValueError(f"unknown data set {dataset!r}; allowed: {', '.join(DATASETS)}")
+
+
+def evaluate_model(
+    name: str, params: dict, evalset: EvalSet, k: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Fit on the train part, rank k unseen items for every test user; metrics and timings."""
+    model = build(name, params)
+    started = time.perf_counter()
+    model.fit(evalset.train)
+    fit_seconds = time.perf_counter() - started
+    users = evalset.test_users
+    started = time.perf_counter()
+    recommended, _ = model.recommend(users, evalset.train.matrix[users], k=k, exclude_seen=True)
+    recommend_seconds = time.perf_counter() - started
+    report = ranking_report(
+        recommended, evalset.relevant, evalset.train.n_items, k, train_matrix=evalset.train.matrix
+    )
+    return report, {"train_seconds": fit_seconds, "recommend_seconds": recommend_seconds}
+
+
+def run_benchmark(
+    ws: Workspace,
+    dataset: str = "movielens-100k",
+    protocol: str = "msr",
+    models: list[str] | None = None,
+    params: dict[str, dict] | None = None,
+    k: int = 10,
+    results_dir: Path | None = None,
+    say: Callable[[str], None] | None = None,
+) -> BenchmarkResult:
+    say = say or logger.info
+    names = list(models or MODELS)
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; allowed: {', '.join(MODELS)}")
+    params = params or {}
+    frame = load_frame(dataset, ws)
+    split = make_split(frame, protocol)
+    evalset = to_eval(split)
+    counts = {k_: v for k_, v in asdict(evalset).items() if k_.startswith("n_")}
+    say(
+        f"{dataset} / {protocol}: {split.sizes()} rows; {len(evalset.test_users)} test users, "
+        f"{evalset.n_relevant} relevant pairs"
+    )
+    tracking.configure(ws)
+    tracking.experiment(ws, f"benchmark-{dataset}-{protocol}")
+    rows = []
+    with tracking.start_run(f"{dataset}-{protocol}") as parent:
+        tracking.set_tags({"dataset": dataset, "protocol": protocol, "k": str(k)})
+        tracking.log_dataset(split.train, f"{dataset}-{protocol}-train", "training", dataset)
+        tracking.log_dataset(split.test, f"{dataset}-{protocol}-test", "testing", dataset)
+        for name in names:
+            say(f"fitting {name}")
+            with tracking.start_run(name, nested=True):
+                model_params = params.get(name, {})
+                report, timings = evaluate_model(name, model_params, evalset, k)
+                config = build(name, model_params).config
+                tracking.log_params({"model": name, "protocol": protocol, "dataset": dataset})
+                tracking.log_params(dict(config.__dict__), prefix="model.")
+                tracking.log_metrics({m: v for m, v in report.items() if np.isfinite(v)})
+                tracking.log_metrics(timings)
+            rows.append({"model": name, "source": "tailor", **report, **timings})
+            say(
+                f"{name}: ndcg@{k} {report[f'ndcg_at_{k}']:.4f} in {timings['train_seconds']:.1f} s"
+            )
+    table = pd.DataFrame(rows).sort_values(f"ndcg_at_{k}", ascending=False).reset_index(drop=True)
+    result = BenchmarkResult(
+        dataset=dataset,
+        protocol=protocol,
+        k=k,
+        table=table,
+        split_sizes=split.sizes(),
+        eval_counts=counts,
+        parent_run_id=parent.info.run_id,
+    )
+    if results_dir is not None:
+        result = write_results(result, results_dir)
+    return result
+
+
+def write_results(result: BenchmarkResult, results_dir: Path) -> BenchmarkResult:
+    """Write the Markdown table (ours + published rows) and a CSV of our rows."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{result.dataset}-{result.protocol}"
+    csv_path = results_dir / f"{stem}.csv"
+    result.table.to_csv(csv_path, index=False, float_format="%.6f")
+    k = result.k
+    columns = [f"ndcg_at_{k}", f"precision_at_{k}", f"recall_at_{k}", f"map_at_{k}"]
+    columns += [f"coverage_at_{k}", "train_seconds", "recommend_seconds"]
+    lines = [
+        f"# {result.dataset}, protocol `{result.protocol}`, k = {k}",
+        "",
+        f"Command: `tailor benchmark {result.dataset} --protocol {result.protocol}`",
+        f"Split rows: {result.split_sizes}. Evaluation: {result.eval_counts}.",
+        "Timings are seconds on the machine that ran the command (2 cores for CI-sized runs).",
+        "",
+        "| model | source | " + " | ".join(c.replace("_at_", "@") for c in columns) + " |",
+        "| --- | --- | " + " | ".join("---:" for _ in columns) + " |",
+    ]
+    for row in result.table.to_dict(orient="records"):
+        cells = [f"{row[c]:.4f}" if "seconds" not in c else f"{row[c]:.2f}" for c in columns]
+        lines.append(f"| {row['model']} | {row['source']} | " + " | ".join(cells) + " |")
+    if result.protocol == "msr":
+        for model, source, ndcg in PUBLISHED:
+            blanks = " | ".join("–" for _ in columns[1:])
+            lines.append(f"| {model} | {source} (published) | {ndcg:.4f} | {blanks} |")
+    md_path = results_dir / f"{stem}.md"
+    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return BenchmarkResult(**{**result.__dict__, "files": {"md": md_path, "csv": csv_path}})
