@@ -19,6 +19,7 @@ COMMANDS = [
     ["data", "fetch"],
     ["data", "import"],
     ["fit-predict"],
+    ["benchmark"],
     ["features"],
     ["features", "build"],
     ["features", "apply"],
