@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from models.als import IALS, IALSConfig
 from models.base import Recommender, read_saved_meta
+from models.bpr import BPR, BPRConfig
 from models.ease import EASE, EASEConfig
 from models.knn import ItemKNN, ItemKNNConfig, UserKNN, UserKNNConfig
 from models.ncf import NCF, NCFConfig
@@ -23,6 +25,8 @@ MODELS: dict[str, tuple[type, type[Recommender]]] = {
     "ease": (EASEConfig, EASE),
     "user_knn": (UserKNNConfig, UserKNN),
     "item_knn": (ItemKNNConfig, ItemKNN),
+    "ials": (IALSConfig, IALS),
+    "bpr": (BPRConfig, BPR),
     "ncf": (NCFConfig, NCF),
 }
 
