@@ -52,6 +52,33 @@ PUBLISHED = (
 
 
 @dataclass(frozen=True)
+class BenchmarkSpec:
+    """``experiments/benchmark-*.yaml``: parameters chosen on a validation split, with how."""
+
+    dataset: str = "movielens-100k"
+    protocol: str = "msr"
+    k: int = 10
+    selection: str = ""
+    params: dict[str, dict] = field(default_factory=dict)
+
+
+def load_spec(path: Path) -> BenchmarkSpec:
+    import yaml
+
+    from training.config import ConfigError, from_mapping
+
+    loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    spec = from_mapping(BenchmarkSpec, loaded)
+    for name, params in spec.params.items():
+        if name not in MODELS:
+            raise ConfigError(f"{path}: unknown model {name!r}; allowed: {', '.join(MODELS)}")
+        build(name, params)  # unknown or mistyped parameters fail here, naming the key
+    return spec
+
+
+@dataclass(frozen=True)
 class BenchmarkResult:
     dataset: str
     protocol: str
@@ -61,6 +88,8 @@ class BenchmarkResult:
     eval_counts: dict[str, int]
     files: dict[str, Path] = field(default_factory=dict)
     parent_run_id: str = ""
+    selection: str = ""
+    params: dict[str, dict] = field(default_factory=dict)
 
 
 def make_split(frame: pd.DataFrame, protocol: str) -> Split:
@@ -108,6 +137,7 @@ def run_benchmark(
     k: int = 10,
     results_dir: Path | None = None,
     say: Callable[[str], None] | None = None,
+    selection: str = "",
 ) -> BenchmarkResult:
     say = say or logger.info
     names = list(models or MODELS)
@@ -153,6 +183,8 @@ def run_benchmark(
         split_sizes=split.sizes(),
         eval_counts=counts,
         parent_run_id=parent.info.run_id,
+        selection=selection,
+        params={name: params.get(name, {}) for name in names},
     )
     if results_dir is not None:
         result = write_results(result, results_dir)
@@ -174,6 +206,7 @@ def write_results(result: BenchmarkResult, results_dir: Path) -> BenchmarkResult
         f"Command: `tailor benchmark {result.dataset} --protocol {result.protocol}`",
         f"Split rows: {result.split_sizes}. Evaluation: {result.eval_counts}.",
         "Timings are seconds on the machine that ran the command (2 cores for CI-sized runs).",
+        f"Parameters: {result.selection or 'each model config class defaults'}.",
         "",
         "| model | source | " + " | ".join(c.replace("_at_", "@") for c in columns) + " |",
         "| --- | --- | " + " | ".join("---:" for _ in columns) + " |",
@@ -186,5 +219,7 @@ def write_results(result: BenchmarkResult, results_dir: Path) -> BenchmarkResult
             blanks = " | ".join("–" for _ in columns[1:])
             lines.append(f"| {model} | {source} (published) | {ndcg:.4f} | {blanks} |")
     md_path = results_dir / f"{stem}.md"
+    lines += ["", "Non-default parameters:", ""]
+    lines += [f"- `{name}`: `{params}`" for name, params in result.params.items() if params]
     md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return BenchmarkResult(**{**result.__dict__, "files": {"md": md_path, "csv": csv_path}})

@@ -290,15 +290,32 @@ def benchmark(
     out: Annotated[Path, typer.Option(help="Folder for the result tables.")] = Path(
         "experiments/results"
     ),
+    spec: Annotated[
+        Path | None,
+        typer.Option(help="YAML with data set, protocol, k and per-model parameters (wins)."),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Train every model on one data set and protocol; print and write the comparison table."""
-    from training.benchmark import run_benchmark
+    from training.benchmark import load_spec, run_benchmark
 
     ws = _ws(home)
     try:
+        params, selection = {}, ""
+        if spec is not None:
+            loaded = load_spec(spec)
+            dataset, protocol, k = loaded.dataset, loaded.protocol, loaded.k
+            params, selection = loaded.params, f"{loaded.selection} (spec {spec})"
         result = run_benchmark(
-            ws, dataset, protocol, model, k=k, results_dir=out, say=lambda m: console.log(m)
+            ws,
+            dataset,
+            protocol,
+            model,
+            params=params,
+            k=k,
+            results_dir=out,
+            say=lambda m: console.log(m),
+            selection=selection,
         )
     except ValueError as exc:
         _fail(str(exc))
