@@ -19,6 +19,8 @@ from models.ease import EASE, EASEConfig
 from models.knn import ItemKNN, ItemKNNConfig, UserKNN, UserKNNConfig
 from models.ncf import NCF, NCFConfig
 from models.popularity import Popularity, PopularityConfig
+from models.sasrec import SASRec, SASRecConfig
+from models.two_tower import TwoTower, TwoTowerConfig
 
 MODELS: dict[str, tuple[type, type[Recommender]]] = {
     "popularity": (PopularityConfig, Popularity),
@@ -28,7 +30,13 @@ MODELS: dict[str, tuple[type, type[Recommender]]] = {
     "ials": (IALSConfig, IALS),
     "bpr": (BPRConfig, BPR),
     "ncf": (NCFConfig, NCF),
+    "two_tower": (TwoTowerConfig, TwoTower),
+    "sasrec": (SASRecConfig, SASRec),
 }
+
+#: Models that read the order of a history from the matrix values (positions 1..n by time);
+#: build their inputs with ``models.sasrec.sequence_matrix``.
+SEQUENTIAL = frozenset({"sasrec"})
 
 
 def _lookup(name: str) -> tuple[type, type[Recommender]]:

@@ -8,6 +8,7 @@ published Microsoft Recommenders rows beside ours.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ import pandas as pd
 
 from features.datasets import movielens_file_order
 from features.workspace import Workspace
-from models.registry import MODELS, build
+from models.registry import MODELS, SEQUENTIAL, build
 from training import tracking
 from training.metrics import ranking_report
 from training.protocols import (
@@ -110,6 +111,21 @@ def load_frame(dataset: str, ws: Workspace) -> pd.DataFrame:
     raise ValueError(f"unknown data set {dataset!r}; allowed: {', '.join(DATASETS)}")
 
 
+def ordered(evalset: EvalSet, train_frame: pd.DataFrame) -> EvalSet:
+    """The same evaluation with the train matrix holding time positions (sequential models)."""
+    from models.base import Interactions
+    from models.sasrec import sequence_matrix
+
+    train = evalset.train
+    known = train_frame[
+        train_frame["user_id"].isin(train.users.ids) & train_frame["item_id"].isin(train.items.ids)
+    ]
+    matrix = sequence_matrix(known, "user_id", "item_id", "timestamp", train.users, train.items)
+    return dataclasses.replace(
+        evalset, train=Interactions(matrix=matrix, users=train.users, items=train.items)
+    )
+
+
 def evaluate_model(
     name: str, params: dict, evalset: EvalSet, k: int
 ) -> tuple[dict[str, float], dict[str, float]]:
@@ -164,7 +180,8 @@ def run_benchmark(
             say(f"fitting {name}")
             with tracking.start_run(name, nested=True):
                 model_params = params.get(name, {})
-                report, timings = evaluate_model(name, model_params, evalset, k)
+                inputs = ordered(evalset, split.train) if name in SEQUENTIAL else evalset
+                report, timings = evaluate_model(name, model_params, inputs, k)
                 config = build(name, model_params).config
                 tracking.log_params({"model": name, "protocol": protocol, "dataset": dataset})
                 tracking.log_params(dict(config.__dict__), prefix="model.")
