@@ -111,6 +111,21 @@ def load_frame(dataset: str, ws: Workspace) -> pd.DataFrame:
     raise ValueError(f"unknown data set {dataset!r}; allowed: {', '.join(DATASETS)}")
 
 
+def side_features(dataset: str, ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """User and item attributes indexed by id, for models that read side features."""
+    from features.datasets import load
+
+    loaded = load(dataset, ws.raw_dir)
+    users = loaded.users.set_index("user_id").drop(columns=["zip_code"], errors="ignore")
+    items = loaded.items.set_index("item_id").drop(columns=["title"], errors="ignore")
+    return users, items
+
+
+def with_features(evalset: EvalSet, users: pd.DataFrame, items: pd.DataFrame) -> EvalSet:
+    train = dataclasses.replace(evalset.train, user_features=users, item_features=items)
+    return dataclasses.replace(evalset, train=train)
+
+
 def ordered(evalset: EvalSet, train_frame: pd.DataFrame) -> EvalSet:
     """The same evaluation with the train matrix holding time positions (sequential models)."""
     from models.base import Interactions
@@ -164,6 +179,9 @@ def run_benchmark(
     frame = load_frame(dataset, ws)
     split = make_split(frame, protocol)
     evalset = to_eval(split)
+    user_side, item_side = side_features(dataset, ws)
+    # Side features are attributes known before the split (demographics, genres), not behaviour.
+    evalset = with_features(evalset, user_side, item_side)
     counts = {k_: v for k_, v in asdict(evalset).items() if k_.startswith("n_")}
     say(
         f"{dataset} / {protocol}: {split.sizes()} rows; {len(evalset.test_users)} test users, "
