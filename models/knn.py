@@ -38,15 +38,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.base import Callback, Interactions, Recommender
+from models.checks import check_int as _check_int
 
 SIMILARITIES = ("cosine", "pearson", "adjusted_cosine")
 _BLOCK_CELLS = 1 << 24  # dense similarities per block: 16M float64 = 128 MiB
 _PAIR_BLOCK = 1 << 16  # (user, item) pairs per block in predict_ratings
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)

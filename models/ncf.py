@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.base import Callback, Interactions, Recommender
+from models.checks import check_float as _check_float
+from models.checks import check_int as _check_int
 from models.neural import (
     EpochHistory,
     NegativeSampler,
@@ -71,20 +73,6 @@ def _parse_layers(text: str) -> tuple[int, ...]:
             f"got {text!r}"
         )
     return sizes
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _check_float(name: str, value: object, low: float, high: float, *, low_open: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a float, got {value!r}")
-    above = value > low if low_open else value >= low
-    if not (above and value < high):
-        interval = f"{'(' if low_open else '['}{low}, {high})"
-        raise ValueError(f"{name} must lie in {interval}, got {value!r}")
 
 
 @dataclass(frozen=True)
