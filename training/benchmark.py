@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -142,9 +143,12 @@ def ordered(evalset: EvalSet, train_frame: pd.DataFrame) -> EvalSet:
 
 
 def evaluate_model(
-    name: str, params: dict, evalset: EvalSet, k: int
+    name: str, params: dict, evalset: EvalSet, k: int, save_to: Path | None = None
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Fit on the train part, rank k unseen items for every test user; metrics and timings."""
+    """Fit on the train part, rank k unseen items for every test user; metrics and timings.
+
+    ``save_to``: also save the fitted model there (config, ids, weights) for logging.
+    """
     model = build(name, params)
     started = time.perf_counter()
     model.fit(evalset.train)
@@ -156,6 +160,8 @@ def evaluate_model(
     report = ranking_report(
         recommended, evalset.relevant, evalset.train.n_items, k, train_matrix=evalset.train.matrix
     )
+    if save_to is not None:
+        model.save(save_to)
     return report, {"train_seconds": fit_seconds, "recommend_seconds": recommend_seconds}
 
 
@@ -199,7 +205,10 @@ def run_benchmark(
             with tracking.start_run(name, nested=True):
                 model_params = params.get(name, {})
                 inputs = ordered(evalset, split.train) if name in SEQUENTIAL else evalset
-                report, timings = evaluate_model(name, model_params, inputs, k)
+                with tempfile.TemporaryDirectory() as tmp:
+                    saved = Path(tmp) / "model"
+                    report, timings = evaluate_model(name, model_params, inputs, k, saved)
+                    tracking.log_artifacts(saved, "model")
                 config = build(name, model_params).config
                 tracking.log_params({"model": name, "protocol": protocol, "dataset": dataset})
                 tracking.log_params(dict(config.__dict__), prefix="model.")

@@ -93,6 +93,10 @@ def log_dataset(frame: pd.DataFrame, name: str, context: str, source: str) -> No
     mlflow.log_input(dataset, context=context)
 
 
+def log_artifacts(directory: Path, artifact_path: str) -> None:
+    mlflow.log_artifacts(str(directory), artifact_path)
+
+
 def log_figure(figure: Any, artifact_file: str) -> None:
     mlflow.log_figure(figure, artifact_file)
 

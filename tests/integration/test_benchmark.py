@@ -49,3 +49,6 @@ def test_tables_and_nested_runs_are_written(result):
         filter_string=f"tags.mlflow.parentRunId = '{bench.parent_run_id}'",
     )
     assert sorted(r.data.params["model"] for r in children) == ["ease", "popularity"]
+    for run in children:  # the fitted model itself is logged with every run
+        files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+        assert "model/config.json" in files
