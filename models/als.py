@@ -36,7 +36,7 @@ import scipy.linalg
 import scipy.sparse as sp
 import torch
 
-from models.base import Callback, Interactions, Recommender
+from models.base import Callback, Interactions, Recommender, cosine_to
 
 #: Per-row CG stops when the squared residual norm drops below this (as `implicit` does).
 _CG_TOLERANCE = 1e-20
@@ -271,11 +271,7 @@ class IALS(Recommender):
 
     def _similar(self, item_idx: int) -> np.ndarray:
         # Cosine of item factors; items with all-zero factors (never consumed) score 0.
-        items = self.item_factors.astype(np.float64)
-        norms = np.linalg.norm(items, axis=1)
-        dots = items @ items[item_idx]
-        denominator = norms * norms[item_idx]
-        return np.divide(dots, denominator, out=np.zeros_like(dots), where=denominator > 0)
+        return cosine_to(self.item_factors, item_idx)
 
     def _get_state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors}

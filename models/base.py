@@ -289,6 +289,18 @@ def _rank_keys(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return keys
 
 
+def cosine_to(vectors: np.ndarray, index: int) -> np.ndarray:
+    """Cosine similarity ``(n,)`` of every row of ``vectors`` ``(n, d)`` to row ``index``.
+
+    Rows with zero norm (never trained) score 0.
+    """
+    vectors = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(vectors, axis=1)
+    dots = vectors @ vectors[index]
+    denominator = norms * norms[index]
+    return np.divide(dots, denominator, out=np.zeros_like(dots), where=denominator > 0)
+
+
 def top_k(scores: np.ndarray, valid: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` valid items per row.
 

@@ -34,7 +34,7 @@ import scipy.sparse as sp
 import torch
 
 from models.als import torch_threads
-from models.base import Callback, Interactions, Recommender
+from models.base import Callback, Interactions, Recommender, cosine_to
 
 #: Triples per SGD mini-batch.
 BATCH_SIZE = 1024
@@ -283,11 +283,7 @@ class BPR(Recommender):
 
     def _similar(self, item_idx: int) -> np.ndarray:
         # Cosine of item factors (biases left out: they are popularity, not similarity).
-        items = self.item_factors.astype(np.float64)
-        norms = np.linalg.norm(items, axis=1)
-        dots = items @ items[item_idx]
-        denominator = norms * norms[item_idx]
-        return np.divide(dots, denominator, out=np.zeros_like(dots), where=denominator > 0)
+        return cosine_to(self.item_factors, item_idx)
 
     def _get_state(self) -> dict[str, np.ndarray]:
         return {

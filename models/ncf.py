@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import Callback, Interactions, Recommender
+from models.base import Callback, Interactions, Recommender, cosine_to
 from models.checks import check_float as _check_float
 from models.checks import check_int as _check_int
 from models.neural import (
@@ -273,11 +273,7 @@ class NCF(Recommender):
         return score_all_items(self.module, user_idx, self.n_items)
 
     def _similar(self, item_idx: int) -> np.ndarray:
-        embeddings = self.module.gmf_item.weight.detach().numpy().astype(np.float64)
-        norms = np.linalg.norm(embeddings, axis=1)
-        dots = embeddings @ embeddings[item_idx]
-        denominator = norms * norms[item_idx]
-        return np.divide(dots, denominator, out=np.zeros_like(dots), where=denominator > 0)
+        return cosine_to(self.module.gmf_item.weight.detach().numpy(), item_idx)
 
     def _get_state(self) -> dict[str, np.ndarray]:
         return state_to_arrays(self.module)

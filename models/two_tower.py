@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import Callback, IdMap, Interactions, Recommender
+from models.base import Callback, IdMap, Interactions, Recommender, cosine_to
 from models.checks import check_float as _check_float
 from models.checks import check_int as _check_int
 from models.neural import (
@@ -585,11 +585,7 @@ class TwoTower(Recommender):
         return self._score_rows(ids, side, user_items)
 
     def _similar(self, item_idx: int) -> np.ndarray:
-        embeddings = self._item_matrix.astype(np.float64)
-        norms = np.linalg.norm(embeddings, axis=1)
-        dots = embeddings @ embeddings[item_idx]
-        denominator = norms * norms[item_idx]
-        return np.divide(dots, denominator, out=np.zeros_like(dots), where=denominator > 0)
+        return cosine_to(self._item_matrix, item_idx)
 
     def _get_state(self) -> dict[str, np.ndarray]:
         return {**state_to_arrays(self.module), **self.user_encoder.to_arrays(USER_ENCODER_PREFIX)}

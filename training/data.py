@@ -67,11 +67,11 @@ def temporal_split(frame: pd.DataFrame, test_days: int) -> TemporalSplit:
     after = after[after["user_id"].isin(train.users.ids) & after["item_id"].isin(train.items.ids)]
     user_idx = train.users.index(after["user_id"].to_numpy())
     item_idx = train.items.index(after["item_id"].to_numpy())
-    seen = train.matrix
+    # One sparse lookup for every test pair instead of one per pair.
+    unseen = np.asarray(train.matrix[user_idx, item_idx]).ravel() == 0
     relevant: dict[int, set[int]] = {}
-    for u, i in zip(user_idx.tolist(), item_idx.tolist(), strict=True):
-        if seen[u, i] == 0:
-            relevant.setdefault(u, set()).add(i)
+    for u, i in zip(user_idx[unseen].tolist(), item_idx[unseen].tolist(), strict=True):
+        relevant.setdefault(u, set()).add(i)
     users = np.array(sorted(relevant), dtype=np.int64)
     return TemporalSplit(
         train=train,

@@ -19,6 +19,7 @@ import pandas as pd
 
 from features import store
 from features.eventlog import EventLog
+from features.ids import person_keys
 from features.workspace import Workspace
 from models.base import Interactions, Recommender
 from models.bundle import ModelBundle, popularity_order
@@ -69,8 +70,6 @@ def _fit(name: str, params: dict, interactions: Interactions) -> tuple[Recommend
 def training_set(ws: Workspace, split: TemporalSplit, events: pd.DataFrame, service: str):
     """Point-in-time user features as of the cut, one row per training user (from Feast)."""
     before = events[events["timestamp"] < split.cut]
-    from features.ids import person_keys
-
     last_device = before.assign(person=person_keys(before)).groupby("person")["device_type"].last()
     users = split.train.users.ids
     entity_df = pd.DataFrame(

@@ -117,9 +117,7 @@ def test_unknown_user_with_last_category_gets_that_category_first(scorer: Scorer
 
 def test_unknown_user_category_items_carry_global_popularity_scores(scorer: Scorer) -> None:
     response = recommend(scorer, RecommendRequest(user_id="x", k=2), {"last_category": "hats"})
-    assert [item.score for item in response.items] == pytest.approx(
-        [4 / N_USERS, 3 / N_USERS]
-    )
+    assert [item.score for item in response.items] == pytest.approx([4 / N_USERS, 3 / N_USERS])
 
 
 def test_unknown_user_without_features_gets_global_popular(scorer: Scorer) -> None:
