@@ -2,8 +2,9 @@
 
 Outer split: ``msr_split(frame, 0.75, seed=42)`` (the published Microsoft Recommenders protocol
 that ``tailor benchmark --protocol msr`` scores). Only its train part is used here: it is split
-again with ``msr_split(train_part, 0.75, seed=7)`` into inner-train / validation, every candidate
-of a small grid is fitted on inner-train and scored by NDCG@k on validation, and the best
+again with ``msr_split(train_part, 0.75, seed=s)`` for each ``s`` of ``--inner-seeds`` (default
+7) into inner-train / validation, every candidate of a small grid is fitted on each inner-train
+and scored by NDCG@k on its validation part (mean over the seeds), and the best
 candidate per model is written to a ``tailor benchmark --spec`` YAML file and a Markdown report.
 
 The outer test part is only touched with ``--report-test``, once, after the choice is made, for
@@ -20,6 +21,9 @@ import itertools
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -47,6 +51,7 @@ _KNN = _grid(
 #: Candidates per model, the model's defaults first, so a cut-short search still has a baseline.
 GRIDS: dict[str, list[dict]] = {
     "ease": _grid(l2=[100.0, 250.0, 500.0, 1000.0]),
+    "user_ease": _grid(l2=[300.0, 500.0, 700.0, 1000.0, 1500.0]),
     "item_knn": _KNN,
     "user_knn": _KNN,
     "bpr": _grid(
@@ -96,6 +101,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--out-md", type=Path, default=ROOT / "experiments/results/validation-selection.md"
     )
+    parser.add_argument(
+        "--inner-seeds",
+        default=str(INNER_SEED),
+        help="comma-separated seeds of inner validation splits; a candidate's score is its mean "
+        "NDCG over them (more seeds, less selection noise)",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the --out-yaml entries of models not searched in this run",
+    )
     parser.add_argument("--raw-dir", type=Path, default=Path("/tmp/mlcache"))
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument(
@@ -118,12 +134,15 @@ def main(argv: list[str] | None = None) -> int:
 
     frame = movielens_file_order(args.raw_dir)
     outer = msr_split(frame, ratio=RATIO, seed=OUTER_SEED)
-    inner = msr_split(outer.train, ratio=RATIO, seed=INNER_SEED)
-    validation = to_eval(inner)  # inner "test" part = validation
-    print(
-        f"outer train {len(outer.train)} rows -> inner train {len(inner.train)}, "
-        f"validation {len(inner.test)}; {len(validation.test_users)} validation users"
-    )
+    seeds = [int(s) for s in args.inner_seeds.split(",") if s.strip()]
+    validations = []
+    for seed in seeds:
+        inner = msr_split(outer.train, ratio=RATIO, seed=seed)
+        validations.append(to_eval(inner))  # inner "test" part = validation
+        print(
+            f"outer train {len(outer.train)} rows -> inner train {len(inner.train)} (seed {seed}), "
+            f"validation {len(inner.test)}; {len(validations[-1].test_users)} validation users"
+        )
 
     rows: list[dict] = []
     skipped: dict[str, int] = {}
@@ -135,12 +154,18 @@ def main(argv: list[str] | None = None) -> int:
                 skipped[name] = len(grid) - i
                 print(f"{name}: budget spent, {len(grid) - i} candidate(s) skipped")
                 break
-            report, timings = evaluate_model(name, params, validation, k)
-            row = {"model": name, "params": params, "ndcg": report[metric], **timings}
+            scored = [evaluate_model(name, params, fold, k) for fold in validations]
+            row = {
+                "model": name,
+                "params": params,
+                "ndcg": float(np.mean([report[metric] for report, _ in scored])),
+                "ndcg_sd": float(np.std([report[metric] for report, _ in scored])),
+                "train_seconds": float(np.mean([t["train_seconds"] for _, t in scored])),
+            }
             rows.append(row)
             print(
                 f"{name:9s} {_fmt(params):70s} val ndcg@{k} {row['ndcg']:.4f}  "
-                f"fit {timings['train_seconds']:.1f} s",
+                f"fit {row['train_seconds']:.1f} s",
                 flush=True,
             )
 
@@ -155,13 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name}: {_fmt(row['params'])}  {row['ndcg']:.4f}")
 
     today = dt.date.today().isoformat()
+    seeds_text = ",".join(map(str, seeds))
     selection = (
-        f"grid search by validation NDCG@{k}; inner msr_split(outer train, {RATIO}, seed="
-        f"{INNER_SEED}) of the outer msr_split(frame, {RATIO}, seed={OUTER_SEED}) train part; "
-        f"test part not used; experiments/select_params.py, {today}"
+        f"grid search by validation NDCG@{k} (mean over inner splits); inner msr_split(outer "
+        f"train, {RATIO}, seed in [{seeds_text}]) of the outer msr_split(frame, {RATIO}, seed="
+        f"{OUTER_SEED}) train part; test part not used; experiments/select_params.py, {today}"
     )
     command = "python " + " ".join(["experiments/select_params.py", *(argv or sys.argv[1:])])
-    write_yaml(args.out_yaml, chosen, selection, k)
+    write_yaml(args.out_yaml, chosen, selection, k, merge=args.merge)
 
     test_rows = {}
     if args.report_test:
@@ -196,8 +222,14 @@ def _yaml_value(value: object) -> str:
     return str(value)
 
 
-def write_yaml(path: Path, chosen: dict, selection: str, k: int) -> None:
+def write_yaml(path: Path, chosen: dict, selection: str, k: int, merge: bool = False) -> None:
     shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    kept: dict[str, dict] = {}
+    if merge and path.exists():
+        previous = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        kept = {n: p for n, p in (previous.get("params") or {}).items() if n not in chosen}
+        if previous.get("selection"):
+            selection = f"{', '.join(chosen)}: {selection}. Others: {previous['selection']}"
     lines = [
         f"# tailor benchmark --spec {shown}",
         "dataset: movielens-100k",
@@ -206,8 +238,9 @@ def write_yaml(path: Path, chosen: dict, selection: str, k: int) -> None:
         f'selection: "{selection}"',
         "params:",
     ]
-    for name, row in chosen.items():
-        body = ", ".join(f"{key}: {_yaml_value(v)}" for key, v in row["params"].items())
+    entries = {**kept, **{name: row["params"] for name, row in chosen.items()}}
+    for name, params in entries.items():
+        body = ", ".join(f"{key}: {_yaml_value(v)}" for key, v in params.items())
         lines.append(f"  {name}: {{{body}}}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -235,14 +268,14 @@ def write_md(
         "",
         "## Candidates (validation)",
         "",
-        f"| model | params | val ndcg@{k} | fit s | chosen |",
-        "| --- | --- | ---: | ---: | :---: |",
+        f"| model | params | val ndcg@{k} | sd over splits | fit s | chosen |",
+        "| --- | --- | ---: | ---: | ---: | :---: |",
     ]
     for row in rows:
         mark = "✔" if chosen.get(row["model"]) is row else ""
         lines.append(
             f"| {row['model']} | `{_fmt(row['params'])}` | {row['ndcg']:.4f} | "
-            f"{row['train_seconds']:.2f} | {mark} |"
+            f"{row['ndcg_sd']:.4f} | {row['train_seconds']:.2f} | {mark} |"
         )
     if skipped:
         lines += [

@@ -95,3 +95,71 @@ class EASE(Recommender):
                 f"saved weights have shape {weights.shape}, expected {(self.n_items,) * 2}"
             )
         self.weights = weights
+
+
+@dataclass(frozen=True)
+class UserEASEConfig(EASEConfig):
+    """`EASEConfig`'s fields and checks; the default ``l2`` suits a users x users Gram matrix."""
+
+    l2: float = 700.0
+
+
+class UserEASE(EASE):
+    """EASE on the transposed matrix: each user's history regressed on the other users' rows.
+
+    With ``X`` users x items, ``P = (X X^T + l2 I)^-1`` ``(n_users, n_users)``. A history ``x``
+    gets user weights ``w = P X x`` (ridge regression of ``x`` on the training users' rows); for a
+    training user ``u`` the constraint ``w_u = 0`` (no copying oneself) gives
+    ``w <- w - (w_u / P_uu) P[:, u]``, which for ``x = X_u`` is column ``u`` of ``I - P / diag(P)``,
+    the transposed EASE solution. Scores are ``X^T w``. Fresh histories are scored exactly, like
+    `models.knn.UserKNN`, without refitting.
+
+    Memory ``O(n_users^2)`` and fit time ``O(n_users^3)``: for catalogues with few users (up to
+    some ten thousand). On MovieLens-100K (943 users) it fits in well under a second.
+    """
+
+    name = "user_ease"
+    config_class = UserEASEConfig
+    config: UserEASEConfig
+
+    def _fit(self, interactions: Interactions, callback: Callback | None) -> None:
+        started = time.perf_counter()
+        x = self._input(interactions.matrix).astype(np.float64)
+        gram = np.asarray((x @ x.T).toarray(), dtype=np.float64)
+        gram[np.diag_indices_from(gram)] += self.config.l2
+        self.weights = _inverse_spd(gram).astype(np.float32)  # P
+        self._report(callback, 0, {"fit_seconds": time.perf_counter() - started})
+
+    def _user_weights(self, history: sp.csr_matrix, user_idx: np.ndarray | None) -> np.ndarray:
+        """User weights ``(n, n_train_users)`` for histories ``(n, n_items)``.
+
+        ``user_idx``: the training user each history belongs to (excluded from its own
+        regression), or ``None`` for new users."""
+        train = self._input(self.train_user_items)
+        overlap = np.asarray((self._input(history) @ train.T).toarray(), dtype=np.float64)
+        weights = overlap @ self.weights.astype(np.float64)  # P is symmetric
+        if user_idx is not None:
+            rows = np.arange(len(user_idx))
+            own = self.weights[user_idx].astype(np.float64)  # P[u, :] = P[:, u]
+            weights -= (weights[rows, user_idx] / own[rows, user_idx])[:, None] * own
+        return weights
+
+    def _scores_from(self, history: sp.csr_matrix, user_idx: np.ndarray | None) -> np.ndarray:
+        weights = self._user_weights(history, user_idx)
+        return np.asarray(self._input(self.train_user_items).T @ weights.T).T
+
+    def _score(self, user_idx: np.ndarray, user_items: sp.csr_matrix) -> np.ndarray:
+        return self._scores_from(user_items, user_idx)
+
+    def _similar(self, item_idx: int) -> np.ndarray:
+        # The scores of a one-item history from a new user (no training user to exclude).
+        one = sp.csr_matrix(([1.0], ([0], [item_idx])), shape=(1, self.n_items))
+        return self._scores_from(one, None)[0]
+
+    def _set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        weights = np.asarray(state["weights"], dtype=np.float32)
+        if weights.shape != (self.n_users, self.n_users):
+            raise ValueError(
+                f"saved weights have shape {weights.shape}, expected {(self.n_users,) * 2}"
+            )
+        self.weights = weights

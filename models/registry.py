@@ -15,7 +15,7 @@ from typing import Any, Literal
 from models.als import IALS, IALSConfig
 from models.base import Recommender, read_saved_meta
 from models.bpr import BPR, BPRConfig
-from models.ease import EASE, EASEConfig
+from models.ease import EASE, EASEConfig, UserEASE, UserEASEConfig
 from models.knn import ItemKNN, ItemKNNConfig, UserKNN, UserKNNConfig
 from models.ncf import NCF, NCFConfig
 from models.popularity import Popularity, PopularityConfig
@@ -25,6 +25,7 @@ from models.two_tower import TwoTower, TwoTowerConfig
 MODELS: dict[str, tuple[type, type[Recommender]]] = {
     "popularity": (PopularityConfig, Popularity),
     "ease": (EASEConfig, EASE),
+    "user_ease": (UserEASEConfig, UserEASE),
     "user_knn": (UserKNNConfig, UserKNN),
     "item_knn": (ItemKNNConfig, ItemKNN),
     "ials": (IALSConfig, IALS),
