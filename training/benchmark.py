@@ -107,9 +107,33 @@ def make_split(frame: pd.DataFrame, protocol: str) -> Split:
 
 
 def load_frame(dataset: str, ws: Workspace) -> pd.DataFrame:
+    """One row per interaction (``user_id``, ``item_id``, ...) with a unique 0..n-1 index.
+
+    ``dataset``: ``movielens-100k`` (file order), ``generated`` (the workspace's event log as
+    weighted product interactions, `training.data.interaction_frame`) or the path of an
+    interactions file ``user_id,item_id[,rating][,timestamp]`` (CSV or Parquet).
+    """
     if dataset == "movielens-100k":
         return movielens_file_order(ws.raw_dir)
-    raise ValueError(f"unknown data set {dataset!r}; allowed: {', '.join(DATASETS)}")
+    if dataset == "generated":
+        from features.eventlog import EventLog
+        from training.data import interaction_frame
+
+        events = EventLog(ws.event_log_dir).read()
+        if events.empty:
+            raise ValueError(f"the event log at {ws.event_log_dir} is empty: import events first")
+        return interaction_frame(events).reset_index(drop=True)
+    if Path(dataset).is_file():
+        from training.fit_predict import read_interactions
+
+        frame = read_interactions(Path(dataset))
+        if "timestamp" in frame.columns and not pd.api.types.is_numeric_dtype(frame["timestamp"]):
+            frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+        return frame.reset_index(drop=True)
+    raise ValueError(
+        f"unknown data set {dataset!r}; allowed: {', '.join(DATASETS)}, generated or the path "
+        "of an interactions file (user_id,item_id[,rating][,timestamp])"
+    )
 
 
 def side_features(dataset: str, ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -275,6 +275,9 @@ def _print_train(result, k: int, model: str, baseline: str) -> None:
         f"run [bold]{result.run_id}[/], registered [bold]{result.model_label}[/] "
         f"({result.n_users} users, {result.n_items} items)"
     )
+    if result.promotion is not None:
+        role = "champion" if result.promotion.promoted else "challenger"
+        console.print(f"{result.model_label} is the {role}: {result.promotion.reason}")
 
 
 @app.command("benchmark")
@@ -332,6 +335,98 @@ def benchmark(
         table.add_row(row["model"], *(f"{row[c]:.4f}" for c in columns))
     console.print(table)
     console.print(f"written: {result.files['md']} and {result.files['csv']}")
+
+
+@app.command("tune")
+def tune(
+    spec: Annotated[Path, typer.Argument(help="Experiment spec, e.g. experiments/ease.yaml.")],
+    trials: Annotated[
+        int | None,
+        typer.Option(min=1, help="Total trials of the study, earlier runs' included (spec)."),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna storage URL (default: sqlite:///<home>/optuna.db)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes sharing the study through the storage.")
+    ] = 1,
+    timeout: Annotated[
+        float | None, typer.Option(min=1, help="Stop starting trials after S seconds (spec).")
+    ] = None,
+    register: Annotated[
+        bool, typer.Option(help="Register the refit model and try to promote it to champion.")
+    ] = True,
+    home: HomeOption = None,
+) -> None:
+    """Tune a model with Optuna on the validation part; refit the best, score it on test."""
+    from rich.progress import TaskProgressColumn
+
+    from features.datasets import DatasetFetchError
+    from training.config import ConfigError
+    from training.spec import load_experiment_spec
+    from training.tune import run_tuning
+
+    ws = _ws(home)
+    try:
+        loaded = load_experiment_spec(spec)
+    except ConfigError as exc:
+        _fail(str(exc))
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("best {task.fields[best]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    total = trials or loaded.trials
+    with bar:
+        task = bar.add_task(f"tuning {loaded.name}", total=total, best="–")
+
+        def show(p) -> None:
+            best = "–" if p.best_value is None else f"{p.best_value:.4f}"
+            bar.update(task, completed=p.done, total=p.total, best=best)
+
+        try:
+            result = run_tuning(
+                ws,
+                loaded,
+                trials=trials,
+                storage=storage,
+                workers=workers,
+                timeout=timeout,
+                register=register,
+                progress=show,
+            )
+        except (ConfigError, ValueError, DatasetFetchError) as exc:
+            _fail(str(exc))
+    rows: dict[str, object] = {
+        "study / storage": f"{result.study_name} @ {result.storage}",
+        "trials (complete / pruned / failed)": (
+            f"{result.n_trials} ({result.n_complete} / {result.n_pruned} / {result.n_failed}), "
+            f"{result.n_new} new"
+        ),
+        "best trial": result.best_trial,
+        "best params": ", ".join(
+            f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+            for key, value in result.best_params.items()
+        ),
+        f"validation {result.metric}": result.best_value,
+        f"test {result.metric} (tuned)": result.test_value,
+        f"test {result.metric} (defaults)": result.default_test_value,
+        "parent run": result.parent_run_id,
+        "seconds (tuning / all)": f"{result.tuning_seconds:.0f} / {result.seconds:.0f}",
+    }
+    if result.registered_version is not None:
+        rows["registered"] = f"{loaded.registered_model} v{result.registered_version}"
+    if result.promotion is not None:
+        rows["promotion"] = getattr(result.promotion, "reason", str(result.promotion))
+    console.print(_table(f"tune {loaded.name}", {k: v for k, v in rows.items() if v is not None}))
+    if result.interrupted:
+        console.print("[yellow]interrupted:[/] finished trials are kept; run again to resume")
+        raise typer.Exit(code=130)
 
 
 @app.command("fit-predict")
@@ -412,6 +507,149 @@ def demo(
     console.rule("POST /recommend")
     console.print_json(json.dumps(answer["response"]))
     console.print(_table("demo", answer["summary"]))
+
+
+# -- registry, comparison and the MLflow UI ------------------------------------------------
+ModelNameArgument = Annotated[
+    str, typer.Argument(help="Registered model name in the MLflow registry.")
+]
+
+
+@app.command("register")
+def register_command(
+    run_id: Annotated[str, typer.Argument(help="MLflow run id whose logged model to register.")],
+    name: Annotated[
+        str, typer.Option("--name", help="Registered model name in the MLflow registry.")
+    ] = "tailor-recommender",
+    home: HomeOption = None,
+) -> None:
+    """Register a run's model as a new version with the alias `challenger` (lineage tags copied)."""
+    from training.promote import PromotionError, register_run
+
+    ws = _ws(home)
+    try:
+        version = register_run(ws, run_id, name)
+    except PromotionError as exc:
+        _fail(str(exc))
+    rows: dict[str, object] = {"version": f"{name}@{version.version}", "alias": "challenger"}
+    rows.update({f"tag: {key}": value for key, value in sorted(version.tags.items())})
+    console.print(_table(f"registered run {run_id}", rows))
+    console.print(f"next: [bold]tailor promote {name}[/]")
+
+
+@app.command("promote")
+def promote_command(
+    model: ModelNameArgument = "tailor-recommender",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Promote the challenger even if it loses or was measured on another split.",
+        ),
+    ] = False,
+    home: HomeOption = None,
+) -> None:
+    """Make the `challenger` the `champion` if it beats it on the same test split."""
+    from training.promote import PromotionError, promote
+
+    ws = _ws(home)
+    try:
+        result = promote(ws, model, force=force)
+    except PromotionError as exc:
+        _fail(str(exc))
+
+    def _value(value: float | None) -> str:
+        return "-" if value is None else f"{value:.6f}"
+
+    verdict = "[green]promoted[/]" if result.promoted else "[yellow]kept as challenger[/]"
+    table = _table(
+        f"{model}: challenger version {result.challenger_version}",
+        {
+            "decision": verdict,
+            "metric": result.metric,
+            "challenger value": _value(result.challenger_value),
+            "champion before": result.champion_version or "none",
+            "champion value": _value(result.champion_value),
+            "reason": result.reason,
+        },
+    )
+    console.print(table)
+
+
+@app.command("compare")
+def compare_command(
+    experiments: Annotated[
+        list[str], typer.Argument(help="MLflow experiment names to put on one leaderboard.")
+    ],
+    metric: Annotated[
+        str | None,
+        typer.Option(help="Metric to rank by (default: the runs' tailor.metric, else ndcg_at_10)."),
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, help="Best runs kept per experiment.")] = 1,
+    direction: Annotated[
+        str | None,
+        typer.Option(help="maximize or minimize (default: the runs' tailor.direction)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Markdown file to write (default experiments/results/compare-<names>.md); "
+            "the bar chart goes beside it as .png."
+        ),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Leaderboard of the best run(s) of each experiment on one metric; table and plot to files."""
+    from training.compare import compare
+
+    ws = _ws(home)
+    try:
+        board = compare(ws, experiments, metric, top=top, direction=direction, out=out)
+    except ValueError as exc:
+        _fail(str(exc))
+    goal = "higher" if board.direction == "maximize" else "lower"
+    table = Table(title=f"{board.metric} ({goal} is better)")
+    for column in ("rank", "experiment", "run", "model", "value", "split"):
+        table.add_column(column, justify="right" if column in ("rank", "value") else "left")
+    table.add_column("run id", overflow="fold")  # whole, to paste into `tailor register`
+    for row in board.table.to_dict(orient="records"):
+        table.add_row(
+            str(row["rank"]),
+            row["experiment"],
+            row["run_name"],
+            row["model"],
+            f"{row['value']:.4f}",
+            row["split"] or "-",
+            row["run_id"],
+        )
+    console.print(table)
+    if not board.same_split:
+        console.print("[yellow]runs measured on different or unrecorded splits[/]")
+    console.print(f"written: {board.files['md']} and {board.files['png']}")
+
+
+@app.command("ui")
+def ui_command(
+    port: Annotated[int, typer.Option(help="HTTP port of the MLflow UI.")] = 5000,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the mlflow ui command instead of running it.")
+    ] = False,
+    home: HomeOption = None,
+) -> None:
+    """Open the MLflow UI on the workspace's tracking store (runs, comparisons, registry)."""
+    import os
+    import shlex
+
+    from training.tracking import ui_command as mlflow_ui_command
+
+    ws = _ws(home)
+    command = mlflow_ui_command(ws.mlflow_uri, port, host)
+    console.print(shlex.join(command), soft_wrap=True)
+    if dry_run:
+        return
+    console.print(f"MLflow UI on http://{host}:{port} (Ctrl+C stops it)")
+    os.execvp(command[0], command)
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -2,7 +2,9 @@
 
 Events → interactions → temporal hold-out → the baseline and the model fitted on the same train
 part and scored on the same test users → the model refitted on all interactions → a servable bundle
-logged to MLflow with the Feast feature service as its contract → registered under an alias.
+logged to MLflow with the Feast feature service as its contract and the lineage tags that say
+which data and split it was measured on → registered as ``challenger`` and promoted to ``champion``
+when it beats the current one on the same split (``training.promote``).
 """
 
 from __future__ import annotations
@@ -22,12 +24,19 @@ from features.eventlog import EventLog
 from features.ids import person_keys
 from features.workspace import Workspace
 from models.base import Interactions, Recommender
-from models.bundle import ModelBundle, popularity_order
+from models.bundle import ModelBundle, context_popularity, popularity_order
 from models.registry import build
-from training import tracking
+from training import lineage, tracking
 from training.config import TrainConfig
-from training.data import TemporalSplit, interaction_frame, item_categories, temporal_split
+from training.data import (
+    EVENT_WEIGHTS,
+    TemporalSplit,
+    interaction_frame,
+    item_categories,
+    temporal_split,
+)
 from training.metrics import ranking_report
+from training.promote import CHAMPION, Promotion, promote, register_run
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +57,9 @@ class TrainResult:
     n_test_users: int
     cut: str
     timings: dict[str, float] = field(default_factory=dict)
+    #: The registry decision (None when ``config.register`` is off).
+    promotion: Promotion | None = None
+    lineage_tags: dict[str, str] = field(default_factory=dict)
 
 
 def evaluate(model: Recommender, split: TemporalSplit, k: int) -> tuple[dict[str, float], float]:
@@ -80,6 +92,27 @@ def training_set(ws: Workspace, split: TemporalSplit, events: pd.DataFrame, serv
         }
     )
     return store.historical_features(ws, entity_df, service)
+
+
+#: Columns that identify an interaction; they define the data set and split fingerprints.
+FINGERPRINT_COLUMNS = ["user_id", "item_id", "timestamp"]
+
+
+def lineage_tags(frame: pd.DataFrame, split: TemporalSplit, config: TrainConfig) -> dict[str, str]:
+    """The run tags `training.promote` needs: which data, which split, which metric."""
+    before = frame[frame["timestamp"] < split.cut]
+    after = frame[frame["timestamp"] >= split.cut]
+    return {
+        lineage.DATASET: "workspace-events",
+        lineage.DATASET_FINGERPRINT: lineage.frame_fingerprint(frame, FINGERPRINT_COLUMNS),
+        lineage.PROTOCOL: f"temporal-global-cut-{config.test_days}d",
+        lineage.SPLIT_FINGERPRINT: lineage.split_fingerprint(before, after, FINGERPRINT_COLUMNS),
+        lineage.METRIC: f"ndcg_at_{config.k}",
+        lineage.DIRECTION: "maximize",
+        lineage.FEATURE_SERVICE: config.feature_service,
+        lineage.GIT_COMMIT: lineage.git_commit(),
+        lineage.MODEL: config.model,
+    }
 
 
 def _plot(metrics: dict[str, float], baseline: dict[str, float], names: tuple[str, str], k: int):
@@ -140,6 +173,13 @@ def train_and_evaluate(
         history=full.matrix,
         popular=popularity_order(full.matrix),
         item_categories=item_categories(frame, full.items),
+        # Popular items per country / device / category for cold visitors in that context;
+        # the same positive events the model learns from.
+        context_popular=context_popularity(
+            events[events["event_type"].isin(list(EVENT_WEIGHTS))],
+            full.items,
+            item_column="product_id",
+        ),
     )
 
     timings = {
@@ -153,11 +193,11 @@ def train_and_evaluate(
     tracking.configure(ws)
     tracking.experiment(ws, config.experiment)
     with tracking.start_run(f"{config.model}-vs-{config.baseline}") as run:
+        tags = lineage_tags(frame, split, config)
         tracking.set_tags(
             {
-                "feast.feature_service": config.feature_service,
-                "protocol": f"temporal-global-cut-{config.test_days}d",
-                "model": config.model,
+                **tags,
+                "protocol": tags[lineage.PROTOCOL],
                 "baseline": config.baseline,
                 "tailor.workspace": str(ws.home),
             }
@@ -191,18 +231,18 @@ def train_and_evaluate(
         with tempfile.TemporaryDirectory() as tmp:
             bundle_dir = bundle.save(Path(tmp) / "bundle")
             info = tracking.log_bundle(bundle_dir, list(full.users.ids[:2]), config.k)
-        version = None
-        label = f"{config.model}@run:{run.info.run_id[:8]}"
-        if config.register:
-            say(f"registering {config.registered_model} with alias {config.alias}")
-            tags = {
-                "feast.feature_service": config.feature_service,
-                "model": config.model,
-                f"ndcg_at_{config.k}": f"{metrics[f'ndcg_at_{config.k}']:.4f}",
-            }
-            mv = tracking.register(info.model_uri, config.registered_model, config.alias, tags)
-            version = str(mv.version)
-            label = f"{config.registered_model}@{version}"
+    version, promotion = None, None
+    label = f"{config.model}@run:{run.info.run_id[:8]}"
+    if config.register:
+        # After the run has ended: registering and the promotion's own run stay outside it.
+        say(f"registering {config.registered_model} as challenger")
+        mv = register_run(ws, run.info.run_id, config.registered_model)
+        promotion = promote(ws, config.registered_model)
+        say(f"promotion: {promotion.reason}")
+        if config.alias != CHAMPION:
+            tracking.set_alias(config.registered_model, config.alias, mv.version)
+        version = str(mv.version)
+        label = f"{config.registered_model}@{version}"
     return TrainResult(
         run_id=run.info.run_id,
         model_uri=info.model_uri,
@@ -216,4 +256,6 @@ def train_and_evaluate(
         n_test_users=len(split.test_users),
         cut=str(split.cut),
         timings=timings,
+        promotion=promotion,
+        lineage_tags=tags,
     )

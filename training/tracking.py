@@ -138,3 +138,198 @@ def start_run(run_name: str, nested: bool = False):
 
 def set_tags(tags: dict[str, str]) -> None:
     mlflow.set_tags(tags)
+
+
+# -- lookups and registry moves for training.promote and training.compare -------------------
+def find_run(run_id: str) -> mlflow.entities.Run | None:
+    """The run with this id, or None when the store has none (or the id is malformed)."""
+    try:
+        return MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def run_has_model(run: mlflow.entities.Run, artifact_path: str) -> bool:
+    """Whether the run logged a model named ``artifact_path`` (MLflow 3 logged model, or an
+    MLflow 2 style ``MLmodel`` folder among the run's artifacts)."""
+    client = MlflowClient()
+    outputs = run.outputs.model_outputs if run.outputs is not None else []
+    for output in outputs:
+        if client.get_logged_model(output.model_id).name == artifact_path:
+            return True
+    listed = client.list_artifacts(run.info.run_id, artifact_path)
+    return any(a.path == f"{artifact_path}/MLmodel" for a in listed)
+
+
+def register_run_model(
+    run_id: str, artifact_path: str, name: str, tags: dict[str, str]
+) -> mlflow.entities.model_registry.ModelVersion:
+    """Register ``runs:/<run_id>/<artifact_path>`` as a new version of ``name`` with ``tags``."""
+    # MLflow 3 keeps logged models outside the run's artifacts and warns that it resolved the
+    # runs:/ URI through the logged model instead; that is the normal case here.
+    registry_logger = logging.getLogger("mlflow.tracking._model_registry.fluent")
+    level = registry_logger.level
+    registry_logger.setLevel(logging.ERROR)
+    try:
+        return mlflow.register_model(f"runs:/{run_id}/{artifact_path}", name, tags=tags)
+    finally:
+        registry_logger.setLevel(level)
+
+
+def model_version(name: str, version: str) -> mlflow.entities.model_registry.ModelVersion:
+    return MlflowClient().get_model_version(name, str(version))
+
+
+def alias_version(name: str, alias: str) -> mlflow.entities.model_registry.ModelVersion | None:
+    """The version ``name@alias`` points at, or None (no such model or alias)."""
+    client = MlflowClient()
+    try:
+        aliases = client.get_registered_model(name).aliases
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    version = aliases.get(alias)
+    return None if version is None else client.get_model_version(name, str(version))
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    MlflowClient().set_registered_model_alias(name, alias, str(version))
+
+
+def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, str(value))
+
+
+def ensure_experiment(ws: Workspace, name: str) -> str:
+    """Get or create an experiment (artifacts in the workspace) without making it active, so a
+    caller's own active experiment and run stay as they are."""
+    client = MlflowClient()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=f"{ws.mlflow_artifacts_uri}/{name}")
+
+
+def log_detached_run(
+    experiment_id: str,
+    run_name: str,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    tags: dict[str, str],
+) -> str:
+    """Record a finished run beside (not inside) any active run; returns its id."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+    client = MlflowClient()
+    run = client.create_run(experiment_id, tags={MLFLOW_RUN_NAME: run_name}, run_name=run_name)
+    run_id = run.info.run_id
+    stamp = run.info.start_time
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()],
+        params=[Param(k, str(v)) for k, v in params.items()],
+        tags=[RunTag(k, str(v)) for k, v in tags.items()],
+    )
+    client.set_terminated(run_id)
+    return run_id
+
+
+def experiment_names() -> list[str]:
+    """Names of the active experiments in the store, sorted."""
+    return sorted(e.name for e in MlflowClient().search_experiments())
+
+
+def experiment_id_of(name: str) -> str | None:
+    found = MlflowClient().get_experiment_by_name(name)
+    if found is None or found.lifecycle_stage != "active":
+        return None
+    return found.experiment_id
+
+
+def runs_frame(experiment_ids: list[str]) -> pd.DataFrame:
+    """Every active run of the experiments (nested ones too): ``run_id, experiment_id,
+    start_time, metrics.*, params.*, tags.*``."""
+    return mlflow.search_runs(experiment_ids=experiment_ids, output_format="pandas")
+
+
+def ui_command(uri: str, port: int, host: str = "127.0.0.1") -> list[str]:
+    """The ``mlflow ui`` command line for a store (the same interpreter's MLflow)."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+# -- tuning: a parent run per study, a child run per trial (possibly in other processes) ----
+
+
+def use_experiment(experiment_id: str) -> None:
+    """Make ``experiment_id`` the active experiment (worker processes of a study)."""
+    mlflow.set_experiment(experiment_id=experiment_id)
+
+
+def create_run(experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    """A RUNNING run that is not made active, so runs in other processes can nest under it."""
+    run = MlflowClient().create_run(experiment_id, tags=tags, run_name=run_name)
+    return run.info.run_id
+
+
+def run_exists(run_id: str) -> bool:
+    """Whether ``run_id`` is a live (not deleted) run in the configured store."""
+    run = find_run(run_id)
+    return run is not None and run.info.lifecycle_stage == "active"
+
+
+def resume_run(run_id: str):
+    """Make an existing run active again (``with tracking.resume_run(id):``); ends FINISHED."""
+    return mlflow.start_run(run_id=run_id)
+
+
+def start_child_run(parent_run_id: str, run_name: str, tags: dict[str, str] | None = None):
+    """A run nested under ``parent_run_id`` by the ``mlflow.parentRunId`` tag, which, unlike
+    nesting by the active run, works from any process or machine sharing the store."""
+    return mlflow.start_run(run_name=run_name, parent_run_id=parent_run_id, tags=tags)
+
+
+def log_metric_steps(curve: list[tuple[int, dict[str, float]]]) -> None:
+    """Per-epoch values of the active run as metric steps, in one batch (finite values only)."""
+    import math
+    import time as _time
+
+    from mlflow.entities import Metric
+
+    stamp = int(_time.time() * 1000)
+    metrics = [
+        Metric(key, float(value), stamp, int(step))
+        for step, values in curve
+        for key, value in values.items()
+        if isinstance(value, int | float) and math.isfinite(value)
+    ]
+    run = mlflow.active_run()
+    for start in range(0, len(metrics), 1000):  # MLflow caps a batch at 1000 metrics
+        MlflowClient().log_batch(run.info.run_id, metrics=metrics[start : start + 1000])
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    """Set a run that is not active here to FINISHED, KILLED or FAILED."""
+    MlflowClient().set_terminated(run_id, status=status)
+
+
+#: The registry's model version type, for annotations outside this module.
+ModelVersion = mlflow.entities.model_registry.ModelVersion

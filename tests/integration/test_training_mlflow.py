@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -11,6 +13,9 @@ from mlflow.tracking import MlflowClient
 from models.bundle import ModelBundle
 from serving.loader import load_registered
 from serving.logic import RecommendRequest, recommend
+from training import lineage
+from training.pipeline import train_and_evaluate
+from training.promote import LINEAGE_TAGS, promote, register_run
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +57,45 @@ def test_champion_alias_points_at_the_registered_version(trained_workspace, clie
     assert str(version.version) == trained_workspace.result.registered_version
     assert version.tags["feast.feature_service"] == "user_profile_v1"
     assert version.run_id == trained_workspace.result.run_id
+    # Issue #4: registered as challenger first, champion because there was none.
+    assert trained_workspace.result.promotion.promoted is True
+    assert "no champion yet" in trained_workspace.result.promotion.reason
+
+
+def test_run_and_version_carry_the_lineage_tags(trained_workspace, client):
+    result, k = trained_workspace.result, trained_workspace.config.k
+    run_tags = client.get_run(result.run_id).data.tags
+    version = client.get_model_version("tailor-recommender", result.registered_version)
+    for key in LINEAGE_TAGS:
+        assert run_tags[key] == version.tags[key] == result.lineage_tags[key], key
+    assert run_tags[lineage.METRIC] == f"ndcg_at_{k}"  # the key the pipeline logs
+    assert run_tags[lineage.DIRECTION] == "maximize"
+    assert run_tags[lineage.DATASET] == "workspace-events"
+    assert run_tags[lineage.PROTOCOL] == "temporal-global-cut-5d"
+    assert len(run_tags[lineage.SPLIT_FINGERPRINT]) == 16
+    assert float(version.tags[f"metric.ndcg_at_{k}"]) == pytest.approx(
+        result.metrics[f"ndcg_at_{k}"]
+    )
+
+
+def test_a_better_train_on_the_same_split_takes_champion_a_worse_one_does_not(
+    trained_workspace, client
+):
+    ws, config = trained_workspace.ws, trained_workspace.config
+    race = dataclasses.replace(config, registered_model="tailor-race", model="popularity")
+    first = train_and_evaluate(ws, race)
+    assert first.promotion.promoted and first.registered_version == "1"
+    better = train_and_evaluate(ws, dataclasses.replace(race, model="ease"))
+    assert better.promotion.promoted is True, better.promotion.reason
+    assert (
+        better.promotion.champion_version == "1" and "on the same split" in better.promotion.reason
+    )
+    assert client.get_registered_model("tailor-race").aliases == {"challenger": 2, "champion": 2}
+
+    register_run(ws, first.run_id, "tailor-race")  # popularity again: worse than ease
+    worse = promote(ws, "tailor-race")
+    assert worse.promoted is False and "does not beat" in worse.reason
+    assert client.get_registered_model("tailor-race").aliases == {"challenger": 3, "champion": 2}
 
 
 def test_pyfunc_reload_answers_like_the_bundle(trained_workspace, client):

@@ -1,0 +1,180 @@
+"""``tailor tune`` on a tiny planted data set (issue #4): budget, failures, pruning, resume, seeds.
+
+Real Optuna studies in real SQLite files and a real MLflow store in a temp dir; no mocks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from features.workspace import Workspace
+from training.spec import ExperimentSpec, parse_experiment_spec
+from training.tune import Objective, open_study, run_tuning, study_trials
+from training.tuning_data import prepare_data, tuning_splits
+
+
+def planted_frame(n_users: int = 90, n_items: int = 36, seed: int = 0) -> pd.DataFrame:
+    """Three user groups, each mostly meeting its own twelve items (plus two random ones)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(n_users):
+        group = user % 3
+        own = rng.choice(np.arange(group * 12, group * 12 + 12), size=9, replace=False)
+        items = [*own.tolist(), *rng.choice(n_items, size=2, replace=False).tolist()]
+        for position, item in enumerate(dict.fromkeys(items)):
+            stamp = 1_600_000_000 + 3600 * (user + 100 * position)
+            rows.append((f"u{user:03d}", f"i{item:02d}", 1.0, stamp))
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+
+
+def tiny_spec(data_file: Path, name: str = "tiny", **changes) -> ExperimentSpec:
+    values = {
+        "model": "ease",
+        "dataset": str(data_file),
+        "search_space": {"l2": {"type": "float", "low": 1.0, "high": 300.0, "log": True}},
+        "pruner": "none",
+        **changes,
+    }
+    return parse_experiment_spec(values, name)
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tune-data") / "planted.csv"
+    planted_frame().to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture()
+def ws(tmp_path) -> Workspace:
+    return Workspace(home=tmp_path / "ws").ensure()
+
+
+def _sqlite(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+def test_inner_validation_never_touches_the_outer_test_rows(data_file):
+    frame = planted_frame()
+    for protocol in ("msr", "temporal", "recbole", "leave-last-out"):
+        inner, outer = tuning_splits(frame, protocol)
+        inner_rows = inner.train.index.union(inner.test.index)
+        assert inner_rows.equals(outer.train.index.sort_values()), protocol
+        assert not inner_rows.intersection(outer.test.index).size, protocol
+
+
+def test_budget_resume_and_one_parent_run(data_file, ws):
+    spec = tiny_spec(data_file)
+    first = run_tuning(ws, spec, trials=3, register=False)
+    assert (first.n_trials, first.n_new, first.n_complete) == (3, 3, 3)
+    assert first.test_value is not None and first.default_test_value is not None
+    assert first.best_value == max(t.value for t in study_trials("tiny", first_storage(ws)))
+
+    # Re-running resumes: finished trials count toward --trials, numbers continue.
+    again = run_tuning(ws, spec, trials=5, register=False)
+    assert (again.n_trials, again.n_new) == (5, 2)
+    assert [t.number for t in study_trials("tiny", first_storage(ws))] == [0, 1, 2, 3, 4]
+    assert again.parent_run_id == first.parent_run_id
+
+    client = MlflowClient(ws.mlflow_uri)
+    parent = client.get_run(first.parent_run_id)
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{first.parent_run_id}'",
+    )
+    assert len(children) == 5
+    assert {c.data.tags["tailor.trial_state"] for c in children} == {"complete"}
+    assert parent.data.metrics["test_ndcg_at_10"] == pytest.approx(again.test_value)
+    assert parent.data.tags["tailor.metric"] == "test_ndcg_at_10"
+
+
+def first_storage(ws: Workspace) -> str:
+    return f"sqlite:///{ws.home / 'optuna.db'}"
+
+
+def test_failed_trials_are_recorded_and_the_study_goes_on(data_file, ws, tmp_path):
+    # A learning rate of 1e30 makes NCF's loss NaN in the first epoch: a genuine failure.
+    spec = tiny_spec(
+        data_file,
+        name="failing",
+        model="ncf",
+        params={"epochs": 2, "learning_rate": 1e30},
+        search_space={"factors": {"type": "categorical", "choices": [4, 8]}},
+    )
+    result = run_tuning(ws, spec, trials=2, storage=_sqlite(tmp_path), register=False)
+    assert (result.n_trials, result.n_failed, result.best_value) == (2, 2, None)
+    trials = study_trials("failing", _sqlite(tmp_path))
+    assert [t.state for t in trials] == ["failed", "failed"]
+    assert all("FloatingPointError" in t.error and "nan" in t.error for t in trials)
+    client = MlflowClient(ws.mlflow_uri)
+    children = client.search_runs(
+        [client.get_run(result.parent_run_id).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'",
+    )
+    assert sorted(c.data.tags["tailor.trial_state"] for c in children) == ["failed", "failed"]
+    assert all("FloatingPointError" in c.data.tags["tailor.error"] for c in children)
+
+
+def test_neural_trials_are_pruned_through_the_model_callback(data_file, ws, tmp_path):
+    spec = tiny_spec(
+        data_file,
+        name="pruned",
+        model="ncf",
+        params={"epochs": 4, "factors": 4, "mlp_layers": "8,4"},
+        search_space={"learning_rate": {"type": "float", "low": 0.001, "high": 0.01}},
+    )
+    data = prepare_data(spec, ws)
+    # NDCG never exceeds 1, so this pruner stops every trial at its first report.
+    study = open_study(spec, _sqlite(tmp_path), pruner=optuna.pruners.ThresholdPruner(lower=1.5))
+    study.optimize(Objective(spec, data), n_trials=2)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED] * 2
+    assert [t.user_attrs["pruned_at_epoch"] for t in trials] == [0, 0]
+    assert all(list(t.intermediate_values) == [0] for t in trials)  # the model stopped at once
+
+
+def test_the_seeded_sampler_repeats_its_parameters(data_file, ws, tmp_path):
+    spec = tiny_spec(
+        data_file,
+        name="seeded",
+        model="item_knn",
+        search_space={
+            "similarity": {"type": "categorical", "choices": ["cosine", "pearson"]},
+            "k_neighbours": {"type": "int", "low": 2, "high": 30},
+            "shrinkage": {"type": "float", "low": 0.0, "high": 20.0},
+        },
+    )
+    data = prepare_data(spec, ws)
+    runs = []
+    for name in ("a", "b"):
+        study = open_study(spec, f"sqlite:///{tmp_path / name}.db")
+        study.optimize(Objective(spec, data), n_trials=4)
+        runs.append([(t.params, t.value) for t in study.get_trials()])
+    assert runs[0] == runs[1]
+    other = open_study(spec, f"sqlite:///{tmp_path / 'c'}.db", seed=spec.seed + 1)
+    other.optimize(Objective(spec, data), n_trials=1)
+    assert other.get_trials()[0].params != runs[0][0][0]
+
+
+def test_conditional_parameters_are_sampled_only_when_their_condition_holds(
+    data_file, ws, tmp_path
+):
+    spec = tiny_spec(
+        data_file,
+        name="conditional",
+        model="item_knn",
+        search_space={
+            "similarity": {"type": "categorical", "choices": ["cosine", "pearson"]},
+            "min_support": {"type": "int", "low": 1, "high": 3, "when": {"similarity": "pearson"}},
+        },
+    )
+    study = open_study(spec, _sqlite(tmp_path))
+    study.optimize(Objective(spec, prepare_data(spec, ws)), n_trials=6)
+    for trial in study.get_trials():
+        assert ("min_support" in trial.params) == (trial.params["similarity"] == "pearson")
