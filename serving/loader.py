@@ -28,6 +28,10 @@ class LoadedModel:
     run_id: str
     feature_service: str
 
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
 
 def preflight(ws: Workspace, name: str, alias: str) -> str:
     """Cheap start-up checks in the calling process, so a doomed server is never spawned.
@@ -81,6 +85,16 @@ def load_registered(ws: Workspace, name: str, alias: str) -> LoadedModel:
         run_id=version.run_id or "",
         feature_service=service,
     )
+
+
+def alias_version(ws: Workspace, name: str, alias: str) -> str | None:
+    """The version ``name@alias`` points at now, or None when there is none (a cheap call)."""
+    mlflow.set_tracking_uri(ws.mlflow_uri)
+    mlflow.set_registry_uri(ws.mlflow_uri)
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None
 
 
 def check_feature_service(store, service: str) -> None:

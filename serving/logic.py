@@ -1,49 +1,64 @@
 """Every serving decision, as plain functions testable without BentoML.
 
-Known users get the model's ranking over their history; a user the model has never seen gets
-popular items in the category their features point to (latest activity first, then their profile),
-else global popularity. Every item says which strategy produced it.
+The rules (:mod:`serving.rules`) pick a candidate source per request: the model for people it was
+trained on, popular items in the request's context (category, country, device) for people it has
+not seen. Filters drop what the person bought and what the caller excluded, a diversity re-rank
+caps items per category, slots pin items from other sources, and content variants follow the
+request's location and device. Every item says which source and rule produced it. When the model
+or the online store fails, the answer falls back to popularity and says why (``degraded``).
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from models.bundle import ModelBundle, popularity_scores
+from serving.ranking import Candidate, boost, candidates, diversify, place_slots
+from serving.rules import CONTEXT_CATEGORY, Decision, Facts, RuleSet, load_rules
+from serving.schemas import (  # re-exported: callers import the contract from here
+    MAX_K,
+    RecommendedItem,
+    RecommendRequest,
+    RecommendResponse,
+    SimilarItemsRequest,
+    SimilarItemsResponse,
+)
 
-MAX_K = 200
+__all__ = [
+    "MAX_K",
+    "RecommendRequest",
+    "RecommendResponse",
+    "Scorer",
+    "UnknownItemError",
+    "cold_start_category",
+    "read_features",
+    "recommend",
+    "similar_items",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Candidates fetched per requested item, so filters and the diversity re-rank have room.
+POOL_FACTOR = 4
+#: Online features that show the feature store knows the person (``returning`` maturity).
+ACTIVITY_KEYS = ("last_event_type", "last_product_id", "last_category", "top_category")
 
 
-class RecommendRequest(BaseModel):
-    user_id: str = Field(min_length=1, max_length=256, description="Person key (user id).")
-    k: int = Field(default=10, ge=1, le=MAX_K, description="How many items to return.")
-    device_type: str = Field(default="other", description="Device of this request.")
-
-
-class RecommendedItem(BaseModel):
-    item_id: str
-    score: float
-    strategy: str = Field(description="Which model or rule produced this item.")
-
-
-class RecommendResponse(BaseModel):
-    user_id: str
-    items: list[RecommendedItem]
-    model: str = Field(description="Registered model as name@version.")
-    personalized: bool
-    strategy: str
-    features: dict[str, Any] = Field(default_factory=dict, description="Features read online.")
-    request_id: str
+class UnknownItemError(KeyError):
+    """``/similar_items`` asked about an item the model does not know."""
 
 
 @dataclass(frozen=True)
 class Scorer:
-    """A loaded bundle plus precomputed popularity, built once per service process."""
+    """A loaded bundle plus precomputed popularity, built once per loaded model."""
 
     bundle: ModelBundle
     label: str
@@ -54,18 +69,36 @@ class Scorer:
         return cls(bundle=bundle, label=label, popularity=popularity_scores(bundle.history))
 
 
-def _popular(scorer: Scorer, pool: np.ndarray, exclude: set[int], k: int, strategy: str) -> list:
-    chosen = [int(i) for i in pool if int(i) not in exclude][:k]
-    exclude.update(chosen)
-    items = scorer.bundle.items.ids
-    return [
-        RecommendedItem(item_id=str(items[i]), score=float(scorer.popularity[i]), strategy=strategy)
-        for i in chosen
-    ]
+@lru_cache(maxsize=1)
+def default_rules() -> RuleSet:
+    """The packaged ``serving/rules.yaml`` (validated once per process)."""
+    return load_rules(None)
+
+
+def clean_features(features: dict[str, Any] | None) -> dict[str, Any]:
+    """Online features without missing values (None, NaN) and without the entity key."""
+    out = {}
+    for key, value in (features or {}).items():
+        if key == "user_id" or value is None:
+            continue
+        if isinstance(value, float) and math.isnan(value):
+            continue
+        out[key] = value
+    return out
+
+
+def read_features(read: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
+    """``(features, None)``, or ``({}, reason)`` when the online store fails: the request is then
+    answered in degraded mode (popularity) instead of failing."""
+    try:
+        return read(), None
+    except Exception as exc:
+        logger.warning("online store read failed: %s: %s", type(exc).__name__, exc)
+        return {}, f"online store unavailable: {type(exc).__name__}: {exc}"
 
 
 def cold_start_category(features: dict[str, Any]) -> str:
-    """The category a cold user's features point to: live activity first, then the profile."""
+    """The category a person's features point to: live activity first, then the profile."""
     for key in ("last_category", "top_category"):
         value = features.get(key)
         if isinstance(value, str) and value:
@@ -73,46 +106,235 @@ def cold_start_category(features: dict[str, Any]) -> str:
     return ""
 
 
+def purchased_items(bundle: ModelBundle, history: np.ndarray, features: dict[str, Any]) -> set[int]:
+    """What the person bought: the latest purchase from the real-time activity features, and
+    every item in their model history (the bundle keeps interaction weights, not event types, so
+    each item there counts as possibly bought; the model never recommends them anyway)."""
+    bought = {int(i) for i in history}
+    if features.get("last_event_type") == "purchase":
+        bought.update(int(i) for i in bundle.items.index_or([features.get("last_product_id", "")]))
+    bought.discard(-1)
+    return bought
+
+
+@dataclass
+class _Context:
+    """What the candidate sources may use for one request."""
+
+    scorer: Scorer
+    values: dict[str, str]  # context column -> value (request first, then the person's features)
+    personal: set[str]  # columns whose value came from the person's features
+    exclude: set[int]
+    pool: int
+
+
+def _popular_for(ctx: _Context, column: str, rule: str | None) -> tuple[list[Candidate], str, list]:
+    """Popular items for one context column: (items, strategy, notes on missing tables)."""
+    bundle = ctx.scorer.bundle
+    value = ctx.values.get(column)
+    if not value:
+        return [], "", []
+    order = bundle.popular_in_context(column, value)
+    if order is None and column == "category":
+        order = bundle.popular_in(value)  # item categories are always in the bundle
+    if order is None:
+        return [], "", [f"no {column} table"]
+    strategy = f"popular_in_{column}:{value}"
+    return (
+        candidates(order, ctx.scorer.popularity, strategy, rule, ctx.exclude, ctx.pool),
+        strategy,
+        [],
+    )
+
+
+def _source(ctx: _Context, decision: Decision, source: str) -> tuple[list[Candidate], str, bool]:
+    """Candidates of a popularity source: (items, strategy, personalized)."""
+    rule = decision.source_rule
+    columns = {
+        "popular_in_context": decision.context_order,
+        "popular_in_country": ("country",),
+        "popular_in_device_type": ("device_type",),
+        "popular_in_category": ("category",),
+        "popular": (),
+    }[source]
+    notes: list[str] = []
+    for column in columns:
+        items, strategy, missing = _popular_for(ctx, column, rule)
+        notes += missing
+        if items:
+            return items, strategy, column in ctx.personal
+    strategy = "popular" + (f" (fallback: {', '.join(notes)})" if notes else "")
+    popular = candidates(
+        ctx.scorer.bundle.popular, ctx.scorer.popularity, strategy, rule, ctx.exclude, ctx.pool
+    )
+    return popular, strategy, False
+
+
+def _model(ctx: _Context, user_idx: int, rule: str | None) -> tuple[list[Candidate], str]:
+    bundle = ctx.scorer.bundle
+    n_pool = min(ctx.pool + len(ctx.exclude), bundle.history.shape[1])
+    item_idx, scores = bundle.model.recommend(user_idx, bundle.history[user_idx], k=n_pool)
+    strategy = f"model:{bundle.model_name}"
+    full = np.full(bundle.history.shape[1], np.nan)
+    valid = (item_idx >= 0) & np.isfinite(scores)
+    full[item_idx[valid]] = scores[valid]
+    return candidates(item_idx[valid], full, strategy, rule, ctx.exclude, ctx.pool), strategy
+
+
+def facts_for(scorer: Scorer, request: RecommendRequest, features: dict[str, Any]) -> Facts:
+    """What the rules see: maturity, history size, segment and the request context."""
+    users = scorer.bundle.users
+    known = request.person in users
+    history = scorer.bundle.history[users.index(request.person)].nnz if known else 0
+    active = any(features.get(key) not in (None, "") for key in ACTIVITY_KEYS)
+    segment = features.get("segment")
+    return Facts(
+        maturity="known" if known else ("returning" if active else "new"),
+        interactions=int(history),
+        segment=segment if isinstance(segment, str) and segment else None,
+        country=request.context.country,
+        device_type=request.device,
+        page=request.context.page,
+        category=request.context.category,
+    )
+
+
 def recommend(
-    scorer: Scorer, request: RecommendRequest, features: dict[str, Any] | None = None
+    scorer: Scorer,
+    request: RecommendRequest,
+    features: dict[str, Any] | None = None,
+    rules: RuleSet | None = None,
+    degraded: str | None = None,
 ) -> RecommendResponse:
-    """Answer one request; ``features`` are the user's online features (may be empty)."""
-    features = {k: v for k, v in (features or {}).items() if v is not None and k != "user_id"}
-    bundle = scorer.bundle
-    k = request.k
+    """Answer one request. ``features`` are the person's online features (may be empty);
+    ``degraded`` says the online store failed, so the answer is popularity, not personalized."""
+    features = clean_features(features)
+    bundle, k = scorer.bundle, request.k
+    facts = facts_for(scorer, request, features)
+    decision = (rules or default_rules()).decide(facts)
+    known = facts.maturity == "known"
+    user_idx = bundle.users.index(request.person) if known else -1
+    history = bundle.history[user_idx].indices if known else np.empty(0, dtype=np.int64)
+
     exclude: set[int] = set()
-    items: list[RecommendedItem] = []
-    if request.user_id in bundle.users:
-        user_idx = int(bundle.users.index([request.user_id])[0])
-        history = bundle.history[user_idx]
-        exclude.update(int(i) for i in history.indices)
-        item_idx, scores = bundle.model.recommend(user_idx, history, k=k, exclude_seen=True)
-        strategy = f"model:{bundle.model_name}"
-        for i, s in zip(item_idx.tolist(), scores.tolist(), strict=True):
-            if i < 0 or not np.isfinite(s):
-                continue
-            exclude.add(int(i))
-            items.append(
-                RecommendedItem(item_id=str(bundle.items.ids[i]), score=float(s), strategy=strategy)
-            )
-        personalized = True
-    else:
-        category = cold_start_category(features)
-        if category:
-            strategy = f"popular_in_category:{category}"
-            items = _popular(scorer, bundle.popular_in(category), exclude, k, strategy)
+    if "exclude_given" in decision.filters:
+        exclude.update(int(i) for i in bundle.items.index_or(request.exclude) if i >= 0)
+    if "exclude_purchased" in decision.filters:
+        exclude |= purchased_items(bundle, history, features)
+    if "exclude_seen" in decision.filters:
+        exclude.update(int(i) for i in history)
+        exclude.update(
+            int(i) for i in bundle.items.index_or([features.get("last_product_id", "")]) if i >= 0
+        )
+
+    feature_category = cold_start_category(features)
+    values = {
+        "country": request.context.country or "",
+        # only a device the caller named: the "other" default says nothing about the context
+        "device_type": request.context.device_type or request.device_type or "",
+        "category": request.context.category or ("" if degraded else feature_category),
+    }
+    personal = set() if request.context.category or degraded else {"category"}
+    ctx = _Context(scorer, values, personal, exclude, pool=k * POOL_FACTOR)
+
+    primary: list[Candidate] = []
+    source = "popular_in_context" if degraded else decision.source
+    if source == "model" and known:
+        try:
+            primary, strategy = _model(ctx, user_idx, decision.source_rule)
             personalized = True
-        else:
-            strategy = "popular"
-            personalized = False
-    if len(items) < k:  # fill from global popularity so the caller always gets k when possible
-        items += _popular(scorer, bundle.popular, exclude, k - len(items), "popular")
+        except Exception as exc:  # a broken model must not break the answer
+            logger.exception("model %s failed for %s", scorer.label, request.person)
+            degraded = f"model failed: {type(exc).__name__}: {exc}"
+            source = "popular_in_context"
+    elif source == "model":  # the rules asked for the model, but it has never seen this person
+        source = "popular_in_context"
+    if source != "model" or degraded:
+        primary, strategy, personalized = _source(ctx, decision, source)
+    if degraded:
+        personalized = False
+
+    factors = {}
+    for item in decision.boosts:
+        category = values["category"] if item.category == CONTEXT_CATEGORY else item.category
+        if category:
+            factors[category] = factors.get(category, 1.0) * item.factor
+    ranked = boost(primary, factors, bundle.item_categories)
+    taken = exclude | {c.item_idx for c in ranked}
+    ranked += candidates(bundle.popular, scorer.popularity, "popular", None, taken, ctx.pool)
+    ranked = diversify(ranked, bundle.item_categories, decision.max_per_category)
+    slots = []
+    if not degraded:
+        for slot in decision.slots:
+            pool, _, _ = _source(
+                ctx,
+                Decision(source_rule=slot.rule, context_order=decision.context_order),
+                slot.source,
+            )
+            slots.append((slot.positions, pool))
+    final = place_slots(ranked, slots, k)
+    if not any(c.strategy == strategy for c in final):
+        personalized = False
+    items = [
+        RecommendedItem(
+            item_id=str(bundle.items.ids[c.item_idx]),
+            score=c.score,
+            strategy=c.strategy,
+            rule=c.rule,
+        )
+        for c in final
+    ]
     return RecommendResponse(
-        user_id=request.user_id,
+        user_id=request.person,
         items=items,
         model=scorer.label,
         personalized=personalized,
         strategy=strategy,
+        segment=facts.segment,
+        rules_fired=decision.fired,
+        variant=decision.variant,
+        degraded=degraded,
         features=features,
         request_id=uuid.uuid4().hex,
+    )
+
+
+def similar_items(scorer: Scorer, request: SimilarItemsRequest) -> SimilarItemsResponse:
+    """The model's nearest items to one item; unknown items raise :class:`UnknownItemError`.
+
+    A model that cannot answer (or fails) gives popular items of the same category instead,
+    and their ``strategy`` says so.
+    """
+    bundle = scorer.bundle
+    if request.item_id not in bundle.items:
+        raise UnknownItemError(
+            f"unknown item_id {request.item_id!r}: not among the {len(bundle.items)} items "
+            f"of {scorer.label}"
+        )
+    item_idx = bundle.items.index(request.item_id)
+    k = min(request.k, len(bundle.items) - 1)
+    found: list[Candidate] = []
+    if k > 0:
+        try:
+            idx, scores = bundle.model.similar_items(item_idx, k=k)
+            strategy = f"similar:{bundle.model_name}"
+            found = [
+                Candidate(int(i), float(s), strategy)
+                for i, s in zip(idx.tolist(), scores.tolist(), strict=True)
+                if i >= 0 and np.isfinite(s)
+            ]
+        except Exception:
+            logger.exception("similar_items failed in %s; using category popularity", scorer.label)
+            category = str(bundle.item_categories[item_idx])
+            order = bundle.popular_in(category) if category else bundle.popular
+            strategy = f"popular_in_category:{category}" if category else "popular"
+            found = candidates(order, scorer.popularity, strategy, None, {item_idx}, k)
+    items = [
+        RecommendedItem(
+            item_id=str(bundle.items.ids[c.item_idx]), score=c.score, strategy=c.strategy
+        )
+        for c in found
+    ]
+    return SimilarItemsResponse(
+        item_id=request.item_id, items=items, model=scorer.label, request_id=uuid.uuid4().hex
     )

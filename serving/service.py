@@ -1,27 +1,56 @@
-"""The BentoML service: the only BentoML importer.
+"""The BentoML service: the only BentoML importer, and thin.
 
-Heavy loading happens once in ``__init__`` (champion model from the MLflow registry, the Feast
-store); each request reads the user's online features and delegates to :mod:`serving.logic`.
-Configuration comes from the environment when the service starts: ``TAILOR_HOME``,
-``MLFLOW_TRACKING_URI``, ``TAILOR_MODEL_NAME`` (default ``tailor-recommender``) and
-``TAILOR_MODEL_ALIAS`` (default ``champion``).
+Heavy loading happens once in ``__init__`` (the champion from the MLflow registry, the Feast store,
+the rules file); each request reads the person's online features and delegates to
+:mod:`serving.logic` / :mod:`serving.events`. A background thread follows the registry alias and
+swaps models without dropping requests (:mod:`serving.watcher`).
+
+Environment read when the service starts: ``TAILOR_HOME``, ``MLFLOW_TRACKING_URI``,
+``TAILOR_MODEL_NAME`` (default ``tailor-recommender``), ``TAILOR_MODEL_ALIAS`` (default
+``champion``), ``TAILOR_MODEL_POLL_SECONDS`` (default 30) and ``TAILOR_RULES`` (default the
+packaged ``serving/rules.yaml``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Annotated
+import threading
+import time
+from http import HTTPStatus
+from typing import Annotated, Any
 
 import bentoml
+from bentoml.exceptions import BentoMLException, NotFound
 from pydantic import Field
 
 from features import store as feature_store
+from features.eventlog import EventLog
 from features.workspace import Workspace
-from serving.loader import check_feature_service, load_registered
-from serving.logic import MAX_K, RecommendRequest, RecommendResponse, recommend
+from serving import logic
+from serving.errors import ErrorShapeMiddleware
+from serving.events import BatchTooLargeError, ingest_events
+from serving.loader import LoadedModel, alias_version, check_feature_service, load_registered
+from serving.metrics import service_metrics
+from serving.rules import load_rules
+from serving.schemas import (
+    MAX_EVENTS,
+    EventsResponse,
+    RecommendRequest,
+    RecommendResponse,
+    SimilarItemsRequest,
+    SimilarItemsResponse,
+)
+from serving.watcher import POLL_ENV, ModelHolder, poll_seconds
 
 logger = logging.getLogger(__name__)
+
+RULES_ENV = "TAILOR_RULES"
+
+EventsPayload = Annotated[
+    list[dict[str, Any]] | dict[str, Any],
+    Field(description=f"One event, or a list of at most {MAX_EVENTS}, in the event schema."),
+]
 
 
 @bentoml.service(name="tailor", traffic={"timeout": 30})
@@ -30,22 +59,92 @@ class Tailor:
         ws = Workspace.from_env()
         name = os.environ.get("TAILOR_MODEL_NAME", "tailor-recommender")
         alias = os.environ.get("TAILOR_MODEL_ALIAS", "champion")
-        self.loaded = load_registered(ws, name, alias)
+        self.rules = load_rules(os.environ.get(RULES_ENV) or None)
         self.store = feature_store.feature_store(ws)
-        check_feature_service(self.store, self.loaded.feature_service)
+        loaded = load_registered(ws, name, alias)
+        check_feature_service(self.store, loaded.feature_service)
+        self.metrics = service_metrics()
+        self.metrics.serving(loaded.label)
+        self.log = EventLog(ws.event_log_dir)
+        self.quarantine_dir = ws.quarantine_dir
+        self._events_lock = threading.Lock()  # de-duplication reads, then appends
 
-    def _features(self, user_id: str, device_type: str) -> dict:
-        rows = [{"user_id": user_id, "device_type": device_type}]
-        return feature_store.online_features(self.store, rows, self.loaded.feature_service)[0]
+        def load_checked() -> LoadedModel:
+            new = load_registered(ws, name, alias)
+            check_feature_service(self.store, new.feature_service)
+            return new
+
+        self.models: ModelHolder[LoadedModel] = ModelHolder(
+            loaded,
+            version_of=lambda model: model.version,
+            alias_version=lambda: alias_version(ws, name, alias),
+            load=load_checked,
+            on_swap=lambda old, new: self.metrics.serving(new.label, old.label),
+        )
+        self.models.start(poll_seconds(os.environ.get(POLL_ENV)))
+
+    def __is_ready__(self) -> bool:
+        return self.models.current is not None and self.store is not None
+
+    @bentoml.on_shutdown
+    def _stop_watching(self) -> None:
+        self.models.stop()
+
+    def _features(self, person: str, device: str, service: str) -> dict:
+        rows = [{"user_id": person, "device_type": device}]
+        return feature_store.online_features(self.store, rows, service)[0]
 
     @bentoml.api(route="/recommend")
-    def recommend(
-        self,
-        user_id: Annotated[str, Field(min_length=1, max_length=256, description="Person key.")],
-        k: Annotated[int, Field(ge=1, le=MAX_K, description="How many items.")] = 10,
-        device_type: Annotated[str, Field(description="Device of this request.")] = "other",
-    ) -> RecommendResponse:
-        """Top-k items for one person, with the strategy behind each item."""
-        parsed = RecommendRequest(user_id=user_id, k=k, device_type=device_type)
-        features = self._features(parsed.user_id, parsed.device_type)
-        return recommend(self.loaded.scorer, parsed, features)
+    def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
+        """Top-k items for one person (user_id or anonymous_id) in a request context, with the
+        strategy and rule behind each item, the rules that fired and the content variant."""
+        started = time.perf_counter()
+        model = self.models.current  # one read: a swap mid-request does not mix models
+        features, degraded = logic.read_features(
+            lambda: self._features(request.person, request.device, model.feature_service)
+        )
+        answer = logic.recommend(model.scorer, request, features, self.rules, degraded)
+        self.metrics.observe(
+            "/recommend", answer.strategy, time.perf_counter() - started, bool(answer.degraded)
+        )
+        return answer
+
+    @bentoml.api(route="/similar_items")
+    def similar_items(self, request: SimilarItemsRequest, /) -> SimilarItemsResponse:
+        """Items the model finds most similar to one item (404 for an unknown item_id)."""
+        started = time.perf_counter()
+        try:
+            answer = logic.similar_items(self.models.current.scorer, request)
+        except logic.UnknownItemError as exc:
+            raise NotFound(exc.args[0]) from None
+        strategy = answer.items[0].strategy if answer.items else "none"
+        self.metrics.observe("/similar_items", strategy, time.perf_counter() - started, False)
+        return answer
+
+    @bentoml.api(route="/events")
+    def events(self, payload: EventsPayload, /) -> EventsResponse:
+        """Validate and append events to the log (idempotent by event_id), then push each
+        person's real-time activity to the online store; counts and per-row reasons."""
+        started = time.perf_counter()
+        try:
+            with self._events_lock:
+                answer = ingest_events(
+                    payload,
+                    self.log,
+                    self.quarantine_dir,
+                    lambda activity: feature_store.push_activity(self.store, activity),
+                )
+        except BatchTooLargeError as exc:
+            raise BentoMLException(
+                str(exc), error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+            ) from None
+        for outcome in ("accepted", "duplicate", "rejected"):
+            self.metrics.events.labels(outcome=outcome).inc(getattr(answer, outcome))
+        strategy = "push" if not answer.degraded else "log_only"
+        self.metrics.observe(
+            "/events", strategy, time.perf_counter() - started, bool(answer.degraded)
+        )
+        return answer
+
+
+Tailor.add_asgi_middleware(ErrorShapeMiddleware)

@@ -1,5 +1,6 @@
 """ModelBundle: a fitted model plus serving data, saved as JSON/npz and loaded back unchanged."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 
 from models.base import IdMap, Interactions
-from models.bundle import ModelBundle
+from models.bundle import ModelBundle, context_popularity
 from models.registry import build
 
 # Shoes s0-s4 and hats h0-h4; by distinct users s0 (5) > h0 = s1 (4) > h1 = s2 (3) > ...
@@ -116,3 +117,70 @@ def test_round_trip_keeps_an_unsorted_item_map(tmp_path: Path) -> None:
     # h3 and h4 tie on popularity; the lower dense index (h4 in this map) ranks first.
     assert _ids(loaded, loaded.popular_in("hats")) == ["h0", "h1", "h2", "h4", "h3"]
     assert _all_recommendations(loaded)[3][0] == _all_recommendations(bundle)[3][0]
+
+
+# ----------------------------------------------------------------------------- context popularity
+# Issue #5: popular items per request context (country, device, category), built from events.
+
+
+def _context_events() -> pd.DataFrame:
+    rows = [
+        # (item, country, device, category)
+        ("s1", "US", "mobile", "shoes"),
+        ("s1", "US", "mobile", "shoes"),
+        ("h2", "US", "desktop", "hats"),
+        ("h2", "US", "desktop", "hats"),
+        ("h2", "US", "desktop", "hats"),
+        ("s0", "DE", "mobile", "shoes"),
+        ("h0", "DE", None, "hats"),
+        ("h0", "", "tablet", "hats"),
+        ("zz", "US", "mobile", "shoes"),  # not in the item map: left out
+        (None, "US", "mobile", None),  # a page view: no item
+    ]
+    return pd.DataFrame(rows, columns=["product_id", "country", "device_type", "category"])
+
+
+def test_context_popularity_counts_items_per_context_value() -> None:
+    bundle = _bundle("ease")
+    table = context_popularity(_context_events(), bundle.items, item_column="product_id")
+    assert set(table) == {"country", "device_type", "category"}
+    assert set(table["country"]) == {"US", "DE"}  # blank and missing values are left out
+    assert _ids(bundle, table["country"]["US"]) == ["h2", "s1"]
+    # DE: h0 and s0 tie at one event each; the lower dense index (h0) ranks first
+    assert _ids(bundle, table["country"]["DE"]) == ["h0", "s0"]
+    assert _ids(bundle, table["device_type"]["mobile"]) == ["s1", "s0"]
+    assert _ids(bundle, table["device_type"]["tablet"]) == ["h0"]
+    assert _ids(bundle, table["category"]["hats"]) == ["h2", "h0"]
+    assert table["country"]["US"].dtype == np.int64
+
+
+def test_context_popularity_keeps_top_n() -> None:
+    bundle = _bundle("ease")
+    table = context_popularity(_context_events(), bundle.items, item_column="product_id", top_n=1)
+    assert _ids(bundle, table["country"]["US"]) == ["h2"]
+
+
+def test_context_popularity_names_a_missing_column() -> None:
+    frame = _context_events().drop(columns="country")
+    with pytest.raises(ValueError, match="country"):
+        context_popularity(frame, _bundle("ease").items, item_column="product_id")
+
+
+def test_context_table_round_trips_and_answers_lookups(tmp_path: Path) -> None:
+    bundle = _bundle("ease")
+    table = context_popularity(_context_events(), bundle.items, item_column="product_id")
+    with_table = replace(bundle, context_popular=table)
+    loaded = ModelBundle.load(with_table.save(tmp_path / "bundle"))
+    assert (tmp_path / "bundle" / "context_popular.json").is_file()
+    assert _ids(loaded, loaded.popular_in_context("country", "US")) == ["h2", "s1"]
+    assert loaded.popular_in_context("country", "FR").size == 0  # unknown value: empty
+    assert loaded.popular_in_context("page", "home") is None  # no table for that column
+
+
+def test_bundle_saved_without_a_context_table_still_loads(tmp_path: Path) -> None:
+    """Bundles registered before issue #5 have no context_popular.json."""
+    directory = _bundle("ease").save(tmp_path / "bundle")
+    assert not (directory / "context_popular.json").exists()
+    loaded = ModelBundle.load(directory)
+    assert loaded.context_popular is None
+    assert loaded.popular_in_context("country", "US") is None

@@ -202,7 +202,8 @@ def test_each_response_has_its_own_request_id(scorer: Scorer) -> None:
 def test_request_defaults() -> None:
     request = RecommendRequest(user_id="u1")
     assert request.k == 10
-    assert request.device_type == "other"
+    assert request.device == "other"  # the flat and nested device_type are both unset
+    assert request.person == "u1"
 
 
 @pytest.mark.parametrize("k", [1, MAX_K])

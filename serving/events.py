@@ -1,0 +1,84 @@
+"""``/events``: validate, append to the event log, push real-time activity to the online store.
+
+The same path as ``tailor data import`` (:func:`features.ingest.ingest_rows`: row-by-row
+validation, idempotent by ``event_id``, rejections quarantined with row, field and reason), then
+the activity rows of the newly appended events are pushed through the Feast push source, so the
+next ``/recommend`` for those people sees them. A failed push never loses events: they are in the
+log already, and the answer says the online store was not updated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.context import activity_rows
+from features.eventlog import EventLog
+from features.ingest import Rejection, ingest_rows
+from features.schema import EVENT_COLUMNS
+from serving.schemas import MAX_EVENTS, EventRejection, EventsResponse
+
+logger = logging.getLogger(__name__)
+
+Push = Callable[[pd.DataFrame], None]
+
+
+class BatchTooLargeError(ValueError):
+    """More events in one call than :data:`serving.schemas.MAX_EVENTS`."""
+
+
+def as_batch(payload: dict[str, Any] | list[Any]) -> list[Any]:
+    """One event (an object) or a batch (a list) as a list; a batch over the limit is an error."""
+    rows = [payload] if isinstance(payload, dict) else list(payload)
+    if len(rows) > MAX_EVENTS:
+        raise BatchTooLargeError(
+            f"events: a batch holds at most {MAX_EVENTS} events, got {len(rows)}; split it"
+        )
+    return rows
+
+
+def _non_objects(rows: list[Any]) -> list[Any]:
+    # ingest_rows expects mappings; anything else becomes a rejection with its row number
+    return [
+        row
+        if isinstance(row, dict)
+        else Rejection(n, "<row>", "an event must be a JSON object", str(row))
+        for n, row in enumerate(rows, start=1)
+    ]
+
+
+def ingest_events(
+    payload: dict[str, Any] | list[Any],
+    log: EventLog,
+    quarantine_dir: Path,
+    push: Push,
+    source: str = "api:/events",
+) -> EventsResponse:
+    """Append one event or a batch; push the new events' activity rows to the online store."""
+    rows = _non_objects(as_batch(payload))
+    report = ingest_rows(iter(rows), log, quarantine_dir, source)
+    rejections = [
+        EventRejection(row=r.row, field=r.field, reason=r.reason) for r in report.rejections
+    ]
+    pushed, degraded = 0, None
+    if report.files_written:
+        appended = pd.concat([pd.read_parquet(p) for p in report.files_written], ignore_index=True)
+        activity = activity_rows(appended.loc[:, list(EVENT_COLUMNS)])
+        try:
+            push(activity)
+            pushed = len(activity)
+        except Exception as exc:  # the events are safe in the log; say the store missed them
+            logger.exception("pushing %d activity rows failed", len(activity))
+            degraded = f"online store not updated: {type(exc).__name__}: {exc}"
+    return EventsResponse(
+        accepted=report.accepted,
+        duplicate=report.duplicate,
+        rejected=report.rejected,
+        pushed=pushed,
+        rejections=rejections,
+        degraded=degraded,
+    )

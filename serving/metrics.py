@@ -1,0 +1,70 @@
+"""The service's own Prometheus metrics, beside BentoML's request counts and latencies.
+
+``prometheus_client`` is imported inside :func:`service_metrics`, called from the service's
+``__init__``: BentoML sets the multiprocess directory in each worker after importing the service
+module, and a client imported before that would write metrics ``/metrics`` never shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def strategy_kind(strategy: str) -> str:
+    """A bounded label: ``popular_in_country:US`` → ``popular_in_country``."""
+    return strategy.split(" ", 1)[0].split(":", 1)[0] or "none"
+
+
+@dataclass(frozen=True)
+class ServiceMetrics:
+    requests: Any  # Counter(endpoint, strategy, degraded)
+    latency: Any  # Histogram(endpoint, strategy)
+    events: Any  # Counter(outcome)
+    model_info: Any  # Gauge(model, model_name, version): 1 for the model being served
+
+    def observe(self, endpoint: str, strategy: str, seconds: float, degraded: bool) -> None:
+        kind = strategy_kind(strategy)
+        self.requests.labels(endpoint=endpoint, strategy=kind, degraded=str(degraded).lower()).inc()
+        self.latency.labels(endpoint=endpoint, strategy=kind).observe(seconds)
+
+    def serving(self, label: str, old_label: str | None = None) -> None:
+        """Mark ``name@version`` as served (and the one it replaced as not)."""
+        if old_label:
+            self.model_info.labels(**_model_labels(old_label)).set(0)
+        self.model_info.labels(**_model_labels(label)).set(1)
+
+
+def _model_labels(label: str) -> dict[str, str]:
+    name, _, version = label.rpartition("@")
+    return {"model": label, "model_name": name, "version": version}
+
+
+@lru_cache(maxsize=1)
+def service_metrics() -> ServiceMetrics:
+    """Create the metrics once per process (a second registration would raise)."""
+    import prometheus_client as prom
+
+    return ServiceMetrics(
+        requests=prom.Counter(
+            "tailor_requests",
+            "Answered requests by endpoint, main strategy and degraded mode.",
+            ["endpoint", "strategy", "degraded"],
+        ),
+        latency=prom.Histogram(
+            "tailor_request_latency_seconds",
+            "Time spent in the service's own logic per endpoint and strategy.",
+            ["endpoint", "strategy"],
+            buckets=LATENCY_BUCKETS,
+        ),
+        events=prom.Counter("tailor_events", "Events received on /events by outcome.", ["outcome"]),
+        model_info=prom.Gauge(
+            "tailor_model_info",
+            "1 for the registered model version being served, 0 for ones it replaced.",
+            ["model", "model_name", "version"],
+            multiprocess_mode="livemostrecent",
+        ),
+    )

@@ -1,0 +1,103 @@
+"""List operations on candidate items: boosts, the diversity re-rank and pinned slots.
+
+Pure functions over :class:`Candidate` lists; :mod:`serving.logic` decides which lists to build.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One item on its way into a response: dense index, score and provenance."""
+
+    item_idx: int
+    score: float
+    strategy: str
+    rule: str | None = None
+
+
+def candidates(
+    item_idx: Iterable[int],
+    scores: np.ndarray,
+    strategy: str,
+    rule: str | None,
+    exclude: set[int],
+    limit: int,
+) -> list[Candidate]:
+    """The first ``limit`` items of ``item_idx`` outside ``exclude``; ``scores`` by item index."""
+    out: list[Candidate] = []
+    for i in item_idx:
+        i = int(i)
+        if i < 0 or i in exclude:
+            continue
+        out.append(Candidate(i, float(scores[i]), strategy, rule))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def boost(
+    items: Sequence[Candidate], factors: dict[str, float], categories: np.ndarray
+) -> list[Candidate]:
+    """Raise the score of items in each boosted category, then re-sort (stable) by score.
+
+    A factor ``f`` multiplies a positive score and divides a negative one, so a boost always
+    moves an item up whatever the sign of the model's scores.
+    """
+    if not factors:
+        return list(items)
+
+    def lifted(c: Candidate) -> Candidate:
+        factor = factors.get(str(categories[c.item_idx]), 1.0)
+        return replace(c, score=c.score * factor if c.score >= 0 else c.score / factor)
+
+    return sorted((lifted(c) for c in items), key=lambda c: -c.score)
+
+
+def diversify(
+    items: Sequence[Candidate], categories: np.ndarray, cap: int | None
+) -> list[Candidate]:
+    """At most ``cap`` items of one category ahead of the others: walk the list in order and move
+    an item whose category already has ``cap`` to the back (keeping their order), so nothing is
+    dropped and the head is diverse whenever other categories have items to offer."""
+    if cap is None:
+        return list(items)
+    kept: list[Candidate] = []
+    moved: list[Candidate] = []
+    counts: dict[str, int] = {}
+    for item in items:
+        category = str(categories[item.item_idx])
+        if category and counts.get(category, 0) >= cap:
+            moved.append(item)
+            continue
+        counts[category] = counts.get(category, 0) + 1
+        kept.append(item)
+    return kept + moved
+
+
+def place_slots(
+    items: Sequence[Candidate], slots: Sequence[tuple[Sequence[int], Sequence[Candidate]]], k: int
+) -> list[Candidate]:
+    """Pin items from other sources at fixed 0-based ranks; the list keeps ``k`` items at most.
+
+    Each slot is ``(positions, pool)``: its next pool item not already in the list goes to each
+    position (in rank order); later items shift down.
+    """
+    out = list(items[:k])
+    for positions, pool in slots:
+        remaining = iter(pool)
+        for position in positions:
+            if position >= k:
+                break
+            taken = {c.item_idx for c in out}
+            pick = next((c for c in remaining if c.item_idx not in taken), None)
+            if pick is None:
+                break
+            out.insert(min(position, len(out)), pick)
+            out = out[:k]
+    return out
