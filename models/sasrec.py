@@ -30,9 +30,11 @@ stops after ``patience`` epochs without improvement and keeps the best epoch's w
 ``validation_fraction == 0`` every item is trained on for all ``epochs``.
 
 Scoring encodes the passed ``user_items`` row (not a stored user embedding), so fresh histories
-and users unknown at training time are scored from what they did. Each user is encoded on its own
-with the same padded ``(1, max_len)`` shape in eval mode, so a batch scores exactly like single
-users. ``similar_items(i)`` ranks items by the model's next-item logit after the one-item history
+and users unknown at training time are scored from what they did. Users are encoded in chunks of
+`SCORE_CHUNK` padded ``(SCORE_CHUNK, max_len)`` token rows in eval mode: the same shapes for every
+call, so a batch scores exactly like single users (943 MovieLens users: 1.5 s vs 22.7 s one
+user per pass, measured in one process on a busy 2-core machine).
+``similar_items(i)`` ranks items by the model's next-item logit after the one-item history
 ``[i]`` ("what follows i"), not by embedding cosine: items that only ever start sequences are
 never a training target, so their embeddings hardly move and their cosines stay random.
 """
@@ -302,14 +304,45 @@ def training_windows(
     return np.stack(inputs), np.stack(targets), np.asarray(owners, dtype=np.int64)
 
 
+#: Users encoded per forward pass at scoring time. Every pass has this many rows (a short last
+#: chunk is padded with empty histories), so each user meets the same kernels with the same
+#: shapes whichever batch they arrive in, and a batch scores exactly like single users.
+SCORE_CHUNK = 64
+
+
+def _fixed_chunks(rows: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
+    """``rows`` in chunks of exactly `SCORE_CHUNK` rows (the last one zero-padded) with the
+    count of real rows in each."""
+    for start in range(0, len(rows), SCORE_CHUNK):
+        chunk = rows[start : start + SCORE_CHUNK]
+        real = len(chunk)
+        if real < SCORE_CHUNK:
+            padding = np.zeros((SCORE_CHUNK - real, *rows.shape[1:]), dtype=rows.dtype)
+            chunk = np.concatenate([chunk, padding])
+        yield chunk, real
+
+
 def encode_last(module: SASRecModule, tokens: np.ndarray) -> np.ndarray:
-    """The last position's hidden state ``(n, hidden)`` ``float32`` for tokens ``(n, L)``, one
-    row at a time (same shapes whatever the batch, so batches equal single users), no grad."""
+    """The last position's hidden state ``(n, hidden)`` ``float32`` for tokens ``(n, L)``, in
+    fixed-size chunks (so batches equal single users), no grad."""
     states = np.empty((len(tokens), module.hidden), dtype=np.float32)
     with torch.inference_mode():
-        for row in range(len(tokens)):
-            states[row] = module(torch.from_numpy(tokens[row : row + 1]))[0, -1].numpy()
+        done = 0
+        for chunk, real in _fixed_chunks(tokens):
+            encoded = module(torch.from_numpy(chunk))[:, -1].numpy()
+            states[done : done + real] = encoded[:real]
+            done += real
     return states
+
+
+def logits(states: np.ndarray, item_vectors: np.ndarray) -> np.ndarray:
+    """Next-item logits ``(n, n_items)`` for states ``(n, hidden)``, in fixed-size chunks."""
+    scores = np.empty((len(states), len(item_vectors)), dtype=np.float32)
+    done = 0
+    for chunk, real in _fixed_chunks(states):
+        scores[done : done + real] = (chunk @ item_vectors.T)[:real]
+        done += real
+    return scores
 
 
 class SASRec(Recommender):
@@ -425,11 +458,7 @@ class SASRec(Recommender):
     def _score(self, user_idx: np.ndarray, user_items: sp.csr_matrix) -> np.ndarray:
         tokens = padded_tokens(ordered_histories(user_items), self.config.max_len)
         states = encode_last(self.module, tokens)
-        item_vectors = self.module.item_vectors.detach().numpy()
-        scores = np.empty((len(states), self.n_items), dtype=np.float32)
-        for row, state in enumerate(states):  # row by row, so batches equal single users
-            scores[row] = item_vectors @ state
-        return scores
+        return logits(states, self.module.item_vectors.detach().numpy())
 
     def _similar(self, item_idx: int) -> np.ndarray:
         # The next-item logits after the one-item history [item_idx]. Plain embedding cosine

@@ -13,7 +13,13 @@ import pytest
 import scipy.sparse as sp
 
 from models.base import IdMap, Interactions
-from models.sasrec import SASRec, SASRecConfig, ordered_histories, sequence_matrix
+from models.sasrec import (
+    SCORE_CHUNK,
+    SASRec,
+    SASRecConfig,
+    ordered_histories,
+    sequence_matrix,
+)
 
 N_ITEMS = 8
 ITEMS = IdMap([f"i{item}" for item in range(N_ITEMS)])
@@ -119,6 +125,21 @@ def test_batch_equals_single_for_fresh_histories(model: SASRec) -> None:
     batch = model.score(np.array([0, 1, 2]), None, histories)
     for row in range(3):
         np.testing.assert_array_equal(model.score(row, None, histories[row]), batch[row])
+
+
+def test_batch_across_several_score_chunks_equals_single(model: SASRec) -> None:
+    """More users than one scoring chunk holds: every user's row is bit-identical to scoring
+    them alone, wherever the chunk boundaries fall."""
+    n = 2 * SCORE_CHUNK + 7
+    rng = np.random.default_rng(5)
+    rows = [
+        _history(*rng.choice(N_ITEMS, size=rng.integers(1, 6), replace=False)) for _ in range(n)
+    ]
+    histories = sp.vstack(rows).tocsr()
+    users = np.arange(n) % 40
+    batch = model.score(users, None, histories)
+    for row in (0, SCORE_CHUNK - 1, SCORE_CHUNK, n - 1):
+        np.testing.assert_array_equal(model.score(users[row], None, histories[row]), batch[row])
 
 
 def test_same_seed_same_scores(model: SASRec) -> None:
