@@ -19,10 +19,10 @@ from feast import (
     ValueType,
 )
 from feast.on_demand_feature_view import on_demand_feature_view
-from feast.types import Float64, Int64, String
+from feast.types import Array, Float64, Int64, String
 
 from features.context import ACTIVITY_FEATURES, CONTEXT_FEATURES
-from features.transforms import ITEM_FEATURES, USER_FEATURES
+from features.transforms import ITEM_FEATURES, SEGMENT_FEATURES, USER_FEATURES
 
 _TYPES = {"int64": Int64, "float64": Float64, "string": String}
 
@@ -72,6 +72,13 @@ user_activity_batch = FileSource(
     created_timestamp_column="created",
     description="One row per identified event: the offline side of the activity push source.",
 )
+user_segments_source = FileSource(
+    name="user_segments_source",
+    path="data/user_segments.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created",
+    description="Segment assignments written by `tailor segment`, one row per user and as-of.",
+)
 user_activity_push = PushSource(
     name="user_activity_push",
     batch_source=user_activity_batch,
@@ -115,6 +122,17 @@ user_activity = FeatureView(
     tags={"owner": "tailor", "refresh": "realtime"},
 )
 
+user_segments = FeatureView(
+    name="user_segments",
+    entities=[user],
+    ttl=timedelta(days=120),
+    schema=_fields(SEGMENT_FEATURES),
+    online=True,
+    source=user_segments_source,
+    description="The user's behavioural segment (id and readable label) from `tailor segment`.",
+    tags={"owner": "tailor", "refresh": "per segmentation run"},
+)
+
 
 @on_demand_feature_view(
     sources=[user_features[["main_device"]], request_context],
@@ -141,6 +159,12 @@ item_profile_v1 = FeatureService(
     description="Item side features for candidate filtering and re-ranking.",
     tags={"contract": "recommender"},
 )
+user_segment_v1 = FeatureService(
+    name="user_segment_v1",
+    features=[user_segments],
+    description="The user's segment: segment_id and segment_label (serving reads the label).",
+    tags={"contract": "segmenter"},
+)
 
 OBJECTS = [
     user,
@@ -157,3 +181,46 @@ OBJECTS = [
     user_profile_v1,
     item_profile_v1,
 ]
+# Registered by `tailor segment` (features.store.apply_segments) once its table exists, not by
+# `tailor features apply`: Feast materializes every online view, and one without its Parquet
+# file would make `tailor features materialize` fail in workspaces that never segmented.
+SEGMENT_OBJECTS = [user_segments_source, user_segments, user_segment_v1]
+
+# -- micro-segments: source → view → service, written by `tailor micro-segments` -------------
+user_micro_segments_source = FileSource(
+    name="user_micro_segments_source",
+    path="data/user_micro_segments.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created",
+    description="Memberships from `tailor micro-segments`, one row per user and as-of.",
+)
+user_micro_segments = FeatureView(
+    name="user_micro_segments",
+    entities=[user],
+    ttl=timedelta(days=35),
+    schema=[
+        Field(
+            name="micro_segments",
+            dtype=Array(String),
+            description="Names of the micro-segment rules the user matches, sorted (may be empty).",
+        ),
+        Field(
+            name="n_micro_segments",
+            dtype=Int64,
+            description="Number of micro-segment rules the user matches.",
+        ),
+    ],
+    online=True,
+    source=user_micro_segments_source,
+    description="Rule-based micro-segments (e.g. reengage_electronics) from navigation patterns.",
+    tags={"owner": "tailor", "refresh": "per micro-segments run"},
+)
+user_micro_segments_v1 = FeatureService(
+    name="user_micro_segments_v1",
+    features=[user_micro_segments],
+    description="The user's micro-segment memberships (re-engagement lists, targeting rules).",
+    tags={"contract": "micro-segments"},
+)
+# Registered by `tailor micro-segments` (features.store.apply_micro_segments) once its table
+# exists, not by `tailor features apply`, for the same reason as SEGMENT_OBJECTS.
+MICRO_SEGMENT_OBJECTS = [user_micro_segments_source, user_micro_segments, user_micro_segments_v1]

@@ -101,6 +101,20 @@ USER_FEATURES: dict[str, tuple[str, str]] = {
         f" {NEUTRAL_PRICE_PREFERENCE} (typical) when none.",
     ),
     "main_device": ("string", "Most frequent device_type (ties: alphabetical)."),
+    "search_share": (
+        "float64",
+        f"Share of the user's events that are searches, last {_LARGEST_WINDOW} days.",
+    ),
+    "view_price_preference": (
+        "float64",
+        "Mean of price / category median item price over viewed products only, last"
+        f" {_LARGEST_WINDOW} days; {NEUTRAL_PRICE_PREFERENCE} (typical) when none.",
+    ),
+    "purchase_price_preference": (
+        "float64",
+        "Mean of price / category median item price over bought products only, last"
+        f" {_LARGEST_WINDOW} days; {NEUTRAL_PRICE_PREFERENCE} (typical) when none.",
+    ),
 }
 
 ITEM_FEATURES: dict[str, tuple[str, str]] = {
@@ -278,6 +292,7 @@ def _prepare(events: pd.DataFrame) -> _Prepared:
             "is_view": is_type("product_view"),
             "is_cart": is_type("add_to_cart"),
             "is_purchase": is_purchase,
+            "is_search": is_type("search"),
             "is_product": is_type(*PRODUCT_EVENTS) & (product >= 0),
             "is_mobile": np.isin(device, mobile),
             "price": price,
@@ -425,10 +440,16 @@ def _user_snapshot(prep: _Prepared, as_of: pd.Timestamp) -> pd.DataFrame:
     relative = seen["price"] / seen["category"].map(medians).where(lambda m: m > 0)
     preference = relative.groupby(seen["person"]).mean().reindex(persons)
     out["price_tier_preference"] = preference.fillna(NEUTRAL_PRICE_PREFERENCE)
+    # Browsing and buying taste apart: a luxury browser who buys budget items averages "typical".
+    for name, flag in (("view", "is_view"), ("purchase", "is_purchase")):
+        chosen = seen[flag].to_numpy()
+        only = relative[chosen].groupby(seen["person"][chosen]).mean().reindex(persons)
+        out[f"{name}_price_preference"] = only.fillna(NEUTRAL_PRICE_PREFERENCE)
 
     _, device = _mode(recent, "device")
     device_name = _names(prep.devices, device["device"].to_numpy())
     out["main_device"] = pd.Series(device_name, device.index).reindex(persons)
+    out["search_share"] = recent.groupby("person", sort=False)["is_search"].mean().reindex(persons)
     out = out.fillna({"top_category": "", "top_category_share": 0.0, "category_shares": "{}"})
     out.insert(0, "user_id", prep.persons[persons.to_numpy()])
     return _stamp(out, as_of)
@@ -477,3 +498,14 @@ def _finish(
     out = out[columns].astype(dtypes)
     out = out.sort_values(["event_timestamp", key], kind="stable", ignore_index=True)
     return out
+
+
+#: Segment assignments written by ``tailor segment`` (the ``user_segments`` feature view).
+SEGMENT_FEATURES: dict[str, tuple[str, str]] = {
+    "segment_id": (
+        "int64",
+        "Segment of the user at the as-of time; ids keep their meaning across re-clusterings"
+        " (matched to the previous run).",
+    ),
+    "segment_label": ("string", "Readable segment name, e.g. 'Frequent Buyers'."),
+}

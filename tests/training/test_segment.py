@@ -1,0 +1,114 @@
+"""The segmentation job on a small generated workspace: real Feast and MLflow in a temp folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from features import store
+from features.generate import generate_clickstream, write_generated
+from features.workspace import Workspace
+from training import tracking
+from training.cli import app
+from training.config import ConfigError
+from training.segment import segment_events, segment_workspace
+from training.segment_run import SegmentJob, load_segment_job
+
+pytestmark = pytest.mark.integration
+
+JOB = SegmentJob(stability_seeds=1, tsne_sample=300)
+
+
+@pytest.fixture(scope="module")
+def segmented(tmp_path_factory):
+    """Generate 400 users with planted personas, then the whole `--events` path once."""
+    home = tmp_path_factory.mktemp("segment")
+    ws = Workspace(home=home).ensure()
+    generated = generate_clickstream(n_users=400, days=28, seed=5)
+    paths = write_generated(generated, home / "raw" / "generated")
+    out = home / "segments.csv"
+    result = segment_events(ws, paths["events"], JOB, out, truth=generated.personas)
+    return ws, generated, result, out
+
+
+def test_planted_personas_are_recovered(segmented):
+    _, _, result, _ = segmented
+    assert result.ari >= 0.8
+    assert len(result.segmenter.labels) >= 4
+    assert (result.table["neighbour_p_bonferroni"] < 0.01).all()
+
+
+def test_csv_lists_every_person_once(segmented):
+    ws, generated, result, out = segmented
+    written = pd.read_csv(out, dtype={"segment_label": str})
+    assert list(written.columns) == ["user_id", "segment_id", "segment_label"]
+    assert written["user_id"].is_unique
+    assert set(generated.personas["user_id"]) <= set(written["user_id"])
+    events = pd.read_parquet(ws.raw_dir / "generated" / "events.parquet")
+    assert (
+        len(written)
+        == events.assign(person=events["user_id"].fillna("anon:" + events["anonymous_id"]))[
+            "person"
+        ].nunique()
+    )
+    assert written["segment_label"].notna().all()
+
+
+def test_mlflow_run_has_plots_tables_model_and_champion(segmented):
+    ws, _, result, _ = segmented
+    tracking.configure(ws)
+    client = MlflowClient()
+    run = client.get_run(result.run_id)
+    assert run.data.metrics["ari_ground_truth"] == pytest.approx(result.ari)
+    assert run.data.tags["feast.feature_service"] == store.USER_SERVICE
+    plots = {a.path for a in client.list_artifacts(result.run_id, "plots")}
+    assert {"plots/elbow.png", "plots/silhouette.png", "plots/pca_map.png",
+            "plots/tsne_map.png"} <= plots  # fmt: skip
+    steps = client.get_metric_history(result.run_id, "kmeans_silhouette")
+    assert sorted(m.step for m in steps) == list(range(2, 11))
+    champion = tracking.alias_version("tailor-segmenter", "champion")
+    assert champion is not None and champion.run_id == result.run_id
+    import mlflow
+
+    model = mlflow.pyfunc.load_model("models:/tailor-segmenter@champion")
+    x = pd.DataFrame(np.zeros((1, len(result.segmenter.feature_names))),
+                     columns=result.segmenter.feature_names)  # fmt: skip
+    assert set(model.predict(x).columns) == {"segment_id", "segment_label"}
+
+
+def test_segments_are_readable_online_and_offline(segmented):
+    ws, _, result, _ = segmented
+    fs = store.feature_store(ws)
+    assert store.SEGMENT_SERVICE in {s.name for s in fs.list_feature_services()}
+    some = result.assignments.sample(5, random_state=0)
+    rows = store.online_features(fs, [{"user_id": u} for u in some["user_id"]],
+                                 service=store.SEGMENT_SERVICE)  # fmt: skip
+    assert [r["segment_label"] for r in rows] == some["segment_label"].tolist()
+    assert [r["segment_id"] for r in rows] == some["segment_id"].tolist()
+    entity = pd.DataFrame({"user_id": some["user_id"], "event_timestamp": result.as_of})
+    offline = store.historical_features(ws, entity, store.SEGMENT_SERVICE)
+    assert set(offline["segment_label"]) == set(some["segment_label"])
+
+
+def test_reclustering_matches_ids_and_logs_a_migration_matrix(segmented):
+    ws, _, first, _ = segmented
+    again = segment_workspace(ws, SegmentJob(stability_seeds=1, tsne_sample=300,
+                                             register=False), first.as_of)  # fmt: skip
+    merged = first.assignments.merge(again.assignments, on="user_id")
+    same = (merged["segment_id_x"] == merged["segment_id_y"]).mean()
+    assert same >= 0.9
+    assert again.migration is not None
+    assert int(again.migration.to_numpy().sum()) == len(merged)
+    assert min(share for _, share in first.stability) >= 0.9
+
+
+def test_cli_segment_errors_and_spec_keys(tmp_path):
+    result = CliRunner().invoke(app, ["segment", "--events", "x.csv", "--home", str(tmp_path)])
+    assert result.exit_code == 1 and "--out" in result.output
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_segment_job(None, ["k_maxx=3"])
+    job = load_segment_job(None, ["algorithm=gmm", "k_max=6", "min_sessions=3"])
+    assert (job.segmenter.algorithm, job.segmenter.k_max, job.min_sessions) == ("gmm", 6, 3)
