@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 #: Candidates fetched per requested item, so filters and the diversity re-rank have room.
 POOL_FACTOR = 4
+#: Known users whose model output is kept per loaded model (see :meth:`Scorer.model_top`).
+MODEL_CACHE_SIZE = 4096
 #: Online features that show the feature store knows the person (``returning`` maturity).
 ACTIVITY_KEYS = ("last_event_type", "last_product_id", "last_category", "top_category")
 
@@ -58,15 +60,55 @@ class UnknownItemError(KeyError):
 
 @dataclass(frozen=True)
 class Scorer:
-    """A loaded bundle plus precomputed popularity, built once per loaded model."""
+    """A loaded bundle plus what every request needs precomputed, built once per loaded model:
+    popularity, and id -> dense index dicts (a dict lookup for one id costs ~0.1 µs, the
+    bundle's pandas-backed ``IdMap`` ~100 µs, four times per request).
+
+    ``model_top(user_idx, n)`` is the model's top ``n`` for a known user, memoised for the
+    :data:`MODEL_CACHE_SIZE` most recent users: a bundle's model and histories never change
+    (a new version is a new ``Scorer``), and everything that does change per request (live
+    activity, ``exclude``, rules) is applied after it, so a warm user skips the scoring.
+    """
 
     bundle: ModelBundle
     label: str
     popularity: np.ndarray
+    user_positions: dict[str, int]
+    item_positions: dict[str, int]
+    model_top: Callable[[int, int], tuple[np.ndarray, np.ndarray]]
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle, label: str) -> Scorer:
-        return cls(bundle=bundle, label=label, popularity=popularity_scores(bundle.history))
+        @lru_cache(maxsize=MODEL_CACHE_SIZE)
+        def model_top(user_idx: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+            item_idx, scores = bundle.model.recommend(user_idx, bundle.history[user_idx], k=n)
+            item_idx, scores = np.array(item_idx), np.array(scores)
+            item_idx.setflags(write=False)  # shared by every later request for this user
+            scores.setflags(write=False)
+            return item_idx, scores
+
+        return cls(
+            bundle=bundle,
+            label=label,
+            popularity=popularity_scores(bundle.history),
+            user_positions={str(u): i for i, u in enumerate(bundle.users.ids.tolist())},
+            item_positions={str(p): i for i, p in enumerate(bundle.items.ids.tolist())},
+            model_top=model_top,
+        )
+
+    def user_idx(self, person: str) -> int:
+        """Dense index of a person in the model, -1 when the model has not seen them."""
+        return self.user_positions.get(person, -1)
+
+    def item_indices(self, item_ids: Iterable[Any]) -> list[int]:
+        """Dense indices of the known ones among ``item_ids`` (unknown and empty ids dropped)."""
+        found = (self.item_positions.get(str(i), -1) for i in item_ids if i)
+        return [i for i in found if i >= 0]
+
+    def history(self, user_idx: int) -> np.ndarray:
+        """Item indices in a known user's history row (CSR slice, no sparse-matrix copy)."""
+        indptr = self.bundle.history.indptr
+        return self.bundle.history.indices[indptr[user_idx] : indptr[user_idx + 1]]
 
 
 @lru_cache(maxsize=1)
@@ -106,14 +148,13 @@ def cold_start_category(features: dict[str, Any]) -> str:
     return ""
 
 
-def purchased_items(bundle: ModelBundle, history: np.ndarray, features: dict[str, Any]) -> set[int]:
+def purchased_items(scorer: Scorer, history: np.ndarray, features: dict[str, Any]) -> set[int]:
     """What the person bought: the latest purchase from the real-time activity features, and
     every item in their model history (the bundle keeps interaction weights, not event types, so
     each item there counts as possibly bought; the model never recommends them anyway)."""
-    bought = {int(i) for i in history}
+    bought = set(history.tolist())
     if features.get("last_event_type") == "purchase":
-        bought.update(int(i) for i in bundle.items.index_or([features.get("last_product_id", "")]))
-    bought.discard(-1)
+        bought.update(scorer.item_indices([features.get("last_product_id", "")]))
     return bought
 
 
@@ -173,7 +214,7 @@ def _source(ctx: _Context, decision: Decision, source: str) -> tuple[list[Candid
 def _model(ctx: _Context, user_idx: int, rule: str | None) -> tuple[list[Candidate], str]:
     bundle = ctx.scorer.bundle
     n_pool = min(ctx.pool + len(ctx.exclude), bundle.history.shape[1])
-    item_idx, scores = bundle.model.recommend(user_idx, bundle.history[user_idx], k=n_pool)
+    item_idx, scores = ctx.scorer.model_top(user_idx, n_pool)
     strategy = f"model:{bundle.model_name}"
     full = np.full(bundle.history.shape[1], np.nan)
     valid = (item_idx >= 0) & np.isfinite(scores)
@@ -183,9 +224,10 @@ def _model(ctx: _Context, user_idx: int, rule: str | None) -> tuple[list[Candida
 
 def facts_for(scorer: Scorer, request: RecommendRequest, features: dict[str, Any]) -> Facts:
     """What the rules see: maturity, history size, segment and the request context."""
-    users = scorer.bundle.users
-    known = request.person in users
-    history = scorer.bundle.history[users.index(request.person)].nnz if known else 0
+    user_idx = scorer.user_idx(request.person)
+    known = user_idx >= 0
+    indptr = scorer.bundle.history.indptr
+    history = indptr[user_idx + 1] - indptr[user_idx] if known else 0
     active = any(features.get(key) not in (None, "") for key in ACTIVITY_KEYS)
     segment = features.get("segment")
     return Facts(
@@ -213,19 +255,17 @@ def recommend(
     facts = facts_for(scorer, request, features)
     decision = (rules or default_rules()).decide(facts)
     known = facts.maturity == "known"
-    user_idx = bundle.users.index(request.person) if known else -1
-    history = bundle.history[user_idx].indices if known else np.empty(0, dtype=np.int64)
+    user_idx = scorer.user_idx(request.person) if known else -1
+    history = scorer.history(user_idx) if known else np.empty(0, dtype=np.int64)
 
     exclude: set[int] = set()
     if "exclude_given" in decision.filters:
-        exclude.update(int(i) for i in bundle.items.index_or(request.exclude) if i >= 0)
+        exclude.update(scorer.item_indices(request.exclude))
     if "exclude_purchased" in decision.filters:
-        exclude |= purchased_items(bundle, history, features)
+        exclude |= purchased_items(scorer, history, features)
     if "exclude_seen" in decision.filters:
-        exclude.update(int(i) for i in history)
-        exclude.update(
-            int(i) for i in bundle.items.index_or([features.get("last_product_id", "")]) if i >= 0
-        )
+        exclude.update(history.tolist())
+        exclude.update(scorer.item_indices([features.get("last_product_id", "")]))
 
     feature_category = cold_start_category(features)
     values = {
@@ -306,12 +346,12 @@ def similar_items(scorer: Scorer, request: SimilarItemsRequest) -> SimilarItemsR
     and their ``strategy`` says so.
     """
     bundle = scorer.bundle
-    if request.item_id not in bundle.items:
+    item_idx = scorer.item_positions.get(request.item_id, -1)
+    if item_idx < 0:
         raise UnknownItemError(
             f"unknown item_id {request.item_id!r}: not among the {len(bundle.items)} items "
             f"of {scorer.label}"
         )
-    item_idx = bundle.items.index(request.item_id)
     k = min(request.k, len(bundle.items) - 1)
     found: list[Candidate] = []
     if k > 0:

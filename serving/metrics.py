@@ -12,6 +12,9 @@ from functools import lru_cache
 from typing import Any
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: The online feature read is sub-millisecond when healthy; its target is p99 < 2 ms.
+FEATURE_READ_BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 1.0)
+FEATURE_READ_METRIC = "tailor_feature_read_seconds"
 
 
 def strategy_kind(strategy: str) -> str:
@@ -25,6 +28,7 @@ class ServiceMetrics:
     latency: Any  # Histogram(endpoint, strategy)
     events: Any  # Counter(outcome)
     model_info: Any  # Gauge(model, model_name, version): 1 for the model being served
+    feature_read: Any  # Histogram(service): the online feature read inside /recommend
 
     def observe(self, endpoint: str, strategy: str, seconds: float, degraded: bool) -> None:
         kind = strategy_kind(strategy)
@@ -66,5 +70,11 @@ def service_metrics() -> ServiceMetrics:
             "1 for the registered model version being served, 0 for ones it replaced.",
             ["model", "model_name", "version"],
             multiprocess_mode="livemostrecent",
+        ),
+        feature_read=prom.Histogram(
+            FEATURE_READ_METRIC,
+            "Time of the online feature read inside /recommend, by Feast feature service.",
+            ["service"],
+            buckets=FEATURE_READ_BUCKETS,
         ),
     )

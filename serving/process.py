@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import httpx
 from features.workspace import HOME_ENV, PROFILE_ENV, Workspace
 
 SERVICE = "serving.service:Tailor"
+SERVICE_NAME = "tailor"  # the name in @bentoml.service(name=...)
 DEFAULT_MODEL = "tailor-recommender"
 DEFAULT_ALIAS = "champion"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -28,13 +30,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve_command(port: int, host: str = "127.0.0.1", workers: int = 1) -> list[str]:
+def serve_command(
+    port: int, host: str = "127.0.0.1", workers: int = 1, service: str = SERVICE
+) -> list[str]:
+    """``bentoml serve`` for ``service`` from the project's source tree.
+
+    ``--api-workers`` only reaches pre-1.2 services: for a ``@bentoml.service`` class BentoML
+    1.4 takes the worker count from the service's config, which :func:`workers_env` sets.
+    """
     return [
         sys.executable,
         "-m",
         "bentoml",
         "serve",
-        SERVICE,
+        service,
         "--host",
         host,
         "--port",
@@ -46,14 +55,24 @@ def serve_command(port: int, host: str = "127.0.0.1", workers: int = 1) -> list[
     ]
 
 
-def serve_env(ws: Workspace) -> dict[str, str]:
+def serve_env(ws: Workspace, workers: int = 1) -> dict[str, str]:
     env = dict(os.environ)
     env[HOME_ENV] = str(ws.home)
     env[PROFILE_ENV] = ws.profile
     env["MLFLOW_TRACKING_URI"] = ws.mlflow_uri
     env.setdefault("BENTOML_HOME", str(ws.home / "bentoml"))
     env.setdefault("BENTOML_DO_NOT_TRACK", "True")
-    return env
+    return workers_env(env, SERVICE_NAME, workers)
+
+
+def workers_env(env: dict[str, str], service_name: str, workers: int) -> dict[str, str]:
+    """``env`` with ``services.<service_name>.workers`` set in ``BENTOML_CONFIG_OVERRIDES``
+    (BentoML's JSON config override, merged into any overrides already there)."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    overrides = json.loads(env.get("BENTOML_CONFIG_OVERRIDES") or "{}")
+    overrides.setdefault("services", {}).setdefault(service_name, {})["workers"] = workers
+    return {**env, "BENTOML_CONFIG_OVERRIDES": json.dumps(overrides)}
 
 
 def wait_ready(
@@ -79,7 +98,11 @@ def wait_ready(
 
 @contextlib.contextmanager
 def running_service(
-    ws: Workspace, port: int | None = None, log_path: Path | None = None, timeout: float = 180.0
+    ws: Workspace,
+    port: int | None = None,
+    log_path: Path | None = None,
+    timeout: float = 180.0,
+    workers: int = 1,
 ) -> Iterator[str]:
     """Run the service until the block exits; yields its base URL. Output goes to ``log_path``."""
     from serving.loader import preflight
@@ -87,11 +110,26 @@ def running_service(
     preflight(ws, os.environ.get("TAILOR_MODEL_NAME", DEFAULT_MODEL), DEFAULT_ALIAS)
     port = port or free_port()
     log_path = log_path or ws.home / "logs" / f"serve-{port}.log"
+    with running(SERVICE, serve_env(ws, workers), port, log_path, timeout, workers) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running(
+    service: str,
+    env: dict[str, str],
+    port: int,
+    log_path: Path,
+    timeout: float = 180.0,
+    workers: int = 1,
+) -> Iterator[str]:
+    """Run ``bentoml serve service`` until the block exits; yields its base URL once
+    ``/readyz`` answers 200. Output goes to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            serve_command(port),
-            env=serve_env(ws),
+            serve_command(port, workers=workers, service=service),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

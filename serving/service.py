@@ -8,7 +8,9 @@ swaps models without dropping requests (:mod:`serving.watcher`).
 Environment read when the service starts: ``TAILOR_HOME``, ``MLFLOW_TRACKING_URI``,
 ``TAILOR_MODEL_NAME`` (default ``tailor-recommender``), ``TAILOR_MODEL_ALIAS`` (default
 ``champion``), ``TAILOR_MODEL_POLL_SECONDS`` (default 30) and ``TAILOR_RULES`` (default the
-packaged ``serving/rules.yaml``).
+packaged ``serving/rules.yaml``). ``TAILOR_BENTO_MODEL`` (set inside a Bento built by
+``tailor build``) names a BentoML model to serve instead of the registry's champion; that model
+is fixed, so nothing is watched.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import threading
 import time
 from http import HTTPStatus
+from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
@@ -28,9 +31,16 @@ from features import store as feature_store
 from features.eventlog import EventLog
 from features.workspace import Workspace
 from serving import logic
+from serving.bento import BENTO_MODEL_ENV, load_bento_model
 from serving.errors import ErrorShapeMiddleware
 from serving.events import BatchTooLargeError, ingest_events
-from serving.loader import LoadedModel, alias_version, check_feature_service, load_registered
+from serving.loader import (
+    LoadedModel,
+    ServingStartupError,
+    alias_version,
+    check_feature_service,
+    load_registered,
+)
 from serving.metrics import service_metrics
 from serving.rules import load_rules
 from serving.schemas import (
@@ -61,7 +71,18 @@ class Tailor:
         alias = os.environ.get("TAILOR_MODEL_ALIAS", "champion")
         self.rules = load_rules(os.environ.get(RULES_ENV) or None)
         self.store = feature_store.feature_store(ws)
-        loaded = load_registered(ws, name, alias)
+        bento_model = os.environ.get(BENTO_MODEL_ENV)
+        if bento_model:
+            try:
+                stored = bentoml.models.get(bento_model)
+            except NotFound:
+                raise ServingStartupError(
+                    f"{BENTO_MODEL_ENV}={bento_model!r} is not in the BentoML model store: run "
+                    f"`tailor build`, or unset {BENTO_MODEL_ENV} to serve the registry's champion"
+                ) from None
+            loaded = load_bento_model(Path(stored.path), dict(stored.info.metadata))
+        else:
+            loaded = load_registered(ws, name, alias)
         check_feature_service(self.store, loaded.feature_service)
         self.metrics = service_metrics()
         self.metrics.serving(loaded.label)
@@ -81,7 +102,8 @@ class Tailor:
             load=load_checked,
             on_swap=lambda old, new: self.metrics.serving(new.label, old.label),
         )
-        self.models.start(poll_seconds(os.environ.get(POLL_ENV)))
+        if not bento_model:
+            self.models.start(poll_seconds(os.environ.get(POLL_ENV)))
 
     def __is_ready__(self) -> bool:
         return self.models.current is not None and self.store is not None
@@ -92,7 +114,10 @@ class Tailor:
 
     def _features(self, person: str, device: str, service: str) -> dict:
         rows = [{"user_id": person, "device_type": device}]
-        return feature_store.online_features(self.store, rows, service)[0]
+        started = time.perf_counter()
+        features = feature_store.online_features(self.store, rows, service)[0]
+        self.metrics.feature_read.labels(service=service).observe(time.perf_counter() - started)
+        return features
 
     @bentoml.api(route="/recommend")
     def recommend(self, request: RecommendRequest, /) -> RecommendResponse:

@@ -333,3 +333,53 @@ def end_run(run_id: str, status: str = "FINISHED") -> None:
 
 #: The registry's model version type, for annotations outside this module.
 ModelVersion = mlflow.entities.model_registry.ModelVersion
+
+
+# -- navigation patterns (training.patterns) -------------------------------------------------
+def log_artifact(path: Path, artifact_path: str | None = None) -> None:
+    """Log one file (a result table) to the active run, under ``artifact_path``."""
+    mlflow.log_artifact(str(path), artifact_path)
+
+
+# -- segmentation: the segmenter as a pyfunc model ------------------------------------------
+SEGMENTER_ARTIFACT = "segmenter"
+
+
+class SegmenterPyfunc(mlflow.pyfunc.PythonModel):
+    """A saved :class:`models.segments.Segmenter` behind MLflow's pyfunc interface.
+
+    Input: a frame with the segmenter's feature columns (``feature_names``). Output: one row per
+    input row with ``segment_id`` (int64) and ``segment_label``.
+    """
+
+    def load_context(self, context: Any) -> None:
+        from models.segments import Segmenter
+
+        self._segmenter = Segmenter.load(Path(context.artifacts[SEGMENTER_ARTIFACT]))
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+        segmenter = self._segmenter
+        index = segmenter.predict(model_input[segmenter.feature_names].to_numpy(dtype=float))
+        return pd.DataFrame(
+            {
+                "segment_id": segmenter.ids[index].astype(np.int64),
+                "segment_label": np.asarray(segmenter.labels, dtype=object)[index],
+            }
+        )
+
+
+def log_segmenter(model_dir: Path, example: pd.DataFrame) -> mlflow.models.model.ModelInfo:
+    """Log a saved segmenter as the pyfunc model ``model`` with signature and input example."""
+    output = pd.DataFrame({"segment_id": np.array([0], dtype=np.int64), "segment_label": ["s"]})
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=SegmenterPyfunc(),
+        artifacts={SEGMENTER_ARTIFACT: str(model_dir)},
+        signature=infer_signature(example, output),
+        input_example=example,
+    )
+
+
+def log_table(frame: pd.DataFrame, artifact_file: str) -> None:
+    """A small result table as a CSV artifact of the active run."""
+    mlflow.log_text(frame.to_csv(index=False), artifact_file)
