@@ -145,6 +145,17 @@ def online_features(
     return answer
 
 
+def has_feature_service(store: FeatureStore, service: str) -> bool:
+    """Whether the registry holds ``service`` now (read past the registry cache)."""
+    from feast.errors import FeatureServiceNotFoundException
+
+    try:
+        store.get_feature_service(service, allow_cache=False)
+    except FeatureServiceNotFoundException:
+        return False
+    return True
+
+
 def _feast_online_features(store: FeatureStore, rows: list[dict], service: str) -> list[dict]:
     """Feast's own online read: the reference answer and the fallback."""
     response = store.get_online_features(

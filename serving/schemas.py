@@ -122,6 +122,20 @@ class RecommendResponse(_Answer):
     request_id: str
 
 
+class SegmentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    user_id: str = Field(min_length=1, max_length=256, description="Person key (user id).")
+
+
+class SegmentResponse(_Answer):
+    user_id: str
+    segment_id: int | None = Field(default=None, description="Absent when not segmented.")
+    segment_label: str | None = Field(default=None, description="Readable segment name.")
+    source: str = Field(description="Where the answer came from (feature service, or why not).")
+    request_id: str
+
+
 class SimilarItemsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 

@@ -16,9 +16,11 @@ is fixed, so nothing is watched.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
+import uuid
 from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
@@ -48,6 +50,8 @@ from serving.schemas import (
     EventsResponse,
     RecommendRequest,
     RecommendResponse,
+    SegmentRequest,
+    SegmentResponse,
     SimilarItemsRequest,
     SimilarItemsResponse,
 )
@@ -89,6 +93,9 @@ class Tailor:
         self.log = EventLog(ws.event_log_dir)
         self.quarantine_dir = ws.quarantine_dir
         self._events_lock = threading.Lock()  # de-duplication reads, then appends
+        self._has_segments = False
+        self._segments_checked = -math.inf
+        self._segments_recheck = poll_seconds(os.environ.get(POLL_ENV))
 
         def load_checked() -> LoadedModel:
             new = load_registered(ws, name, alias)
@@ -117,7 +124,25 @@ class Tailor:
         started = time.perf_counter()
         features = feature_store.online_features(self.store, rows, service)[0]
         self.metrics.feature_read.labels(service=service).observe(time.perf_counter() - started)
+        segment = self._segment(person)
+        if segment.get("segment_label"):
+            features["segment"] = segment["segment_label"]
         return features
+
+    def _segment(self, person: str) -> dict:
+        """The person's row of the segment feature service; empty before any `tailor segment`
+        run registered it (looked for again every model-poll interval, so a first run is picked
+        up without a restart)."""
+        now = time.monotonic()
+        if not self._has_segments and now - self._segments_checked > self._segments_recheck:
+            self._segments_checked = now
+            self._has_segments = feature_store.has_feature_service(
+                self.store, feature_store.SEGMENT_SERVICE
+            )
+        if not self._has_segments:
+            return {}
+        rows = [{"user_id": person}]
+        return feature_store.online_features(self.store, rows, feature_store.SEGMENT_SERVICE)[0]
 
     @bentoml.api(route="/recommend")
     def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
@@ -132,6 +157,28 @@ class Tailor:
         self.metrics.observe(
             "/recommend", answer.strategy, time.perf_counter() - started, bool(answer.degraded)
         )
+        return answer
+
+    @bentoml.api(route="/segment")
+    def segment(self, request: SegmentRequest, /) -> SegmentResponse:
+        """The person's behavioural segment from the last `tailor segment` run (Feast online)."""
+        started = time.perf_counter()
+        person = request.user_id
+        try:
+            row = self._segment(person)
+            source = feature_store.SEGMENT_SERVICE if row else "no segmentation run yet"
+        except Exception as exc:  # the store is down: say so, never a 5xx
+            logger.warning("segment read failed for %s: %s", person, exc, exc_info=True)
+            row, source = {}, f"degraded: {type(exc).__name__}"
+        segment_id = row.get("segment_id")
+        answer = SegmentResponse(
+            user_id=person,
+            segment_id=None if segment_id is None else int(segment_id),
+            segment_label=row.get("segment_label") or None,
+            source=source,
+            request_id=uuid.uuid4().hex,
+        )
+        self.metrics.observe("/segment", source, time.perf_counter() - started, False)
         return answer
 
     @bentoml.api(route="/similar_items")

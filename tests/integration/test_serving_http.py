@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import mlflow
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -154,6 +155,41 @@ def test_first_time_visitor_gets_popular_items_of_their_country(served):
     assert {item["strategy"] for item in answer["items"]} == {"popular_in_country:DE"}
     assert answer["personalized"] is False
     assert answer["variant"] == {"hero_banner": "default"}
+
+
+def test_segment_appears_once_a_segmentation_is_in_the_online_store(served, trained_workspace):
+    from features import store
+
+    user_id, _ = _known_user(trained_workspace)
+    before = _post(served, "/segment", {"user_id": user_id}).json()
+    assert before["source"] == "no segmentation run yet"
+    assert "segment_label" not in before
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    assignments = pd.DataFrame(
+        {
+            "user_id": [user_id],
+            "event_timestamp": [pd.Timestamp(now)],
+            "created": [pd.Timestamp(now)],
+            "segment_id": [3],
+            "segment_label": ["Electronics Window Shoppers"],
+        }
+    )
+    store.write_segments(served.ws, assignments)
+    store.materialize_segments(served.ws, store.apply_segments(served.ws))
+
+    deadline = time.monotonic() + 20
+    answer = before
+    while time.monotonic() < deadline and answer.get("segment_id") != 3:
+        time.sleep(0.5)
+        answer = _post(served, "/segment", {"user_id": user_id}).json()
+    assert answer["segment_id"] == 3
+    assert answer["segment_label"] == "Electronics Window Shoppers"
+    assert answer["source"] == "user_segment_v1"
+    recommended = _post(served, "/recommend", {"user_id": user_id, "k": 3}).json()
+    assert recommended["segment"] == "Electronics Window Shoppers"
+    unknown = _post(served, "/segment", {"user_id": "never-segmented"}).json()
+    assert "segment_id" not in unknown
 
 
 def test_context_values_never_seen_fall_back_to_global_popularity(served):
