@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from features.workspace import Workspace
-from serving.loader import LoadedModel, ServingStartupError
+from serving.loader import LoadedModel, ServingStartupError, registered_version
 from serving.logic import Scorer
 
 logger = logging.getLogger(__name__)
@@ -78,18 +78,7 @@ def load_bento_model(directory: Path, metadata: dict) -> LoadedModel:
 
 def champion_metadata(ws: Workspace, name: str, alias: str) -> dict[str, str]:
     """The registered version behind ``name@alias`` and what the service needs to know of it."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    mlflow.set_tracking_uri(ws.mlflow_uri)
-    mlflow.set_registry_uri(ws.mlflow_uri)
-    try:
-        version = MlflowClient().get_model_version_by_alias(name, alias)
-    except mlflow.exceptions.MlflowException as exc:
-        raise ServingStartupError(
-            f"no model {name!r} with alias {alias!r} in the registry at {ws.mlflow_uri}: "
-            "run `tailor train` first"
-        ) from exc
+    version = registered_version(ws, name, alias)
     service = version.tags.get("feast.feature_service", "")
     if not service:
         raise ServingStartupError(f"{name}@{version.version} has no 'feast.feature_service' tag")

@@ -33,20 +33,28 @@ class LoadedModel:
         return f"{self.name}@{self.version}"
 
 
-def preflight(ws: Workspace, name: str, alias: str) -> str:
-    """Cheap start-up checks in the calling process, so a doomed server is never spawned.
+def registered_version(ws: Workspace, name: str, alias: str):
+    """The MLflow model version ``name@alias`` points at (the registry of the workspace).
 
-    Returns ``name@version``; raises :class:`ServingStartupError` with what to run.
+    Raises :class:`ServingStartupError` saying what to run when there is none.
     """
     mlflow.set_tracking_uri(ws.mlflow_uri)
     mlflow.set_registry_uri(ws.mlflow_uri)
     try:
-        version = MlflowClient().get_model_version_by_alias(name, alias)
+        return MlflowClient().get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException as exc:
         raise ServingStartupError(
             f"no model {name!r} with alias {alias!r} in the registry at {ws.mlflow_uri}: "
             "run `tailor train` first"
         ) from exc
+
+
+def preflight(ws: Workspace, name: str, alias: str) -> str:
+    """Cheap start-up checks in the calling process, so a doomed server is never spawned.
+
+    Returns ``name@version``; raises :class:`ServingStartupError` with what to run.
+    """
+    version = registered_version(ws, name, alias)
     registry = ws.feast_dir / "registry.db"
     if ws.profile == "local" and not registry.exists():
         raise ServingStartupError(
@@ -57,17 +65,7 @@ def preflight(ws: Workspace, name: str, alias: str) -> str:
 
 def load_registered(ws: Workspace, name: str, alias: str) -> LoadedModel:
     """Resolve ``name@alias`` in the MLflow registry and load its bundle."""
-    uri = ws.mlflow_uri
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    client = MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(name, alias)
-    except mlflow.exceptions.MlflowException as exc:
-        raise ServingStartupError(
-            f"no model {name!r} with alias {alias!r} in the registry at {uri}: "
-            "run `tailor train` first"
-        ) from exc
+    version = registered_version(ws, name, alias)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}@{alias}"))
     found = sorted(local.rglob("bundle.json"))
     if not found:
