@@ -59,33 +59,6 @@ class SearchParam:
 
 
 @dataclass(frozen=True)
-class ExperimentSpec:
-    """A validated tuning spec. ``name`` is the file stem (experiment and study name)."""
-
-    name: str
-    model: str
-    search_space: tuple[SearchParam, ...]
-    dataset: str = "movielens-100k"
-    feature_service: str = "user_profile_v1"
-    protocol: str = "msr"
-    params: dict[str, Any] = field(default_factory=dict)
-    metric: str = "ndcg_at_10"
-    direction: Literal["maximize", "minimize"] = "maximize"
-    k: int = 10
-    trials: int = 20
-    timeout: float | None = None
-    pruner: Literal["none", "median", "hyperband"] = "median"
-    seed: int = 42
-    registered_model: str = "tailor-recommender"
-    description: str = ""
-    path: Path | None = None
-
-    @property
-    def search_names(self) -> list[str]:
-        return [p.name for p in self.search_space]
-
-
-@dataclass(frozen=True)
 class _RawSpec:
     """The YAML's top level, before the cross-field checks (types as written in the file)."""
 
@@ -104,6 +77,20 @@ class _RawSpec:
     seed: int = 42
     registered_model: str = "tailor-recommender"
     description: str = ""
+
+
+@dataclass(frozen=True)
+class ExperimentSpec(_RawSpec):
+    """A validated tuning spec: the file's keys (defaults in `_RawSpec`) with the search space
+    checked against the model; ``name`` is the file stem (experiment and study name)."""
+
+    search_space: tuple[SearchParam, ...] = ()
+    name: str = ""
+    path: Path | None = None
+
+    @property
+    def search_names(self) -> list[str]:
+        return [p.name for p in self.search_space]
 
 
 @dataclass(frozen=True)
@@ -200,25 +187,9 @@ def parse_experiment_spec(values: Any, name: str, path: Path | None = None) -> E
         if not getattr(raw, key).strip():
             raise ConfigError(f"{key}={getattr(raw, key)!r}: expected a non-empty name")
     space = _check_space(raw.model, raw.params, raw.search_space)
-    return ExperimentSpec(
-        name=name,
-        model=raw.model,
-        search_space=space,
-        dataset=dataset,
-        feature_service=raw.feature_service,
-        protocol=raw.protocol,
-        params=dict(raw.params),
-        metric=raw.metric,
-        direction=raw.direction,
-        k=raw.k,
-        trials=raw.trials,
-        timeout=raw.timeout,
-        pruner=raw.pruner,
-        seed=raw.seed,
-        registered_model=raw.registered_model,
-        description=raw.description,
-        path=path,
-    )
+    written = {f.name: getattr(raw, f.name) for f in dataclasses.fields(_RawSpec)}
+    checked = {"search_space": space, "dataset": dataset, "params": dict(raw.params)}
+    return ExperimentSpec(**{**written, **checked}, name=name, path=path)
 
 
 def _check_positive(key: str, value: int) -> None:
