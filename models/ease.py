@@ -5,6 +5,11 @@ With ``X`` the users x items matrix, ``P = (X^T X + l2 I)^-1`` and ``B = I - P /
 zero diagonal, i.e. ``B[i, j] = -P[i, j] / P[j, j]`` for ``i != j``. A user's scores are
 ``x_u @ B``. Memory and time are ``O(n_items^2)`` and ``O(n_items^3)``: fine up to a few tens of
 thousands of items.
+
+``dropout`` adds the emphasized-denoising penalty of Steck (2020), "Autoencoders that don't
+overfit towards the identity" (EDLAE, full emphasis): the ridge on item ``j`` becomes
+``l2 + p / (1 - p) * G[j, j]`` with ``G = X^T X``, so popular items, whose self-prediction the
+plain ridge barely holds back, are regularized more. ``dropout = 0`` is plain EASE.
 """
 
 from __future__ import annotations
@@ -23,16 +28,22 @@ from models.base import Callback, Interactions, Recommender
 
 @dataclass(frozen=True)
 class EASEConfig:
-    """``l2``: ridge strength (> 0); ``implicit``: binarize the matrix (any nonzero -> 1)."""
+    """``l2``: ridge strength (> 0); ``implicit``: binarize the matrix (any nonzero -> 1);
+    ``dropout``: EDLAE emphasis ``p`` in ``[0, 1)`` (0: plain EASE)."""
 
     l2: float = 500.0
     implicit: bool = True
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.l2, bool) or not isinstance(self.l2, int | float):
-            raise ValueError(f"l2 must be a float, got {self.l2!r}")
+        for key in ("l2", "dropout"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{key} must be a float, got {value!r}")
         if not (math.isfinite(self.l2) and self.l2 > 0):
             raise ValueError(f"l2 must be finite and > 0, got {self.l2!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
 
 def _inverse_spd(matrix: np.ndarray) -> np.ndarray:
@@ -70,7 +81,8 @@ class EASE(Recommender):
         started = time.perf_counter()
         x = self._input(interactions.matrix).astype(np.float64)
         gram = np.asarray((x.T @ x).toarray(), dtype=np.float64)
-        gram[np.diag_indices_from(gram)] += self.config.l2
+        emphasis = self.config.dropout / (1.0 - self.config.dropout)
+        gram[np.diag_indices_from(gram)] += self.config.l2 + emphasis * np.diag(gram)
         inverse = _inverse_spd(gram)
         weights = inverse / -np.diag(inverse)  # column j divided by -P[j, j]
         np.fill_diagonal(weights, 0.0)
@@ -99,9 +111,18 @@ class EASE(Recommender):
 
 @dataclass(frozen=True)
 class UserEASEConfig(EASEConfig):
-    """`EASEConfig`'s fields and checks; the default ``l2`` suits a users x users Gram matrix."""
+    """`EASEConfig`'s fields and checks; the default ``l2`` suits a users x users Gram matrix.
+    ``dropout`` must stay 0: the exact fold-in of fresh histories assumes a uniform ridge."""
 
     l2: float = 700.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.dropout != 0:
+            raise ValueError(
+                f"dropout must be 0 for user_ease (its fold-in assumes a uniform ridge), "
+                f"got {self.dropout!r}"
+            )
 
 
 class UserEASE(EASE):

@@ -32,7 +32,8 @@ stops after ``patience`` epochs without improvement and keeps the best epoch's w
 Scoring encodes the passed ``user_items`` row (not a stored user embedding), so fresh histories
 and users unknown at training time are scored from what they did. Users are encoded in chunks of
 `SCORE_CHUNK` padded ``(SCORE_CHUNK, max_len)`` token rows in eval mode: the same shapes for every
-call, so a batch scores exactly like single users (943 MovieLens users: 1.5 s vs 22.7 s one
+call, so a batch scores like single users, up to float rounding where a BLAS kernel treats a
+block's last rows apart (943 MovieLens users: 1.5 s vs 22.7 s one
 user per pass, measured in one process on a busy 2-core machine).
 ``similar_items(i)`` ranks items by the model's next-item logit after the one-item history
 ``[i]`` ("what follows i"), not by embedding cosine: items that only ever start sequences are
@@ -306,7 +307,7 @@ def training_windows(
 
 #: Users encoded per forward pass at scoring time. Every pass has this many rows (a short last
 #: chunk is padded with empty histories), so each user meets the same kernels with the same
-#: shapes whichever batch they arrive in, and a batch scores exactly like single users.
+#: shapes whichever batch they arrive in, and a batch scores like single users (to float rounding).
 SCORE_CHUNK = 64
 
 

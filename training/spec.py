@@ -75,6 +75,7 @@ class _RawSpec:
     timeout: float | None = None
     pruner: Literal["none", "median", "hyperband"] = "median"
     seed: int = 42
+    validation_splits: int = 1
     registered_model: str = "tailor-recommender"
     description: str = ""
 
@@ -175,6 +176,12 @@ def parse_experiment_spec(values: Any, name: str, path: Path | None = None) -> E
         raise ConfigError(f"protocol={raw.protocol!r}: allowed values are {', '.join(PROTOCOLS)}")
     _check_positive("k", raw.k)
     _check_positive("trials", raw.trials)
+    _check_positive("validation_splits", raw.validation_splits)
+    if raw.validation_splits > 1 and raw.protocol != "msr":
+        raise ConfigError(
+            f"validation_splits={raw.validation_splits!r}: protocol {raw.protocol!r} has one "
+            "validation part; only 'msr' draws several (allowed here: 1)"
+        )
     if raw.timeout is not None and not raw.timeout > 0:
         raise ConfigError(f"timeout={raw.timeout!r}: expected seconds > 0 or null (no limit)")
     if raw.seed < 0:

@@ -4,7 +4,9 @@ Choosing never sees the test part (`training.tuning_data.tuning_splits`): trials
 fit on an inner train part and are scored on a validation part carved from the outer train part:
 the same protocol function with another seed for ``msr`` (as ``experiments/select_params.py``)
 and the same time cut again for ``temporal``; the protocol's own validation part for ``recbole``
-and ``leave-last-out``. The best parameters are then refit on the whole outer train part (train +
+and ``leave-last-out``. With ``validation_splits: N`` (``msr``) a trial is scored by its mean over
+N inner splits (seeds 7, 8, ...; the pruner sees the first one's epochs). The best parameters are
+then refit on the whole outer train part (train +
 validation) and scored once on the test part, beside the model's default parameters on the same
 split.
 
@@ -228,9 +230,14 @@ class Objective:
         if pruned_at:
             trial.set_user_attr("pruned_at_epoch", pruned_at[0])
             raise optuna.TrialPruned(f"pruned after epoch {pruned_at[0]}")
-        value = report[spec.metric]
+        values = [report[spec.metric]]
+        for evalset in self.data.more_validation:  # further inner splits: no pruning inside
+            values.append(fit_and_score(spec.model, params, evalset, spec.k)[1][spec.metric])
+        if len(values) > 1:
+            trial.set_user_attr("validation_values", [float(v) for v in values])
+        value = float(np.mean(values))
         if not math.isfinite(value):
-            raise ValueError(f"validation {spec.metric} is {value}")
+            raise ValueError(f"validation {spec.metric} is {value} (per split: {values})")
         if not any(MONITOR in metrics for _, metrics in curve):
             trial.report(value, 0)  # models without per-epoch validation: the final value
         return value

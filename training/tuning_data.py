@@ -38,7 +38,9 @@ INNER_SEED = 7
 @dataclass(frozen=True)
 class TuneData:
     """``validation``: inner train → validation part (for choosing). ``test``: outer train
-    (train + validation) → test part (scored once). Frames are the rows behind them."""
+    (train + validation) → test part (scored once). Frames are the rows behind them.
+    ``more_validation``: the other inner splits of a spec with ``validation_splits > 1`` (seeds
+    ``INNER_SEED + 1, ...``); a trial's value is then the mean over all of them."""
 
     frame: pd.DataFrame
     validation: EvalSet
@@ -46,14 +48,18 @@ class TuneData:
     outer_train: pd.DataFrame
     outer_test: pd.DataFrame
     item_categories: np.ndarray
+    more_validation: tuple[EvalSet, ...] = ()
 
 
-def tuning_splits(frame: pd.DataFrame, protocol: str) -> tuple[Split, Split]:
+def tuning_splits(
+    frame: pd.DataFrame, protocol: str, inner_seed: int = INNER_SEED
+) -> tuple[Split, Split]:
     """``(inner, outer)``: the inner split's ``test`` part is the validation part and its
-    rows are all in the outer split's ``train`` part; the outer ``test`` part is never in inner."""
+    rows are all in the outer split's ``train`` part; the outer ``test`` part is never in inner.
+    ``inner_seed`` draws another inner split (``msr`` only; the others have one)."""
     if protocol == "msr":
         outer = msr_split(frame, ratio=0.75, seed=42)
-        return msr_split(outer.train, ratio=0.75, seed=INNER_SEED), outer
+        return msr_split(outer.train, ratio=0.75, seed=inner_seed), outer
     if protocol == "temporal":
         outer = temporal_global_split(frame, test_fraction=0.2)
         return temporal_global_split(outer.train, test_fraction=0.2), outer
@@ -75,12 +81,16 @@ def prepare_data(spec: ExperimentSpec, ws: Workspace) -> TuneData:
     frame = load_frame(spec.dataset, ws)
     inner, outer = tuning_splits(frame, spec.protocol)
     weight_col = "weight" if "weight" in frame.columns else None
-    validation = to_eval(inner, weight_col=weight_col)
+    inners = [inner] + [
+        tuning_splits(frame, spec.protocol, INNER_SEED + i)[0]
+        for i in range(1, spec.validation_splits)
+    ]
+    validations = [to_eval(split, weight_col=weight_col) for split in inners]
     test = to_eval(outer, weight_col=weight_col)
     if spec.dataset == "movielens-100k":
         # Attributes known before the split (demographics, genres), as in `tailor benchmark`.
         users, items = side_features(spec.dataset, ws)
-        validation = with_features(validation, users, items)
+        validations = [with_features(v, users, items) for v in validations]
         test = with_features(test, users, items)
         genres = items["genres"].reindex(list(test.train.items.ids)).fillna("")
         categories = np.array([g.split("|")[0] or "unknown" for g in genres], dtype=object)
@@ -92,15 +102,18 @@ def prepare_data(spec: ExperimentSpec, ws: Workspace) -> TuneData:
     else:
         categories = np.full(test.train.n_items, "unknown", dtype=object)
     if spec.model in SEQUENTIAL:
-        validation = ordered(validation, inner.train)
+        validations = [
+            ordered(v, split.train) for v, split in zip(validations, inners, strict=True)
+        ]
         test = ordered(test, outer.train)
     return TuneData(
         frame=frame,
-        validation=validation,
+        validation=validations[0],
         test=test,
         outer_train=outer.train,
         outer_test=outer.test,
         item_categories=categories,
+        more_validation=tuple(validations[1:]),
     )
 
 

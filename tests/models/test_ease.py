@@ -74,3 +74,29 @@ def test_user_ease_similar_items_follow_a_one_item_history(interactions: Interac
 def test_user_ease_rejects_a_bad_l2() -> None:
     with pytest.raises(ValueError, match="l2 must be finite and > 0"):
         UserEASEConfig(l2=0.0)
+
+
+@pytest.mark.parametrize("dropout", [0.25, 0.6])
+def test_ease_dropout_matches_the_edlae_closed_form(interactions: Interactions, dropout) -> None:
+    """Steck (2020), EDLAE with full emphasis: ``Lambda = l2 I + p / (1 - p) diagMat(diag(G))``."""
+    x = _dense(interactions)
+    gram = x.T @ x
+    penalty = 5.0 * np.eye(x.shape[1]) + dropout / (1 - dropout) * np.diag(np.diag(gram))
+    p = np.linalg.inv(gram + penalty)
+    b = np.eye(x.shape[1]) - p / np.diag(p)
+    model = EASE(EASEConfig(l2=5.0, dropout=dropout)).fit(interactions)
+    scores = model.score(np.arange(interactions.n_users))
+    np.testing.assert_allclose(scores, x @ b, rtol=1e-4, atol=1e-5)
+    plain = EASE(EASEConfig(l2=5.0)).fit(interactions).score(np.arange(interactions.n_users))
+    assert not np.allclose(scores, plain, atol=1e-3)  # the penalty changes the model
+
+
+@pytest.mark.parametrize("dropout", [-0.1, 1.0, 1.5])
+def test_ease_rejects_a_dropout_outside_zero_to_one(dropout) -> None:
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+        EASEConfig(dropout=dropout)
+
+
+def test_user_ease_refuses_dropout() -> None:
+    with pytest.raises(ValueError, match="dropout must be 0 for user_ease"):
+        UserEASEConfig(dropout=0.5)

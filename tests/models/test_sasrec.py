@@ -128,8 +128,10 @@ def test_batch_equals_single_for_fresh_histories(model: SASRec) -> None:
 
 
 def test_batch_across_several_score_chunks_equals_single(model: SASRec) -> None:
-    """More users than one scoring chunk holds: every user's row is bit-identical to scoring
-    them alone, wherever the chunk boundaries fall."""
+    """More users than one scoring chunk holds: every user's row equals scoring them alone,
+    wherever the chunk boundaries fall, up to float rounding: the shapes are fixed, but a BLAS
+    kernel may treat the last rows of a block apart (on an AVX-512 EPYC row 63 differs from row
+    0 in the 7th digit), so bit-identity holds on some CPUs only. The ranking is the same."""
     n = 2 * SCORE_CHUNK + 7
     rng = np.random.default_rng(5)
     rows = [
@@ -139,7 +141,12 @@ def test_batch_across_several_score_chunks_equals_single(model: SASRec) -> None:
     users = np.arange(n) % 40
     batch = model.score(users, None, histories)
     for row in (0, SCORE_CHUNK - 1, SCORE_CHUNK, n - 1):
-        np.testing.assert_array_equal(model.score(users[row], None, histories[row]), batch[row])
+        alone = np.ravel(model.score(users[row], None, histories[row]))
+        np.testing.assert_allclose(alone, batch[row], rtol=1e-5, atol=1e-5)
+        assert (
+            np.argsort(-alone, kind="stable").tolist()
+            == np.argsort(-batch[row], kind="stable").tolist()
+        )
 
 
 def test_same_seed_same_scores(model: SASRec) -> None:

@@ -103,6 +103,9 @@ def test_defaults_and_conditional_parameters():
         (_spec(search_space={
             "l2": {"type": "float", "low": 1, "high": 2, "when": {"implicit": True}}}),
          ["search_space.l2.when.implicit", "categorical parameter listed before"]),
+        (_spec(validation_splits=0), ["validation_splits=0", "integer >= 1"]),
+        (_spec(protocol="temporal", validation_splits=3),
+         ["validation_splits=3", "'temporal'", "only 'msr'"]),
         (_spec(dataset="cdnow"), ["dataset='cdnow'", "nothing to recommend", "movielens-100k"]),
         (_spec(dataset="nowhere.csv"), ["dataset='nowhere.csv'", "movielens-100k", "file"]),
     ],

@@ -178,3 +178,30 @@ def test_conditional_parameters_are_sampled_only_when_their_condition_holds(
     study.optimize(Objective(spec, prepare_data(spec, ws)), n_trials=6)
     for trial in study.get_trials():
         assert ("min_support" in trial.params) == (trial.params["similarity"] == "pearson")
+
+
+def test_several_validation_splits_score_a_trial_by_their_mean(data_file, ws, tmp_path):
+    """``validation_splits: 3`` draws inner splits with seeds 7, 8, 9 of the same outer train
+    part; the trial's value is the mean of its three validation figures, each computed anew."""
+    from training.tuning_data import fit_and_score
+
+    spec = tiny_spec(data_file, name="folds", validation_splits=3)
+    data = prepare_data(spec, ws)
+    assert len(data.more_validation) == 2
+    outer_train = set(map(tuple, data.outer_train[["user_id", "item_id"]].to_numpy()))
+    parts = []
+    for evalset in (data.validation, *data.more_validation):
+        assert evalset.train.matrix.nnz < len(outer_train)  # an inner train part, not the outer
+        parts.append(evalset.train.matrix.nnz)
+    study = open_study(spec, _sqlite(tmp_path))
+    study.optimize(Objective(spec, data), n_trials=1)
+    trial = study.get_trials()[0]
+    values = trial.user_attrs["validation_values"]
+    assert len(values) == 3 and trial.value == pytest.approx(np.mean(values))
+    params = trial.params
+    expected = [
+        fit_and_score("ease", params, evalset, spec.k)[1][spec.metric]
+        for evalset in (data.validation, *data.more_validation)
+    ]
+    assert values == pytest.approx(expected)
+    assert len(set(values)) > 1  # three different splits, not one scored three times
