@@ -1,4 +1,6 @@
-"""``tailor tune``: Optuna studies over an `ExperimentSpec`, tracked in MLflow (sole Optuna user).
+"""``tailor tune``: Optuna studies over an `ExperimentSpec`, tracked in MLflow. One trial is
+:class:`training.tune_trial.Objective`; the refit, test score, logging and registration after the
+study are :mod:`training.tune_results`. These three are the only Optuna importers.
 
 Choosing never sees the test part (`training.tuning_data.tuning_splits`): trials
 fit on an inner train part and are scored on a validation part carved from the outer train part:
@@ -30,33 +32,28 @@ nesting works across processes and machines.
 from __future__ import annotations
 
 import logging
-import math
 import multiprocessing
 import re
-import tempfile
 import time
-import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from features.workspace import Workspace
-from models.bundle import ModelBundle, popularity_order
 from training import lineage, tracking
 from training.spec import ExperimentSpec, load_experiment_spec
-from training.tuning_data import TuneData, fit_and_score, prepare_data
+from training.tune_results import TuneResult, dataset_label, finish_study
+from training.tune_trial import Objective
+from training.tuning_data import TuneData, prepare_data
 
 logger = logging.getLogger(__name__)
 
-#: The per-epoch validation value neural models report (`models.neural.fit_epochs`).
-MONITOR = "val_ndcg_at_10"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 PARENT_ATTR = "mlflow_parent_run_id"
 
@@ -73,26 +70,6 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ValueError(f"unknown pruner {name!r}; allowed: none, median, hyperband")
-
-
-def suggest(trial: optuna.Trial, spec: ExperimentSpec) -> dict[str, Any]:
-    """The trial's values for the active search parameters, in spec order."""
-    chosen: dict[str, Any] = {}
-    for param in spec.search_space:
-        if not param.active(chosen):
-            continue
-        if param.type == "categorical":
-            chosen[param.name] = trial.suggest_categorical(param.name, list(param.choices))
-        elif param.type == "int":
-            step = param.step or 1
-            chosen[param.name] = trial.suggest_int(
-                param.name, param.low, param.high, step=step, log=param.log
-            )
-        else:
-            chosen[param.name] = trial.suggest_float(
-                param.name, param.low, param.high, step=param.step, log=param.log
-            )
-    return chosen
 
 
 def open_study(
@@ -171,110 +148,6 @@ def study_trials(name: str, storage_url: str) -> list[TrialRecord]:
     ]
 
 
-class Objective:
-    """One trial: suggest, fit on the inner train part with pruning through the model
-    callback, score on validation, and log a child MLflow run whatever happens."""
-
-    def __init__(
-        self, spec: ExperimentSpec, data: TuneData, parent_run_id: str | None = None
-    ) -> None:
-        self.spec = spec
-        self.data = data
-        self.parent_run_id = parent_run_id
-
-    def __call__(self, trial: optuna.Trial) -> float:
-        started = time.perf_counter()
-        curve: list[tuple[int, dict[str, float]]] = []
-        state, value, error, searched = "failed", None, "", {}
-        try:
-            searched = suggest(trial, self.spec)
-            value = self._run(trial, {**self.spec.params, **searched}, curve)
-            state = "complete"
-            return value
-        except optuna.TrialPruned:
-            state = "pruned"
-            raise
-        except BaseException as exc:  # KeyboardInterrupt too: the trial is recorded as failed
-            error = f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr("error", error[:2000])
-            logger.warning("trial %d failed: %s", trial.number, error)
-            raise
-        finally:
-            seconds = time.perf_counter() - started
-            if self.parent_run_id:
-                self._log_child(trial.number, searched, curve, state, value, error, seconds)
-
-    def _run(
-        self, trial: optuna.Trial, params: dict[str, Any], curve: list[tuple[int, dict]]
-    ) -> float:
-        spec = self.spec
-        # The model's own validation value is higher-is-better, so it only guides a maximizing
-        # study's pruner.
-        report_epochs = spec.direction == "maximize"
-        pruned_at: list[int] = []
-
-        def callback(epoch: int, metrics: dict[str, float]) -> bool | None:
-            curve.append((epoch, dict(metrics)))
-            loss = metrics.get("loss")
-            if loss is not None and not math.isfinite(loss):
-                raise FloatingPointError(f"training loss is {loss} at epoch {epoch}")
-            monitored = metrics.get(MONITOR)
-            if report_epochs and monitored is not None and math.isfinite(monitored):
-                trial.report(monitored, epoch)
-                if trial.should_prune():
-                    pruned_at.append(epoch)
-                    return False  # the model stops after this epoch
-            return None
-
-        _, report = fit_and_score(spec.model, params, self.data.validation, spec.k, callback)
-        if pruned_at:
-            trial.set_user_attr("pruned_at_epoch", pruned_at[0])
-            raise optuna.TrialPruned(f"pruned after epoch {pruned_at[0]}")
-        values = [report[spec.metric]]
-        for evalset in self.data.more_validation:  # further inner splits: no pruning inside
-            values.append(fit_and_score(spec.model, params, evalset, spec.k)[1][spec.metric])
-        if len(values) > 1:
-            trial.set_user_attr("validation_values", [float(v) for v in values])
-        value = float(np.mean(values))
-        if not math.isfinite(value):
-            raise ValueError(f"validation {spec.metric} is {value} (per split: {values})")
-        if not any(MONITOR in metrics for _, metrics in curve):
-            trial.report(value, 0)  # models without per-epoch validation: the final value
-        return value
-
-    def _log_child(
-        self,
-        number: int,
-        params: dict[str, Any],
-        curve: list[tuple[int, dict[str, float]]],
-        state: str,
-        value: float | None,
-        error: str,
-        seconds: float,
-    ) -> None:
-        tags = {"tailor.trial_state": state, "optuna.trial_number": str(number)}
-        tags["optuna.study_name"] = self.spec.name
-        if error:
-            tags["tailor.error"] = error[:5000]
-        try:
-            with tracking.start_child_run(self.parent_run_id, f"trial-{number}", tags):
-                tracking.log_params({"model": self.spec.model, **self.spec.params, **params})
-                # Per-epoch values as steps, prefixed so the model's own ``val_ndcg_at_10``
-                # curve is not mistaken for the trial's value on the validation part.
-                tracking.log_metric_steps(
-                    [(step, {f"epoch_{k}": v for k, v in values.items()}) for step, values in curve]
-                )
-                final = {"trial_seconds": seconds, "epochs_run": float(len(curve))}
-                if value is not None:
-                    final[f"val_{self.spec.metric}"] = value
-                tracking.log_metrics(final)
-        except Exception:  # tracking trouble must not turn a good trial into a failed one
-            logger.warning("could not log trial %d to MLflow:\n%s", number, traceback.format_exc())
-
-
-# -- running ---------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class TuneProgress:
     done: int
@@ -283,31 +156,6 @@ class TuneProgress:
     elapsed: float
     pruned: int = 0
     failed: int = 0
-
-
-@dataclass(frozen=True)
-class TuneResult:
-    study_name: str
-    storage: str  # password masked
-    experiment: str
-    parent_run_id: str
-    n_trials: int
-    n_complete: int
-    n_pruned: int
-    n_failed: int
-    n_new: int
-    best_params: dict[str, Any] = field(default_factory=dict)
-    best_value: float | None = None
-    best_trial: int | None = None
-    test_value: float | None = None
-    default_test_value: float | None = None
-    metric: str = "ndcg_at_10"
-    model_uri: str = ""
-    registered_version: str | None = None
-    promotion: Any = None
-    interrupted: bool = False
-    seconds: float = 0.0
-    tuning_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -515,7 +363,7 @@ def run_tuning(
     if interrupted or best is None:
         tracking.end_run(parent_run_id, "KILLED" if interrupted else "FAILED")
         return replace(result, seconds=time.perf_counter() - started)
-    result = _finish(ws, spec, study, data, result, register)
+    result = finish_study(ws, spec, study, data, result, register)
     return replace(result, seconds=time.perf_counter() - started)
 
 
@@ -562,143 +410,10 @@ def _parent_run(
             "optuna.storage": mask_url(storage_url),
             "tailor.spec": str(spec.path or ""),
             lineage.MODEL: spec.model,
-            lineage.DATASET: _dataset_label(spec),
+            lineage.DATASET: dataset_label(spec),
             lineage.PROTOCOL: spec.protocol,
             lineage.FEATURE_SERVICE: spec.feature_service,
         },
     )
     study.set_user_attr(PARENT_ATTR, run_id)
     return run_id
-
-
-def _dataset_label(spec: ExperimentSpec) -> str:
-    """The data set's name: a named one, else the interactions file's name."""
-    return (
-        spec.dataset if spec.dataset in ("movielens-100k", "generated") else Path(spec.dataset).name
-    )
-
-
-def _finish(
-    ws: Workspace,
-    spec: ExperimentSpec,
-    study: optuna.Study,
-    data: TuneData,
-    result: TuneResult,
-    register: bool,
-) -> TuneResult:
-    """Refit best and defaults on train + validation, score once on test, log, register."""
-    best_params = {**spec.params, **result.best_params}
-    model, test_report = fit_and_score(spec.model, best_params, data.test, spec.k)
-    _, default_report = fit_and_score(spec.model, {}, data.test, spec.k)
-    metric = spec.metric
-    bundle = ModelBundle(
-        model_name=spec.model,
-        model=model,
-        users=data.test.train.users,
-        items=data.test.train.items,
-        history=data.test.train.matrix,
-        popular=popularity_order(data.test.train.matrix),
-        item_categories=data.item_categories,
-    )
-    tags = {
-        lineage.DATASET: _dataset_label(spec),
-        lineage.DATASET_FINGERPRINT: lineage.frame_fingerprint(data.frame),
-        lineage.PROTOCOL: spec.protocol,
-        lineage.SPLIT_FINGERPRINT: lineage.split_fingerprint(
-            data.outer_train, data.outer_test, ["user_id", "item_id"]
-        ),
-        lineage.METRIC: f"test_{metric}",
-        lineage.DIRECTION: spec.direction,
-        lineage.FEATURE_SERVICE: spec.feature_service,
-        lineage.GIT_COMMIT: lineage.git_commit(),
-        lineage.MODEL: spec.model,
-        "optuna.best_trial": str(result.best_trial),
-    }
-    with tracking.resume_run(result.parent_run_id):
-        tracking.set_tags(tags)
-        tracking.log_params(
-            {
-                "model": spec.model,
-                "dataset": _dataset_label(spec),
-                "protocol": spec.protocol,
-                "metric": metric,
-                "direction": spec.direction,
-            }
-        )
-        # Tags, not params: a resumed study may run with another pruner or sampler seed.
-        tracking.set_tags({"tailor.pruner": spec.pruner, "tailor.sampler_seed": str(spec.seed)})
-        # Tags, not params: a resumed study may find other best values for the same parent run.
-        tracking.set_tags({f"best.{key}": str(v) for key, v in model.config.__dict__.items()})
-        # Metrics, not params: a resumed study logs new values into the same parent run.
-        test_metrics = {f"test_{key}": v for key, v in test_report.items()}
-        tracking.log_metrics({key: v for key, v in test_metrics.items() if math.isfinite(v)})
-        tracking.log_metrics(
-            {
-                f"default_test_{metric}": default_report[metric],
-                f"best_val_{metric}": result.best_value,
-                "n_trials": result.n_trials,
-                "n_complete": result.n_complete,
-                "n_pruned": result.n_pruned,
-                "n_failed": result.n_failed,
-                "tuning_seconds": result.tuning_seconds,
-            }
-        )
-        figures = _figures(study)
-        for name, figure in figures.items():
-            tracking.log_figure(figure, f"plots/{name}.png")
-        _close(figures)
-        with tempfile.TemporaryDirectory() as tmp:
-            bundle_dir = bundle.save(Path(tmp) / "bundle")
-            info = tracking.log_bundle(bundle_dir, list(bundle.users.ids[:2]), spec.k)
-    result = replace(
-        result,
-        test_value=test_report[metric],
-        default_test_value=default_report[metric],
-        model_uri=info.model_uri,
-    )
-    if register:
-        try:
-            from training.promote import promote, register_run
-        except ImportError as exc:  # promote.py is written alongside; say so, do not fail
-            logger.warning("not registering: training.promote is not available (%s)", exc)
-            return result
-        version = register_run(ws, result.parent_run_id, spec.registered_model)
-        promotion = promote(ws, spec.registered_model)
-        result = replace(result, registered_version=str(version.version), promotion=promotion)
-    return result
-
-
-def _figures(study: optuna.Study) -> dict[str, Any]:
-    """Optimization history, parameter importances, parallel coordinates (matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from optuna.visualization import matplotlib as plots
-
-    figures = {}
-    makers = {
-        "optimization_history": plots.plot_optimization_history,
-        "param_importances": plots.plot_param_importances,
-        "parallel_coordinate": plots.plot_parallel_coordinate,
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name, make in makers.items():
-            try:
-                axes = make(study)
-            except Exception as exc:  # e.g. importances need two complete trials
-                logger.info("no %s plot: %s", name, exc)
-                continue
-            first = np.asarray(axes).ravel()[0]
-            figure = first.figure
-            figure.set_size_inches(9, 5)
-            figure.tight_layout()
-            figures[name] = figure
-    return figures
-
-
-def _close(figures: dict[str, Any]) -> None:
-    import matplotlib.pyplot as plt
-
-    for figure in figures.values():
-        plt.close(figure)
