@@ -22,6 +22,7 @@ from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Array, Float64, Int64, String
 
 from features.context import ACTIVITY_FEATURES, CONTEXT_FEATURES
+from features.personas import PERSONA_FEATURES
 from features.transforms import ITEM_FEATURES, SEGMENT_FEATURES, USER_FEATURES
 
 _TYPES = {"int64": Int64, "float64": Float64, "string": String}
@@ -84,6 +85,19 @@ user_activity_push = PushSource(
     batch_source=user_activity_batch,
     description="Real-time user activity pushed on every collected event.",
 )
+user_personas_batch = FileSource(
+    name="user_personas_batch",
+    path="data/user_personas.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created",
+    description="Persona states folded from the event log (`tailor features build`): the offline"
+    " side of the persona push source, one row per person and session.",
+)
+user_persona_push = PushSource(
+    name="user_persona_push",
+    batch_source=user_personas_batch,
+    description="Each person's persona state, pushed by /events after folding the new events.",
+)
 request_context = RequestSource(
     name="request_context",
     schema=[Field(name="device_type", dtype=String, description="Device of this request.")],
@@ -121,6 +135,16 @@ user_activity = FeatureView(
     description="The user's latest activity, updated in real time through the push source.",
     tags={"owner": "tailor", "refresh": "realtime"},
 )
+user_personas = FeatureView(
+    name="user_personas",
+    entities=[user],
+    ttl=timedelta(days=90),
+    schema=_fields(PERSONA_FEATURES),
+    online=True,
+    source=user_persona_push,
+    description="Real-time personas (e.g. 'Mobile-First') and the event state they are scored on.",
+    tags={"owner": "tailor", "refresh": "realtime"},
+)
 
 user_segments = FeatureView(
     name="user_segments",
@@ -149,7 +173,7 @@ def request_context_features(inputs: pd.DataFrame) -> pd.DataFrame:
 # -- feature services: one per model input, the train/serve contract ------------------------
 user_profile_v1 = FeatureService(
     name="user_profile_v1",
-    features=[user_features, user_activity, request_context_features],
+    features=[user_features, user_activity, user_personas, request_context_features],
     description="Everything serving knows about a user at request time.",
     tags={"contract": "recommender"},
 )
@@ -158,6 +182,12 @@ item_profile_v1 = FeatureService(
     features=[item_features],
     description="Item side features for candidate filtering and re-ranking.",
     tags={"contract": "recommender"},
+)
+user_persona_v1 = FeatureService(
+    name="user_persona_v1",
+    features=[user_personas],
+    description="The persona state alone: what /events reads before folding new events.",
+    tags={"contract": "personas"},
 )
 user_segment_v1 = FeatureService(
     name="user_segment_v1",
@@ -173,13 +203,17 @@ OBJECTS = [
     item_features_source,
     user_activity_batch,
     user_activity_push,
+    user_personas_batch,
+    user_persona_push,
     request_context,
     user_features,
     item_features,
     user_activity,
+    user_personas,
     request_context_features,
     user_profile_v1,
     item_profile_v1,
+    user_persona_v1,
 ]
 # Registered by `tailor segment` (features.store.apply_segments) once its table exists, not by
 # `tailor features apply`: Feast materializes every online view, and one without its Parquet

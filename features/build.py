@@ -1,4 +1,4 @@
-"""Event log → offline feature tables for Feast (user, item and real-time activity)."""
+"""Event log → offline feature tables for Feast (user, item, real-time activity and personas)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pandas as pd
 from features import store
 from features.context import activity_rows
 from features.eventlog import EventLog
+from features.persona_rules import configured_personas
+from features.personas import PersonaConfig, persona_table
 from features.transforms import item_features, snapshot_times, user_features
 from features.workspace import Workspace
 
@@ -29,8 +31,12 @@ class FeatureBuild:
         return self.snapshots[-1]
 
 
-def build_feature_tables(ws: Workspace, freq: str = "7D") -> FeatureBuild:
-    """Compute weekly snapshots (``freq``) of user and item features plus activity rows."""
+def build_feature_tables(
+    ws: Workspace, freq: str = "7D", personas: PersonaConfig | None = None
+) -> FeatureBuild:
+    """Compute weekly snapshots (``freq``) of user and item features plus activity rows, and
+    the persona table: the same fold ``/events`` runs, over the whole log (``personas``: the
+    persona rules, default ``$TAILOR_PERSONAS`` or the packaged file)."""
     events = EventLog(ws.event_log_dir).read()
     if events.empty:
         raise ValueError(f"the event log at {ws.event_log_dir} is empty: import events first")
@@ -39,6 +45,7 @@ def build_feature_tables(ws: Workspace, freq: str = "7D") -> FeatureBuild:
         "user_features": user_features(events, as_of),
         "item_features": item_features(events, as_of),
         "user_activity": activity_rows(events),
+        "user_personas": persona_table(events, personas or configured_personas()),
     }
     paths = store.write_tables(ws, tables)
     return FeatureBuild(

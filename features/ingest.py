@@ -54,6 +54,9 @@ class IngestReport:
     quarantine_path: Path | None = None
     files_written: list[Path] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    #: The accepted events as appended (columns ``EVENT_COLUMNS``), so callers such as
+    #: ``/events`` need not read the new parts back; None when nothing was accepted.
+    appended: pd.DataFrame | None = None
 
     def check(self) -> None:
         if self.accepted + self.duplicate + self.rejected != self.total:
@@ -174,20 +177,22 @@ def ingest_rows(
     report = IngestReport(source=source)
     valid, rejected = validate_rows(_counting(rows, progress))
     report.total = len(valid) + len(rejected)
-    known = log.event_ids()
+    in_log = log.existing(row["event_id"] for row in valid)
+    seen: set[str] = set()
     fresh: list[dict] = []
     for row in valid:
-        if row["event_id"] in known:
+        if row["event_id"] in in_log or row["event_id"] in seen:
             report.duplicate += 1
             continue
-        known.add(row["event_id"])
+        seen.add(row["event_id"])
         fresh.append(row)
     if fresh:
-        frame = pd.DataFrame.from_records(fresh, columns=[*EVENT_COLUMNS, "_row"])
+        frame = pd.DataFrame.from_records(fresh, columns=list(EVENT_COLUMNS))
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
         frame["quantity"] = frame["quantity"].astype("Int64")
         frame["price"] = frame["price"].astype("float64")
-        report.files_written = log.append(frame.drop(columns="_row"))
+        report.files_written = log.append(frame)
+        report.appended = frame
     report.accepted = len(fresh)
     report.rejected = len(rejected)
     report.rejections = rejected

@@ -86,8 +86,7 @@ class ErrorShapeMiddleware:
             await self.app(scope, receive, send)
             return
         if scope.get("method") == "POST":
-            headers = dict(scope.get("headers", []))
-            content_type = headers.get(b"content-type", b"").decode("latin-1")
+            content_type = _header(scope.get("headers", ()), b"content-type").decode("latin-1")
             refused = unsupported_media_type("POST", content_type)
             if refused is not None:
                 await _reply(send, 415, refused)
@@ -99,6 +98,15 @@ class ErrorShapeMiddleware:
                 return
             receive = _replay(body)
         await self.app(scope, receive, _reshaping(send))
+
+
+def _header(headers: Any, name: bytes) -> bytes:
+    """The last value of header ``name`` (lower case, as ASGI gives names), else ``b""``."""
+    found = b""
+    for key, value in headers:
+        if key == name:
+            found = value
+    return found
 
 
 async def _read_body(receive: Any) -> bytes:
@@ -135,10 +143,10 @@ def _reshaping(send: Any) -> Any:
     async def wrapped(message: dict) -> None:
         nonlocal start
         if message["type"] == "http.response.start":
-            headers = dict(message.get("headers", []))
-            is_json = headers.get(b"content-type", b"").startswith(b"application/json")
-            if 400 <= message["status"] < 500 and is_json:
-                start = message
+            if 400 <= message["status"] < 500 and _header(
+                message.get("headers", ()), b"content-type"
+            ).startswith(b"application/json"):
+                start = message  # held until the body is complete
                 return
             await send(message)
             return

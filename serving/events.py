@@ -19,7 +19,6 @@ import pandas as pd
 from features.context import activity_rows
 from features.eventlog import EventLog
 from features.ingest import Rejection, ingest_rows
-from features.schema import EVENT_COLUMNS
 from serving.schemas import MAX_EVENTS, EventRejection, EventsResponse
 
 logger = logging.getLogger(__name__)
@@ -65,9 +64,8 @@ def ingest_events(
         EventRejection(row=r.row, field=r.field, reason=r.reason) for r in report.rejections
     ]
     pushed, degraded = 0, None
-    if report.files_written:
-        appended = pd.concat([pd.read_parquet(p) for p in report.files_written], ignore_index=True)
-        activity = activity_rows(appended.loc[:, list(EVENT_COLUMNS)])
+    if report.appended is not None:
+        activity = activity_rows(report.appended)
         try:
             push(activity)
             pushed = len(activity)

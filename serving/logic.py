@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from features.personas import SEPARATOR, split_label
 from models.bundle import ModelBundle, popularity_scores
 from serving.ranking import Candidate, boost, candidates, diversify, place_slots
 from serving.rules import CONTEXT_CATEGORY, Decision, Facts, RuleSet, load_rules
@@ -223,17 +224,19 @@ def _model(ctx: _Context, user_idx: int, rule: str | None) -> tuple[list[Candida
 
 
 def facts_for(scorer: Scorer, request: RecommendRequest, features: dict[str, Any]) -> Facts:
-    """What the rules see: maturity, history size, segment and the request context."""
+    """What the rules see: maturity, history size, segment, personas and the request context."""
     user_idx = scorer.user_idx(request.person)
     known = user_idx >= 0
     indptr = scorer.bundle.history.indptr
     history = indptr[user_idx + 1] - indptr[user_idx] if known else 0
     active = any(features.get(key) not in (None, "") for key in ACTIVITY_KEYS)
     segment = features.get("segment")
+    persona = features.get("persona")  # the real-time persona label pushed by /events
     return Facts(
         maturity="known" if known else ("returning" if active else "new"),
         interactions=int(history),
         segment=segment if isinstance(segment, str) and segment else None,
+        personas=split_label(persona) if isinstance(persona, str) else (),
         country=request.context.country,
         device_type=request.device,
         page=request.context.page,
@@ -331,6 +334,8 @@ def recommend(
         personalized=personalized,
         strategy=strategy,
         segment=facts.segment,
+        persona=SEPARATOR.join(facts.personas) or None,
+        persona_score=features.get("persona_score") if facts.personas else None,
         rules_fired=decision.fired,
         variant=decision.variant,
         degraded=degraded,

@@ -7,7 +7,7 @@ module, and a client imported before that would write metrics ``/metrics`` never
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -29,11 +29,26 @@ class ServiceMetrics:
     events: Any  # Counter(outcome)
     model_info: Any  # Gauge(model, model_name, version): 1 for the model being served
     feature_read: Any  # Histogram(service): the online feature read inside /recommend
+    #: (endpoint, strategy kind, degraded) -> its (request counter, latency histogram) children;
+    #: bounded, as the labels are, and saves two ``labels()`` look-ups per request
+    _children: dict[tuple[str, str, bool], tuple[Any, Any]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def observe(self, endpoint: str, strategy: str, seconds: float, degraded: bool) -> None:
-        kind = strategy_kind(strategy)
-        self.requests.labels(endpoint=endpoint, strategy=kind, degraded=str(degraded).lower()).inc()
-        self.latency.labels(endpoint=endpoint, strategy=kind).observe(seconds)
+        key = (endpoint, strategy_kind(strategy), degraded)
+        children = self._children.get(key)
+        if children is None:
+            kind = key[1]
+            children = (
+                self.requests.labels(
+                    endpoint=endpoint, strategy=kind, degraded=str(degraded).lower()
+                ),
+                self.latency.labels(endpoint=endpoint, strategy=kind),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def serving(self, label: str, old_label: str | None = None) -> None:
         """Mark ``name@version`` as served (and the one it replaced as not)."""

@@ -5,15 +5,17 @@ Pure functions over :class:`Candidate` lists; :mod:`serving.logic` decides which
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """One item on its way into a response: dense index, score and provenance."""
+class Candidate(NamedTuple):
+    """One item on its way into a response: dense index, score and provenance.
+
+    A named tuple: ~80 are built per request, at half the cost of a frozen dataclass.
+    """
 
     item_idx: int
     score: float
@@ -31,14 +33,23 @@ def candidates(
 ) -> list[Candidate]:
     """The first ``limit`` items of ``item_idx`` outside ``exclude``; ``scores`` by item index."""
     out: list[Candidate] = []
-    for i in item_idx:
-        i = int(i)
+    for i in _as_ints(item_idx, step=2 * limit + 16):
         if i < 0 or i in exclude:
             continue
-        out.append(Candidate(i, float(scores[i]), strategy, rule))
+        out.append(Candidate(i, float(scores.item(i)), strategy, rule))
         if len(out) >= limit:
             break
     return out
+
+
+def _as_ints(item_idx: Iterable[int], step: int) -> Iterator[int]:
+    """Python ints of ``item_idx``; an array is converted a slice at a time (iterating numpy
+    scalars costs twice as much, and a whole catalogue's order must not be copied per call)."""
+    if not isinstance(item_idx, np.ndarray):
+        yield from (int(i) for i in item_idx)
+        return
+    for start in range(0, len(item_idx), step):
+        yield from item_idx[start : start + step].tolist()
 
 
 def boost(
@@ -54,7 +65,7 @@ def boost(
 
     def lifted(c: Candidate) -> Candidate:
         factor = factors.get(str(categories[c.item_idx]), 1.0)
-        return replace(c, score=c.score * factor if c.score >= 0 else c.score / factor)
+        return c._replace(score=c.score * factor if c.score >= 0 else c.score / factor)
 
     return sorted((lifted(c) for c in items), key=lambda c: -c.score)
 

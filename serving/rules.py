@@ -11,8 +11,9 @@ listed in the response's ``rules_fired``); what it does depends on the action:
 ``when`` keys (all must hold; an empty ``when`` always holds): ``maturity`` (``new``: nothing known
 about the person; ``returning``: not in the model, but the feature store has their activity;
 ``known``: in the model), ``interactions`` (``{min, max}`` on the person's number of items in the
-model's history), ``segment``, and the request context ``country``, ``device_type``, ``page``,
-``category`` (a value or a list of values).
+model's history), ``segment``, ``persona`` (holds when any of the person's real-time personas,
+see :mod:`features.personas`, is listed), and the request context ``country``, ``device_type``,
+``page``, ``category`` (a value or a list of values).
 
 Files are validated when loaded: an unknown key, a bad value or a bad condition raises
 :class:`RulesError` naming the rule and the key, so a broken file never reaches traffic.
@@ -28,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from features.personas import SEPARATOR
 from features.schema import DEVICE_TYPES
 
 SOURCES = (
@@ -47,7 +49,7 @@ CONTEXT_CATEGORY = "@context"
 
 _TOP_KEYS = ("version", "rules")
 _RULE_KEYS = ("name", "description", "when", "then")
-_WHEN_KEYS = ("maturity", "interactions", "segment", *CONTEXT_KEYS)
+_WHEN_KEYS = ("maturity", "interactions", "segment", "persona", *CONTEXT_KEYS)
 _THEN_KEYS = ("source", "context_order", "filters", "boost", "slots", "variant", "diversity")
 
 
@@ -62,6 +64,7 @@ class Facts:
     maturity: str
     interactions: int = 0
     segment: str | None = None
+    personas: tuple[str, ...] = ()  # the person's real-time personas, best first
     country: str | None = None
     device_type: str | None = None
     page: str | None = None
@@ -96,6 +99,9 @@ class Rule:
                 if (low is not None and facts.interactions < low) or (
                     high is not None and facts.interactions > high
                 ):
+                    return False
+            elif key == "persona":
+                if not any(name in wanted for name in facts.personas):
                     return False
             elif getattr(facts, key) not in wanted:  # wanted is a tuple of allowed values
                 return False
@@ -196,6 +202,10 @@ def _when(rule: str, raw: Any) -> dict[str, Any]:
         else:
             allowed = {"maturity": MATURITY, "device_type": DEVICE_TYPES}.get(key)
             when[key] = _values(rule, where, value, allowed)
+            if key == "persona" and any(SEPARATOR in name for name in when[key]):
+                raise _fail(
+                    rule, where, f"one persona name per entry (no {SEPARATOR!r}): {value!r}"
+                )
     return when
 
 

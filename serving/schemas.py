@@ -111,6 +111,12 @@ class RecommendResponse(_Answer):
     personalized: bool = Field(description="Whether the items depend on this person.")
     strategy: str = Field(description="The main candidate source of this answer.")
     segment: str | None = Field(default=None, description="The person's segment, when known.")
+    persona: str | None = Field(
+        default=None, description="The person's real-time personas (best first), when any."
+    )
+    persona_score: float | None = Field(
+        default=None, description="Score in [0, 1] of the person's best persona, when any."
+    )
     rules_fired: list[str] = Field(default_factory=list, description="Rules whose conditions held.")
     variant: dict[str, str] = Field(
         default_factory=dict, description="Content variant per slot (e.g. hero_banner)."
@@ -161,6 +167,7 @@ class EventsResponse(_Answer):
     duplicate: int = Field(description="Events whose event_id the log already had (skipped).")
     rejected: int = Field(description="Events that failed validation (see rejections).")
     pushed: int = Field(description="Real-time activity rows pushed to the online store.")
+    personas: int = Field(default=0, description="People whose real-time persona was updated.")
     rejections: list[EventRejection] = Field(default_factory=list)
     degraded: str | None = Field(
         default=None, description="Why the online store was not updated, when it was not."

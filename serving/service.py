@@ -7,14 +7,16 @@ swaps models without dropping requests (:mod:`serving.watcher`).
 
 Environment read when the service starts: ``TAILOR_HOME``, ``MLFLOW_TRACKING_URI``,
 ``TAILOR_MODEL_NAME`` (default ``tailor-recommender``), ``TAILOR_MODEL_ALIAS`` (default
-``champion``), ``TAILOR_MODEL_POLL_SECONDS`` (default 30) and ``TAILOR_RULES`` (default the
-packaged ``serving/rules.yaml``). ``TAILOR_BENTO_MODEL`` (set inside a Bento built by
+``champion``), ``TAILOR_MODEL_POLL_SECONDS`` (default 30), ``TAILOR_RULES`` (default the
+packaged ``serving/rules.yaml``) and ``TAILOR_PERSONAS`` (default the packaged
+``features/personas.yaml``). ``TAILOR_BENTO_MODEL`` (set inside a Bento built by
 ``tailor build``) names a BentoML model to serve instead of the registry's champion; that model
 is fixed, so nothing is watched.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -25,12 +27,15 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 import bentoml
 from bentoml.exceptions import BentoMLException, NotFound
 from pydantic import Field
 
 from features import store as feature_store
 from features.eventlog import EventLog
+from features.persona_rules import configured_personas
 from features.workspace import Workspace
 from serving import logic
 from serving.bento import BENTO_MODEL_ENV, load_bento_model
@@ -44,6 +49,7 @@ from serving.loader import (
     load_registered,
 )
 from serving.metrics import service_metrics
+from serving.personas import AppendedEvents, update_personas
 from serving.rules import load_rules
 from serving.schemas import (
     MAX_EVENTS,
@@ -60,6 +66,12 @@ from serving.watcher import POLL_ENV, ModelHolder, poll_seconds
 logger = logging.getLogger(__name__)
 
 RULES_ENV = "TAILOR_RULES"
+#: /recommend runs on the event loop (a sync api's hop to the worker thread costs ~0.2 ms of
+#: CPU per request, as much as the request's own work). After an online read slower than
+#: SLOW_READ_SECONDS (a locked SQLite file, a Redis timeout; a healthy read takes ~0.2 ms, a
+#: reader rebuilt from the registry ~20 ms) it runs in one thread, as a sync api would, for
+#: OFF_LOOP_SECONDS, so a stalled store stalls the loop (health checks, timeouts) once at most.
+SLOW_READ_SECONDS, OFF_LOOP_SECONDS = 0.25, 30.0
 
 EventsPayload = Annotated[
     list[dict[str, Any]] | dict[str, Any],
@@ -74,6 +86,7 @@ class Tailor:
         name = os.environ.get("TAILOR_MODEL_NAME", "tailor-recommender")
         alias = os.environ.get("TAILOR_MODEL_ALIAS", "champion")
         self.rules = load_rules(os.environ.get(RULES_ENV) or None)
+        self.personas = configured_personas()  # $TAILOR_PERSONAS, else features/personas.yaml
         self.store = feature_store.feature_store(ws)
         bento_model = os.environ.get(BENTO_MODEL_ENV)
         if bento_model:
@@ -96,6 +109,8 @@ class Tailor:
         self._has_segments = False
         self._segments_checked = -math.inf
         self._segments_recheck = poll_seconds(os.environ.get(POLL_ENV))
+        self._off_loop_until = -math.inf  # see SLOW_READ_SECONDS
+        self._off_loop: anyio.CapacityLimiter | None = None  # made on the event loop
 
         def load_checked() -> LoadedModel:
             new = load_registered(ws, name, alias)
@@ -107,10 +122,21 @@ class Tailor:
             version_of=lambda model: model.version,
             alias_version=lambda: alias_version(ws, name, alias),
             load=load_checked,
-            on_swap=lambda old, new: self.metrics.serving(new.label, old.label),
+            on_swap=self._swapped,
         )
         if not bento_model:
             self.models.start(poll_seconds(os.environ.get(POLL_ENV)))
+        # What is loaded now (model, store, libraries) lives as long as the worker: keep it out of
+        # the cyclic collector, whose full passes over it (~0.3 s each, several a minute under
+        # load) were most of /recommend's p99 (issue #5).
+        gc.collect()
+        gc.freeze()
+
+    def _swapped(self, old: LoadedModel, new: LoadedModel) -> None:
+        self.metrics.serving(new.label, old.label)
+        gc.unfreeze()  # the replaced model's reference cycles are collectable again
+        gc.collect()
+        gc.freeze()
 
     def __is_ready__(self) -> bool:
         return self.models.current is not None and self.store is not None
@@ -145,14 +171,23 @@ class Tailor:
         return feature_store.online_features(self.store, rows, feature_store.SEGMENT_SERVICE)[0]
 
     @bentoml.api(route="/recommend")
-    def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
+    async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
         """Top-k items for one person (user_id or anonymous_id) in a request context, with the
         strategy and rule behind each item, the rules that fired and the content variant."""
+        if time.monotonic() < self._off_loop_until:
+            if self._off_loop is None:
+                self._off_loop = anyio.CapacityLimiter(1)  # one thread: no read contention
+            return await anyio.to_thread.run_sync(self._recommend, request, limiter=self._off_loop)
+        return self._recommend(request)
+
+    def _recommend(self, request: RecommendRequest) -> RecommendResponse:
         started = time.perf_counter()
         model = self.models.current  # one read: a swap mid-request does not mix models
         features, degraded = logic.read_features(
             lambda: self._features(request.person, request.device, model.feature_service)
         )
+        if time.perf_counter() - started > SLOW_READ_SECONDS:
+            self._off_loop_until = time.monotonic() + OFF_LOOP_SECONDS
         answer = logic.recommend(model.scorer, request, features, self.rules, degraded)
         self.metrics.observe(
             "/recommend", answer.strategy, time.perf_counter() - started, bool(answer.degraded)
@@ -193,19 +228,37 @@ class Tailor:
         self.metrics.observe("/similar_items", strategy, time.perf_counter() - started, False)
         return answer
 
+    def _update_personas(self, appended, answer: EventsResponse) -> EventsResponse:
+        """Fold the events this call appended into their people's personas (one online read,
+        one push); a store failure only adds its reason to ``degraded``."""
+        updated, degraded = update_personas(
+            appended,
+            lambda people: feature_store.online_features(
+                self.store, [{"user_id": p} for p in people], feature_store.PERSONA_SERVICE
+            ),
+            lambda rows: feature_store.push_personas(self.store, rows),
+            self.personas,
+        )
+        reasons = [reason for reason in (answer.degraded, degraded) if reason]
+        return answer.model_copy(
+            update={"personas": updated, "degraded": "; ".join(reasons) or None}
+        )
+
     @bentoml.api(route="/events")
     def events(self, payload: EventsPayload, /) -> EventsResponse:
         """Validate and append events to the log (idempotent by event_id), then push each
-        person's real-time activity to the online store; counts and per-row reasons."""
+        person's real-time activity and persona to the online store; counts and per-row reasons."""
         started = time.perf_counter()
         try:
-            with self._events_lock:
+            with self._events_lock:  # also serializes each person's persona read-fold-push
+                log = AppendedEvents(self.log)
                 answer = ingest_events(
                     payload,
-                    self.log,
+                    log,
                     self.quarantine_dir,
                     lambda activity: feature_store.push_activity(self.store, activity),
                 )
+                answer = self._update_personas(log.appended, answer)
         except BatchTooLargeError as exc:
             raise BentoMLException(
                 str(exc), error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE

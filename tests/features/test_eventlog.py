@@ -110,6 +110,37 @@ def test_event_ids_returns_every_id_across_partitions(log: EventLog) -> None:
     assert len(log) == 3
 
 
+def test_dedup_index_reads_only_new_parts_including_other_writers(
+    log: EventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #5 (/events at ~5 RPS): de-duplication reads each part once, not the whole log."""
+    import features.eventlog as eventlog
+
+    log.append(events_frame(("a", "2024-03-10T10:00:00Z")))
+    other = EventLog(log.root)  # another worker or process appending to the same log
+    other.append(events_frame(("b", "2024-03-11T10:00:00Z")))
+    reads: list[str] = []
+    read_table = eventlog.pq.read_table
+    monkeypatch.setattr(
+        eventlog.pq, "read_table", lambda path, **kw: reads.append(path) or read_table(path, **kw)
+    )
+    assert log.existing(["a", "b", "c"]) == {"a", "b"}
+    assert [Path(p).parent.name for p in reads] == ["event_date=2024-03-11"]  # its own is known
+    assert log.existing(["b"]) == {"b"} and len(reads) == 1  # nothing new: nothing read
+    log.append(events_frame(("c", "2024-03-10T11:00:00Z")))
+    assert log.event_ids() == {"a", "b", "c"} and len(reads) == 1
+    assert EventLog(log.root).event_ids() == {"a", "b", "c"}  # a fresh instance reads them all
+
+
+def test_dedup_index_starts_over_when_a_part_disappears(log: EventLog) -> None:
+    log.append(events_frame(("a", "2024-03-10T10:00:00Z")))
+    (gone,) = log.append(events_frame(("b", "2024-03-11T10:00:00Z")))
+    assert log.event_ids() == {"a", "b"}
+    gone.unlink()
+    assert log.event_ids() == {"a"}
+    assert log.existing(["a", "b"]) == {"a"}
+
+
 @pytest.fixture
 def hourly(log: EventLog) -> EventLog:
     """Events at 10:00, 11:00 (two, appended in reverse id order) and 12:00 UTC on 2024-03-10."""

@@ -130,7 +130,11 @@ def test_push_updates_the_online_store_immediately(feast_ws):
 
 def test_apply_is_idempotent_and_registers_the_contract(feast_ws):
     fs = store.apply(feast_ws)
-    assert {s.name for s in fs.list_feature_services()} == {"user_profile_v1", "item_profile_v1"}
+    assert {s.name for s in fs.list_feature_services()} == {
+        "user_profile_v1",
+        "item_profile_v1",
+        "user_persona_v1",
+    }
     assert {v.name for v in fs.list_feature_views()} >= {
         "user_features",
         "item_features",

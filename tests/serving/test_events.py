@@ -56,6 +56,28 @@ def test_batch_is_validated_appended_and_pushed(tmp_path) -> None:
     assert len(list((tmp_path / "quarantine").glob("*.jsonl"))) == 1
 
 
+def test_pushed_activity_equals_the_activity_of_the_appended_parts(tmp_path) -> None:
+    """Issue #5: the push is built from the accepted rows in memory, not the parts read back;
+    both must give the same rows (types included)."""
+    from features.context import activity_rows
+    from features.schema import EVENT_COLUMNS
+
+    log, store = EventLog(tmp_path / "events"), _Store()
+    batch = [
+        _event("e1", timestamp="2026-03-01T23:30:00-05:00"),
+        _event("e2", event_type="page_view", product_id=None, category=None, price=None),
+        _event("e3", anonymous_id="dev", user_id=None, event_type="purchase", quantity=2),
+        _event("e4", timestamp="2026-03-02T08:00:00.123456Z", device_type="mobile"),
+    ]
+    answer = ingest_events(batch, log, tmp_path / "quarantine", store.push)
+    assert answer.accepted == 4
+    parts = sorted(log.root.rglob("*.parquet"))
+    assert len(parts) == 2  # two UTC days
+    read_back = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    expected = activity_rows(read_back.loc[:, list(EVENT_COLUMNS)])
+    pd.testing.assert_frame_equal(store.pushed[0], expected)
+
+
 def test_one_event_and_a_repeat_are_idempotent(tmp_path) -> None:
     log, store = EventLog(tmp_path / "events"), _Store()
     first = ingest_events(_event("e1"), log, tmp_path / "q", store.push)

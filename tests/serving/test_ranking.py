@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from serving.ranking import Candidate, boost, diversify, place_slots
+from serving.ranking import Candidate, boost, candidates, diversify, place_slots
 
 CATEGORIES = np.array(["a", "a", "a", "b", "b", ""], dtype=object)
 
@@ -35,3 +35,28 @@ def test_place_slots_pins_unique_items_and_keeps_k() -> None:
     assert [c.item_idx for c in out] == [5, 0, 1, 2]  # item 1 is already listed: 5 is next
     assert out[0].rule == "pin"
     assert place_slots(main, [((9,), pool)], k=4) == main  # a rank past k is ignored
+
+
+def test_candidates_skip_excluded_and_negative_and_stop_at_limit() -> None:
+    scores = np.array([0.5, 0.4, 0.3, 0.2, 0.1, 0.0])
+    order = np.array([5, -1, 4, 3, 2, 1, 0])
+    out = candidates(order, scores, "pop", "r", exclude={4, 2}, limit=3)
+    assert out == [
+        Candidate(5, 0.0, "pop", "r"),
+        Candidate(3, 0.2, "pop", "r"),
+        Candidate(1, 0.4, "pop", "r"),
+    ]
+    assert all(type(c.item_idx) is int and type(c.score) is float for c in out)
+    assert candidates([5, 3], scores, "pop", None, set(), 5) == [
+        Candidate(5, 0.0, "pop"),
+        Candidate(3, 0.2, "pop"),
+    ]
+
+
+def test_candidates_walk_a_long_order_past_the_first_slice() -> None:
+    """Arrays are read a slice (2 * limit + 16 items) at a time; a long excluded head must not
+    end the walk early."""
+    n = 200
+    scores = np.linspace(1.0, 0.0, n)
+    out = candidates(np.arange(n), scores, "pop", None, exclude=set(range(150)), limit=4)
+    assert [c.item_idx for c in out] == [150, 151, 152, 153]

@@ -1,0 +1,82 @@
+"""``/events``, after the event log append: fold the new events into each person's persona state.
+
+For the people in the events a call *appended* (duplicates are never appended, so never folded
+twice), the previous states are read in one online read of ``user_persona_v1``, the new events
+are folded (:func:`features.personas.fold`) and the new states pushed through the persona push
+source, so the next ``/recommend`` reads the persona in its single ``user_profile_v1`` read.
+
+A failed read or push never fails the request nor loses events (they are in the log already, and
+the next ``tailor features build`` folds them offline); the answer's ``degraded`` says the
+personas were not updated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+
+from features.eventlog import EventLog
+from features.ids import person_keys
+from features.personas import PersonaConfig, PersonaState, fold, persona_frame, state_row
+from features.schema import EVENT_COLUMNS
+
+logger = logging.getLogger(__name__)
+
+#: ``people -> one row per person`` with their stored ``persona_state`` (None when unknown).
+ReadStates = Callable[[list[str]], list[dict[str, Any]]]
+Push = Callable[[pd.DataFrame], None]
+
+
+class AppendedEvents:
+    """An event log that remembers what was appended through it (one ``/events`` call).
+
+    Passed to the ingestion in place of the log: every other attribute is the log's own, so
+    ingestion behaves exactly as before, and ``appended`` is the frame it actually wrote.
+    """
+
+    def __init__(self, log: EventLog) -> None:
+        self._log = log
+        self._frames: list[pd.DataFrame] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)
+
+    def append(self, events: pd.DataFrame) -> list:
+        written = self._log.append(events)
+        if written:
+            self._frames.append(events.loc[:, list(EVENT_COLUMNS)])
+        return written
+
+    @property
+    def appended(self) -> pd.DataFrame:
+        if not self._frames:
+            return pd.DataFrame(columns=list(EVENT_COLUMNS))
+        return pd.concat(self._frames, ignore_index=True)
+
+
+def update_personas(
+    appended: pd.DataFrame, read: ReadStates, push: Push, config: PersonaConfig
+) -> tuple[int, str | None]:
+    """Fold ``appended`` events into their people's stored states and push the new states.
+
+    Returns ``(people updated, None)``, or ``(0, reason)`` when the store failed.
+    """
+    if appended.empty:
+        return 0, None
+    people: list[str] = []
+    try:
+        by_person = dict(tuple(appended.groupby(person_keys(appended).to_numpy(), sort=True)))
+        people = list(by_person)
+        stored = read(people)
+        rows = []
+        for person, row in zip(people, stored, strict=True):
+            state = PersonaState.from_json(row.get("persona_state"))
+            rows.append(state_row(person, fold(state, by_person[person], config), config))
+        push(persona_frame(rows))
+    except Exception as exc:  # the events are safe in the log; say the personas lag behind
+        logger.exception("updating the personas of %d people failed", len(people))
+        return 0, f"personas not updated: {type(exc).__name__}: {exc}"
+    return len(people), None

@@ -1,0 +1,61 @@
+"""Real-time personas over HTTP (issue #6): a session POSTed to ``/events`` of a real
+``bentoml serve`` shows up as the person's persona in the next ``/recommend``.
+
+The service runs on its own copy of the trained test workspace (the ``served`` fixture of
+``test_serving_http``).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.integration.test_serving_http import (  # noqa: F401  (served is a fixture)
+    _categories,
+    _event,
+    _post,
+    served,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_session_of_events_sets_the_persona_seen_by_the_next_recommendation(
+    served,  # noqa: F811
+    trained_workspace,
+):
+    person = f"persona-{uuid.uuid4().hex[:8]}"
+    product = next(p for p, c in _categories(trained_workspace).items() if c == "electronics")
+    before = _post(served, "/recommend", {"user_id": person, "k": 3}).json()
+    assert "persona" not in before
+    assert "budget-minded-persona" not in before["rules_fired"]
+
+    def event(session: str, **overrides) -> dict:
+        return _event(person, "electronics", product, session_id=session, **overrides)
+
+    # electronics cuts: budget <= 105.74, high-end > 305.24 (features/personas.yaml)
+    first = [event("s1", user_id=person, price=499.0) for _ in range(4)]
+    first += [event("s1", user_id=person, price=150.0)]
+    first += [event("s1", user_id=person, price=49.0, event_type="add_to_cart", quantity=1)]
+    answer = _post(served, "/events", first).json()
+    assert (answer["accepted"], answer["personas"]) == (6, 1)
+    assert "degraded" not in answer
+
+    after = _post(served, "/recommend", {"user_id": person, "k": 3}).json()
+    assert after["persona"] == "Luxury Browser, Budget Buyer"
+    assert after["persona_score"] == 0.8  # min(4 of 5 views high-end, 1 of 1 add budget)
+    assert "budget-minded-persona" in after["rules_fired"]
+    assert after["variant"]["promo_strip"] == "deals"
+
+    # two more mobile sessions, plus a repeat of the first batch's first event (a duplicate)
+    second = [event(s, user_id=person, event_type="page_view") for s in ("s2", "s3")]
+    answer = _post(served, "/events", [*second, first[0]]).json()
+    assert (answer["accepted"], answer["duplicate"], answer["personas"]) == (2, 1, 1)
+
+    again = _post(served, "/recommend", {"user_id": person, "k": 3}).json()
+    assert again["persona"] == "Mobile-First + Luxury Browser, Budget Buyer"
+    assert again["persona_score"] == 1.0  # 3 of 3 sessions on mobile
+    state = json.loads(again["features"]["persona_state"])
+    assert (state["events"], state["sessions"], state["mobile_sessions"]) == (8, 3, 3)
