@@ -23,7 +23,6 @@ for known users.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,39 +33,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import Callback, Interactions, Recommender, cosine_to
-from models.checks import check_float as _check_float
-from models.checks import check_int as _check_int
+from models.base import Callback, Interactions, cosine_to
+from models.checks import (
+    check_early_stopping,
+    check_int,
+    check_sampling,
+    check_schedule,
+    parse_sizes,
+)
 from models.neural import (
-    EpochHistory,
     NegativeSampler,
     Validate,
-    arrays_to_state,
-    fit_epochs,
     holdout_per_user,
-    ndcg_at_k,
     positive_pairs,
     seed_everything,
     shuffled_batches,
-    state_to_arrays,
 )
+from models.neural_adapter import MONITOR, VALIDATION_K, NeuralRecommender, held_out_ndcg
 
-logger = logging.getLogger(__name__)
-
-VALIDATION_K = 10
-MONITOR = f"val_ndcg_at_{VALIDATION_K}"
+__all__ = ["MONITOR", "VALIDATION_K", "NCF", "NCFConfig", "NeuMF", "score_all_items"]
 
 
 def _parse_layers(text: str) -> tuple[int, ...]:
     """``"64,32,16"`` -> ``(64, 32, 16)``; raises ``ValueError`` naming the bad value."""
     if not isinstance(text, str):
         raise ValueError(f"mlp_layers must be a comma-separated str like '64,32,16', got {text!r}")
-    parts = [part.strip() for part in text.split(",")]
-    if not all(part.isdigit() and int(part) > 0 for part in parts):
+    sizes = parse_sizes(text)
+    if sizes is None:
         raise ValueError(
             f"mlp_layers must be positive ints separated by commas like '64,32,16', got {text!r}"
         )
-    sizes = tuple(int(part) for part in parts)
     if sizes[0] % 2:
         raise ValueError(
             f"mlp_layers' first size is the concatenated user+item embedding and must be even, "
@@ -106,16 +102,11 @@ class NCFConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        _check_int("factors", self.factors, 1)
+        check_int("factors", self.factors, 1)
         _parse_layers(self.mlp_layers)
-        _check_int("epochs", self.epochs, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_float("learning_rate", self.learning_rate, 0.0, float("inf"), low_open=True)
-        _check_int("negatives", self.negatives, 1)
-        _check_float("weight_decay", self.weight_decay, 0.0, float("inf"), low_open=False)
-        _check_float("validation_fraction", self.validation_fraction, 0.0, 1.0, low_open=False)
-        _check_int("patience", self.patience, 1)
-        _check_int("seed", self.seed, 0)
+        check_schedule(self)
+        check_sampling(self)
+        check_early_stopping(self)
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
@@ -175,17 +166,17 @@ def _bce_loss(module: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(module(user_idx, item_idx), labels)
 
 
-class NCF(Recommender):
+class NCF(NeuralRecommender):
     """NeuMF over dense indices; ``module`` is the trained `NeuMF` (eval mode)."""
 
     name = "ncf"
     config_class = NCFConfig
     config: NCFConfig
 
+    module: NeuMF | None
+
     def __init__(self, config: NCFConfig | None = None) -> None:
         super().__init__(config)
-        self.module: NeuMF | None = None
-        self.history: EpochHistory | None = None  # set by fit, not saved
 
     def _new_module(self, n_users: int, n_items: int) -> NeuMF:
         return NeuMF(n_users, n_items, self.config.factors, self.config.layer_sizes)
@@ -225,26 +216,7 @@ class NCF(Recommender):
             module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         validate = self._validator(module, train, held_out)
-        self.history = fit_epochs(
-            module,
-            make_batches,
-            _bce_loss,
-            optimizer,
-            epochs=config.epochs,
-            callback=callback,
-            validate=validate,
-            monitor=MONITOR,
-            patience=config.patience,
-            seed=config.seed,
-        )
-        self.module = module.eval()
-        logger.info(
-            "NCF: %d epochs (%s), best epoch %s, %.1fs",
-            self.history.epochs_run,
-            self.history.stop_reason,
-            self.history.best_epoch,
-            self.history.seconds,
-        )
+        self._train(module, make_batches, _bce_loss, optimizer, callback, validate)
 
     @staticmethod
     def _validator(module: NeuMF, train: sp.csr_matrix, held_out: sp.csr_matrix) -> Validate | None:
@@ -256,14 +228,10 @@ class NCF(Recommender):
         n_items = train.shape[1]
 
         def validate() -> dict[str, float]:
-            per_user = []
-            for start in range(0, val_users.size, 256):
-                chunk = val_users[start : start + 256]
-                scores = score_all_items(module, chunk, n_items)
-                seen = train[chunk].tocoo()
-                scores[seen.row, seen.col] = -np.inf
-                per_user.append(ndcg_at_k(scores, held_out[chunk], VALIDATION_K))
-            return {MONITOR: float(np.nanmean(np.concatenate(per_user)))}
+            def score_users(chunk: np.ndarray) -> np.ndarray:
+                return score_all_items(module, chunk, n_items)
+
+            return {MONITOR: held_out_ndcg(score_users, train, held_out, val_users)}
 
         return validate
 
@@ -275,10 +243,5 @@ class NCF(Recommender):
     def _similar(self, item_idx: int) -> np.ndarray:
         return cosine_to(self.module.gmf_item.weight.detach().numpy(), item_idx)
 
-    def _get_state(self) -> dict[str, np.ndarray]:
-        return state_to_arrays(self.module)
-
-    def _set_state(self, state: Mapping[str, np.ndarray]) -> None:
-        module = self._new_module(self.n_users, self.n_items)
-        arrays_to_state(module, state)
-        self.module = module.eval()
+    def _module_for_state(self, state: Mapping[str, np.ndarray]) -> NeuMF:
+        return self._new_module(self.n_users, self.n_items)
