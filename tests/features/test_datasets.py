@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import datasets
+from features import dataset_fetch
 from features.datasets import (
     DATASETS,
     ML_GENRES,
@@ -348,7 +348,7 @@ def test_fetch_extracts_the_wheel_files_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pip = FakePip(ML_MEMBERS)
-    monkeypatch.setattr(datasets.subprocess, "run", pip)
+    monkeypatch.setattr(dataset_fetch.subprocess, "run", pip)
 
     folder = fetch("movielens-100k", tmp_path)
     again = fetch("movielens-100k", tmp_path)
@@ -370,7 +370,7 @@ def test_fetch_cdnow_matches_the_capitalised_wheel_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pip = FakePip({"lifetimes/datasets/CDNOW_master.txt": CDNOW})
-    monkeypatch.setattr(datasets.subprocess, "run", pip)
+    monkeypatch.setattr(dataset_fetch.subprocess, "run", pip)
 
     ds = load("cdnow", tmp_path)
 
@@ -382,7 +382,7 @@ def test_fetch_failure_names_package_pip_output_and_manual_route(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stderr = "ERROR: Could not find a version that satisfies the requirement recbole==1.2.1"
-    monkeypatch.setattr(datasets.subprocess, "run", FakePip({}, returncode=1, stderr=stderr))
+    monkeypatch.setattr(dataset_fetch.subprocess, "run", FakePip({}, returncode=1, stderr=stderr))
 
     with pytest.raises(DatasetFetchError) as raised:
         fetch("movielens-100k", tmp_path)
@@ -399,7 +399,7 @@ def test_fetch_fails_clearly_when_the_wheel_lacks_a_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     members = {k: v for k, v in ML_MEMBERS.items() if not k.endswith(".item")}
-    monkeypatch.setattr(datasets.subprocess, "run", FakePip(members))
+    monkeypatch.setattr(dataset_fetch.subprocess, "run", FakePip(members))
 
     with pytest.raises(DatasetFetchError, match=r"has no recbole/dataset_example/.*ml-100k\.item"):
         fetch("movielens-100k", tmp_path)
@@ -410,7 +410,7 @@ def test_grouplens_files_supplied_by_hand_need_no_download(
 ) -> None:
     _write_grouplens(tmp_path / "movielens-100k")
     pip = FakePip({}, returncode=1)
-    monkeypatch.setattr(datasets.subprocess, "run", pip)
+    monkeypatch.setattr(dataset_fetch.subprocess, "run", pip)
 
     ds = load("movielens-100k", tmp_path)
 
@@ -484,7 +484,7 @@ def test_real_movielens_100k(
     pd.testing.assert_frame_equal(ds.items, grouplens.items)
 
     pip = FakePip({}, returncode=1)
-    monkeypatch.setattr(datasets.subprocess, "run", pip)
+    monkeypatch.setattr(dataset_fetch.subprocess, "run", pip)
     assert fetch("movielens-100k", real_raw_dir) == real_raw_dir / "movielens-100k"
     assert pip.calls == []  # served from the cache
 
