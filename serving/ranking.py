@@ -6,6 +6,7 @@ Pure functions over :class:`Candidate` lists; :mod:`serving.logic` decides which
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from typing import NamedTuple
 
 import numpy as np
@@ -32,14 +33,27 @@ def candidates(
     limit: int,
 ) -> list[Candidate]:
     """The first ``limit`` items of ``item_idx`` outside ``exclude``; ``scores`` by item index."""
-    out: list[Candidate] = []
+    return list(iter_candidates(item_idx, scores, strategy, rule, exclude, limit))
+
+
+def iter_candidates(
+    item_idx: Iterable[int],
+    scores: np.ndarray,
+    strategy: str,
+    rule: str | None,
+    exclude: set[int],
+    limit: int,
+) -> Iterator[Candidate]:
+    """:func:`candidates`, built as they are read: a tail that is rarely reached (the popular
+    fill-in behind a model's list) then costs nothing when it is not."""
+    found = 0
     for i in _as_ints(item_idx, step=2 * limit + 16):
         if i < 0 or i in exclude:
             continue
-        out.append(Candidate(i, float(scores.item(i)), strategy, rule))
-        if len(out) >= limit:
-            break
-    return out
+        yield Candidate(i, float(scores.item(i)), strategy, rule)
+        found += 1
+        if found >= limit:
+            return
 
 
 def _as_ints(item_idx: Iterable[int], step: int) -> Iterator[int]:
@@ -53,7 +67,7 @@ def _as_ints(item_idx: Iterable[int], step: int) -> Iterator[int]:
 
 
 def boost(
-    items: Sequence[Candidate], factors: dict[str, float], categories: np.ndarray
+    items: Sequence[Candidate], factors: dict[str, float], categories: Sequence[str] | np.ndarray
 ) -> list[Candidate]:
     """Raise the score of items in each boosted category, then re-sort (stable) by score.
 
@@ -71,13 +85,21 @@ def boost(
 
 
 def diversify(
-    items: Sequence[Candidate], categories: np.ndarray, cap: int | None
+    items: Iterable[Candidate],
+    categories: Sequence[str] | np.ndarray,
+    cap: int | None,
+    limit: int | None = None,
 ) -> list[Candidate]:
     """At most ``cap`` items of one category ahead of the others: walk the list in order and move
     an item whose category already has ``cap`` to the back (keeping their order), so nothing is
-    dropped and the head is diverse whenever other categories have items to offer."""
+    dropped and the head is diverse whenever other categories have items to offer.
+
+    With ``limit``, only the first ``limit`` items of that list: the walk stops once ``limit``
+    items are kept (everything after could only follow them), so a lazy ``items`` is read no
+    further than needed.
+    """
     if cap is None:
-        return list(items)
+        return list(items) if limit is None else list(islice(items, limit))
     kept: list[Candidate] = []
     moved: list[Candidate] = []
     counts: dict[str, int] = {}
@@ -88,7 +110,10 @@ def diversify(
             continue
         counts[category] = counts.get(category, 0) + 1
         kept.append(item)
-    return kept + moved
+        if len(kept) == limit:
+            return kept
+    out = kept + moved
+    return out if limit is None else out[:limit]
 
 
 def place_slots(
