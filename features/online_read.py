@@ -17,6 +17,7 @@ views through pandas and pyarrow: about 25 ms for one row on the embedded store.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -38,6 +39,26 @@ READER_TTL_SECONDS = 60.0
 SQLITE_CACHE_LIMIT = 50_000
 #: One-row answers kept per SQLite reader and thread until the next write to the store.
 ANSWER_CACHE_SIZE = 4096
+#: Environment variable overriding :data:`ANSWER_CACHE_SIZE` (``0``: every read is a query).
+ANSWER_CACHE_ENV = "TAILOR_ONLINE_ANSWERS"
+
+
+def answer_cache_size() -> int:
+    """One-row answers kept per thread: ``$TAILOR_ONLINE_ANSWERS``, else the default."""
+    text = os.environ.get(ANSWER_CACHE_ENV, "").strip()
+    if not text:
+        return ANSWER_CACHE_SIZE
+    try:
+        size = int(text)
+    except ValueError:
+        size = -1
+    if size < 0:
+        raise ValueError(f"{ANSWER_CACHE_ENV}={text!r}: expected an integer >= 0 (0 keeps none)")
+    return size
+
+
+def _immutable(answer: dict) -> bool:
+    return all(v is None or type(v) in _IMMUTABLE for v in answer.values())
 
 
 class _Unsupported(ValueError):
@@ -199,6 +220,7 @@ class SqliteViews:
         self._keys: dict[Any, bytes] = {}  # entity key value -> serialized key
         self._values: dict[tuple[int, str, bytes], Any] = {}  # (table, feature, blob) -> value
         self._local = threading.local()
+        self.answer_limit = answer_cache_size()
 
     @classmethod
     def for_views(cls, config: Any, provider: Any, views: list) -> SqliteViews | None:
@@ -251,8 +273,8 @@ class SqliteViews:
             answers[entity_key][name] = value
         if len(answers) < len(out):
             out = [dict(answers[key]) for key in keys]
-        elif len(keys) == 1 and all(v is None or type(v) in _IMMUTABLE for v in out[0].values()):
-            if len(local.answers) >= ANSWER_CACHE_SIZE:
+        elif self.answer_limit and len(keys) == 1 and _immutable(out[0]):
+            if len(local.answers) >= self.answer_limit:
                 local.answers.clear()
             local.answers[keys[0]] = dict(out[0])
         return out

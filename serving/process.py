@@ -103,14 +103,17 @@ def running_service(
     log_path: Path | None = None,
     timeout: float = 180.0,
     workers: int = 1,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """Run the service until the block exits; yields its base URL. Output goes to ``log_path``."""
+    """Run the service until the block exits; yields its base URL. Output goes to ``log_path``;
+    ``extra_env`` is added to the service's environment."""
     from serving.loader import preflight
 
     preflight(ws, os.environ.get("TAILOR_MODEL_NAME", DEFAULT_MODEL), DEFAULT_ALIAS)
     port = port or free_port()
     log_path = log_path or ws.home / "logs" / f"serve-{port}.log"
-    with running(SERVICE, serve_env(ws, workers), port, log_path, timeout, workers) as url:
+    env = {**serve_env(ws, workers), **(extra_env or {})}
+    with running(SERVICE, env, port, log_path, timeout, workers) as url:
         yield url
 
 

@@ -219,3 +219,22 @@ def test_redis_answers_equal_feasts(tmp_path, monkeypatch):
         assert row["sessions_30d"] == 99 and row["last_category"] == "toys"
     finally:
         fs.teardown()
+
+
+def test_no_answers_are_kept_when_the_environment_says_zero(
+    local_store, trained_workspace, monkeypatch
+):
+    """``TAILOR_ONLINE_ANSWERS=0`` (the benchmark's "every read a query" run): the same answers,
+    none kept; a value that is not a count >= 0 is refused with the variable's name."""
+    known = trained_workspace.generated.events["user_id"].dropna().iloc[1]
+    rows = [{"user_id": known, "device_type": "mobile"}]
+    for setting, kept in (("0", 0), ("", 1)):
+        monkeypatch.setenv(online_read.ANSWER_CACHE_ENV, setting)
+        store.forget_readers(local_store)
+        reader = store.online_reader(local_store, store.USER_SERVICE)
+        for _ in range(3):
+            _same_as_feast(local_store, rows)
+        assert len(reader._sqlite._thread().answers) == kept, setting
+    monkeypatch.setenv(online_read.ANSWER_CACHE_ENV, "lots")
+    with pytest.raises(ValueError, match="TAILOR_ONLINE_ANSWERS='lots'"):
+        online_read.answer_cache_size()
