@@ -44,6 +44,8 @@ def _allowed(cls: type) -> str:
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return " | ".join(repr(v) for v in typing.get_args(tp))
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -106,15 +108,32 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def from_mapping(cls: type[C], values: dict[str, Any], *, prefix: str = "") -> C:
-    """Build ``cls`` from a mapping, checking every key and type."""
+def from_mapping(cls: type[C], values: Any, *, prefix: str = "") -> C:
+    """Build ``cls`` from a mapping, checking every key and type; every error names the key, the
+    value and the allowed keys (with their types), and a missing required key says so."""
+    where = prefix.rstrip(".") or "the top level"
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}={values!r}: expected a mapping; allowed keys: {_allowed(cls)}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = dataclasses.fields(cls)
+    names = {f.name for f in fields}
     kwargs = {}
     for key, value in values.items():
         if key not in names:
-            raise ConfigError(f"unknown key {prefix}{key!r}; allowed: {_allowed(cls)}")
-        kwargs[key] = coerce(value, hints[key], prefix + key)
+            shown = prefix + str(key)
+            raise ConfigError(f"unknown key {shown!r} (value {value!r}); allowed: {_allowed(cls)}")
+        kwargs[key] = coerce(value, hints[key], prefix + str(key))
+    required = [
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in kwargs]
+    if missing:
+        raise ConfigError(
+            f"missing key {prefix + missing[0]!r}; required: {', '.join(required)}; "
+            f"allowed: {_allowed(cls)}"
+        )
     return cls(**kwargs)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from models.registry import MODELS, make_config, param_types
-from training.config import ConfigError, coerce
+from training.config import ConfigError, from_mapping
 
 PROTOCOLS = ("msr", "recbole", "temporal", "leave-last-out")
 #: Named data sets; any other value must be an interactions file
@@ -105,48 +104,6 @@ class _RawParam:
     when: dict[str, Any] = field(default_factory=dict)
 
 
-def _allowed_keys(cls: type) -> str:
-    hints = typing.get_type_hints(cls)
-    return ", ".join(f"{f.name}: {_hint_name(hints[f.name])}" for f in dataclasses.fields(cls))
-
-
-def _hint_name(hint: Any) -> str:
-    if typing.get_origin(hint) is Literal:
-        return " | ".join(repr(v) for v in typing.get_args(hint))
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def _build(cls: type, values: Any, prefix: str) -> Any:
-    """``cls`` from a mapping; every error names the key, the value and the allowed ones."""
-    where = prefix.rstrip(".") or "the top level"
-    if not isinstance(values, dict):
-        raise ConfigError(
-            f"{where}={values!r}: expected a mapping; allowed keys: {_allowed_keys(cls)}"
-        )
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    required = [
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    kwargs = {}
-    for key, value in values.items():
-        if key not in names:
-            shown = prefix + str(key)
-            raise ConfigError(
-                f"unknown key {shown!r} (value {value!r}); allowed: {_allowed_keys(cls)}"
-            )
-        kwargs[key] = coerce(value, hints[key], prefix + str(key))
-    missing = [name for name in required if name not in kwargs]
-    if missing:
-        raise ConfigError(
-            f"missing key {prefix + missing[0]!r}; required: {', '.join(required)}; "
-            f"allowed: {_allowed_keys(cls)}"
-        )
-    return cls(**kwargs)
-
-
 def load_experiment_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate a tuning spec; raises `ConfigError` prefixed with the file name."""
     path = Path(path)
@@ -164,7 +121,7 @@ def load_experiment_spec(path: str | Path) -> ExperimentSpec:
 
 def parse_experiment_spec(values: Any, name: str, path: Path | None = None) -> ExperimentSpec:
     """Validate an already-parsed mapping (the YAML document) as spec ``name``."""
-    raw = _build(_RawSpec, values, "")
+    raw = from_mapping(_RawSpec, values)
     if raw.model not in MODELS:
         raise ConfigError(f"model={raw.model!r}: unknown model; allowed: {', '.join(MODELS)}")
     try:
@@ -246,7 +203,7 @@ def _check_space(model: str, fixed: dict[str, Any], space: dict[str, Any]) -> tu
                 f"search_space.{name}: also fixed in params ({name}={fixed[name]!r}); "
                 "a parameter is either fixed or searched"
             )
-        raw = _build(_RawParam, body, prefix)
+        raw = from_mapping(_RawParam, body, prefix=prefix)
         param = _check_param(model, fixed, name, raw, prefix)
         _check_conditions(param, parsed, prefix)
         parsed.append(param)

@@ -147,7 +147,9 @@ def test_unknown_key_from_set_names_the_key_and_lists_allowed() -> None:
 
 def test_unknown_key_from_yaml_names_the_key(tmp_path: Path) -> None:
     spec = _spec(tmp_path, "model: ease\nlearning_rate: 0.1\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'learning_rate'; allowed: model: str"):
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'learning_rate' \(value 0.1\); allowed: model: str"
+    ):
         load_train_config(spec)
 
 
