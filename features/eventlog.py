@@ -9,14 +9,21 @@ it has read: each de-duplication lists the part files (a directory scan) and rea
 ``event_id`` column of new parts only, whoever wrote them (this instance, another worker, another
 process), instead of the whole log (~2 ms per part: seconds for a long-running ``/events``).
 Should a part disappear (a log rebuilt by hand), the index is rebuilt from scratch.
+
+De-duplication and append are one step under :meth:`EventLog.writer`, an exclusive lock on
+``<root>/.append.lock`` (``flock``) held across threads and processes on this machine: two
+``bentoml serve`` workers, or a ``tailor data import`` next to a running service, given the same
+event at once append it once. Several machines need the broker path instead.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +34,8 @@ import pyarrow.parquet as pq
 from features.schema import EVENT_ARROW_SCHEMA, EVENT_COLUMNS
 
 PARTITION = "event_date"
+#: The writers' lock file in the log's root (see :meth:`EventLog.writer`).
+LOCK_FILE = ".append.lock"
 
 
 class EventLog:
@@ -37,6 +46,33 @@ class EventLog:
         self._ids: set[str] = set()  # every event_id in the parts of self._indexed
         self._indexed: set[str] = set()  # paths of the parts read into self._ids
         self._index_lock = threading.Lock()
+        self._writer = threading.RLock()  # this process's threads; flock orders the processes
+        self._writer_depth = 0
+        self._writer_fd: int | None = None
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[None]:
+        """Exclusive right to de-duplicate and append, for this instance's threads and for every
+        other process on this machine (re-entrant within a thread)."""
+        with self._writer:
+            if self._writer_depth == 0:
+                self.root.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._writer_fd = fd
+            self._writer_depth += 1
+            try:
+                yield
+            finally:
+                self._writer_depth -= 1
+                if self._writer_depth == 0 and self._writer_fd is not None:
+                    fcntl.flock(self._writer_fd, fcntl.LOCK_UN)
+                    os.close(self._writer_fd)
+                    self._writer_fd = None
 
     def _files(self) -> list[Path]:
         return sorted(self.root.glob(f"{PARTITION}=*/*.parquet"))

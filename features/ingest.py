@@ -177,22 +177,23 @@ def ingest_rows(
     report = IngestReport(source=source)
     valid, rejected = validate_rows(_counting(rows, progress))
     report.total = len(valid) + len(rejected)
-    in_log = log.existing(row["event_id"] for row in valid)
-    seen: set[str] = set()
-    fresh: list[dict] = []
-    for row in valid:
-        if row["event_id"] in in_log or row["event_id"] in seen:
-            report.duplicate += 1
-            continue
-        seen.add(row["event_id"])
-        fresh.append(row)
-    if fresh:
-        frame = pd.DataFrame.from_records(fresh, columns=list(EVENT_COLUMNS))
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
-        frame["quantity"] = frame["quantity"].astype("Int64")
-        frame["price"] = frame["price"].astype("float64")
-        report.files_written = log.append(frame)
-        report.appended = frame
+    with log.writer():  # no other writer between the duplicate check and the append
+        in_log = log.existing(row["event_id"] for row in valid)
+        seen: set[str] = set()
+        fresh: list[dict] = []
+        for row in valid:
+            if row["event_id"] in in_log or row["event_id"] in seen:
+                report.duplicate += 1
+                continue
+            seen.add(row["event_id"])
+            fresh.append(row)
+        if fresh:
+            frame = pd.DataFrame.from_records(fresh, columns=list(EVENT_COLUMNS))
+            frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+            frame["quantity"] = frame["quantity"].astype("Int64")
+            frame["price"] = frame["price"].astype("float64")
+            report.files_written = log.append(frame)
+            report.appended = frame
     report.accepted = len(fresh)
     report.rejected = len(rejected)
     report.rejections = rejected

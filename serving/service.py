@@ -20,7 +20,6 @@ import gc
 import logging
 import math
 import os
-import threading
 import time
 import uuid
 from http import HTTPStatus
@@ -105,7 +104,6 @@ class Tailor:
         self.metrics.serving(loaded.label)
         self.log = EventLog(ws.event_log_dir)
         self.quarantine_dir = ws.quarantine_dir
-        self._events_lock = threading.Lock()  # de-duplication reads, then appends
         self._has_segments = False
         self._segments_checked = -math.inf
         self._segments_recheck = poll_seconds(os.environ.get(POLL_ENV))
@@ -250,7 +248,9 @@ class Tailor:
         person's real-time activity and persona to the online store; counts and per-row reasons."""
         started = time.perf_counter()
         try:
-            with self._events_lock:  # also serializes each person's persona read-fold-push
+            # the log's writer lock (threads and worker processes): de-duplication, append and
+            # each person's persona read-fold-push happen one call at a time
+            with self.log.writer():
                 log = AppendedEvents(self.log)
                 answer = ingest_events(
                     payload,

@@ -191,3 +191,56 @@ def test_read_of_empty_log_has_the_schema_columns(log: EventLog) -> None:
     assert frame.empty
     assert list(frame.columns) == list(EVENT_COLUMNS)
     assert list(log.read(columns=["event_id"]).columns) == ["event_id"]
+
+
+def _ingest_at_once(root: str, n: int, barrier, results) -> None:
+    """One writer process: its own EventLog on the shared folder, started with the others."""
+    frame = events_frame(*((f"e{i:04d}", "2026-01-05T10:00:00Z") for i in range(n)))
+    log = EventLog(Path(root))
+    barrier.wait()
+    report = ingest_frame(frame, log, Path(root) / "quarantine", "race")
+    results.put(report.accepted)
+
+
+def test_writer_processes_given_the_same_events_append_them_once(tmp_path: Path) -> None:
+    """Four processes ingest the same 200 events at the same moment (two ``bentoml serve``
+    workers, or an import beside the service): the writer lock lets exactly one append them."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(4), context.Queue()
+    root = tmp_path / "events"
+    workers = [
+        context.Process(target=_ingest_at_once, args=(str(root), 200, barrier, results))
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    accepted = sorted(results.get(timeout=5) for _ in workers)
+    assert accepted == [0, 0, 0, 200]
+    stored = pd.read_parquet(root, columns=["event_id"])["event_id"]
+    assert len(stored) == 200 and stored.is_unique
+
+
+def test_the_writer_lock_is_reentrant_in_a_thread_and_exclusive_across_threads(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    log = EventLog(tmp_path / "events")
+    entered = threading.Event()
+
+    def write() -> None:
+        with log.writer():
+            entered.set()
+
+    with log.writer(), log.writer():  # nested in one thread: no deadlock
+        other = threading.Thread(target=write)
+        other.start()
+        other.join(timeout=0.3)
+        assert not entered.is_set()  # the other thread waits while this one holds it
+    other.join(timeout=5)
+    assert entered.is_set()
