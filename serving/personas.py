@@ -22,6 +22,7 @@ from features.eventlog import EventLog
 from features.ids import person_keys
 from features.personas import PersonaConfig, PersonaState, fold, persona_frame, state_row
 from features.schema import EVENT_COLUMNS
+from serving.rules import RuleSet
 
 logger = logging.getLogger(__name__)
 
@@ -80,3 +81,18 @@ def update_personas(
         logger.exception("updating the personas of %d people failed", len(people))
         return 0, f"personas not updated: {type(exc).__name__}: {exc}"
     return len(people), None
+
+
+def unknown_rule_personas(rules: RuleSet, personas: PersonaConfig) -> list[str]:
+    """One message per persona a serving rule tests but the persona file cannot give (such a
+    rule could never fire: a typo, or rules written for another persona file)."""
+    known = [rule.name for rule in personas.rules]
+    problems = []
+    for rule in rules.rules:
+        for name in rule.when.get("persona", ()):
+            if name not in known:
+                problems.append(
+                    f"{rules.origin}: rule {rule.name!r} tests persona {name!r}, which "
+                    f"{personas.origin} does not define; its personas: {', '.join(known)}"
+                )
+    return problems

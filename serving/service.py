@@ -48,7 +48,7 @@ from serving.loader import (
     load_registered,
 )
 from serving.metrics import service_metrics
-from serving.personas import AppendedEvents, update_personas
+from serving.personas import AppendedEvents, unknown_rule_personas, update_personas
 from serving.rules import load_rules
 from serving.schemas import (
     MAX_EVENTS,
@@ -86,6 +86,9 @@ class Tailor:
         alias = os.environ.get("TAILOR_MODEL_ALIAS", "champion")
         self.rules = load_rules(os.environ.get(RULES_ENV) or None)
         self.personas = configured_personas()  # $TAILOR_PERSONAS, else features/personas.yaml
+        problems = unknown_rule_personas(self.rules, self.personas)
+        if problems:
+            raise ServingStartupError("; ".join(problems))
         self.store = feature_store.feature_store(ws)
         bento_model = os.environ.get(BENTO_MODEL_ENV)
         if bento_model:

@@ -157,3 +157,25 @@ def test_recommend_answers_with_the_persona_and_its_rule():
     assert (plain.persona, plain.persona_score) == (None, None)
     assert "promo_strip" not in plain.variant
     assert "persona" not in plain.model_dump()
+
+
+def test_a_rule_testing_a_persona_the_persona_file_lacks_is_named() -> None:
+    from serving.personas import unknown_rule_personas
+
+    personas = load_personas()
+    assert unknown_rule_personas(load_rules(None), personas) == []  # the packaged files agree
+    rules = parse_rules(
+        {
+            "rules": [
+                {
+                    "name": "typo",
+                    "when": {"persona": ["Deal Hunter", "Deal Hunters"]},
+                    "then": {"variant": {"promo_strip": "deals"}},
+                }
+            ]
+        },
+        "my-rules.yaml",
+    )
+    (problem,) = unknown_rule_personas(rules, personas)
+    for fragment in ("my-rules.yaml", "'typo'", "'Deal Hunters'", "Mobile-First"):
+        assert fragment in problem
