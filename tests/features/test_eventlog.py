@@ -207,7 +207,7 @@ def test_writer_processes_given_the_same_events_append_them_once(tmp_path: Path)
     workers, or an import beside the service): the writer lock lets exactly one append them."""
     import multiprocessing
 
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")  # no fork of a threaded process
     barrier, results = context.Barrier(4), context.Queue()
     root = tmp_path / "events"
     workers = [
