@@ -105,13 +105,16 @@ class ModelBundle:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save(directory / "model")
-        sp.save_npz(directory / "history.npz", self.history.tocsr())
+        shared = _same_matrix(self.history, self.model.train_user_items)
+        if not shared:  # the model saves its training matrix already: no second copy
+            sp.save_npz(directory / "history.npz", self.history.tocsr())
         np.save(directory / "popular.npy", self.popular.astype(np.int64))
         meta = {
             "model_name": self.model_name,
             "users": self.users.to_list(),
             "items": self.items.to_list(),
             "item_categories": [str(c) for c in self.item_categories],
+            "history": "model" if shared else "history.npz",
         }
         (directory / "bundle.json").write_text(json.dumps(meta), encoding="utf-8")
         if self.context_popular is not None:
@@ -133,13 +136,33 @@ class ModelBundle:
                 column: {value: np.array(idx, dtype=np.int64) for value, idx in values.items()}
                 for column, values in raw.items()
             }
+        model = load_model(directory / "model")
+        if meta.get("history") == "model":  # one matrix in memory, shared with the model
+            history = model.train_user_items
+        else:  # bundles saved before the history was shared
+            history = sp.load_npz(directory / "history.npz").tocsr()
         return cls(
             model_name=meta["model_name"],
-            model=load_model(directory / "model"),
+            model=model,
             users=IdMap(np.array(meta["users"], dtype=object)),
             items=IdMap(np.array(meta["items"], dtype=object)),
-            history=sp.load_npz(directory / "history.npz").tocsr(),
+            history=history,
             popular=np.load(directory / "popular.npy"),
             item_categories=np.array(meta["item_categories"], dtype=object),
             context_popular=context_popular,
         )
+
+
+def _same_matrix(a: sp.spmatrix | None, b: sp.spmatrix | None) -> bool:
+    """Whether ``b`` (the model's float32 training matrix) holds exactly the cells and values of
+    ``a`` (the history), compared in ``a``'s own dtype, so no value is rounded on the way."""
+    if a is None or b is None or a.shape != b.shape:
+        return False
+    a, b = sp.csr_matrix(a, copy=True), sp.csr_matrix(b, copy=True)
+    a.sort_indices()
+    b.sort_indices()
+    return bool(
+        np.array_equal(a.indptr, b.indptr)
+        and np.array_equal(a.indices, b.indices)
+        and np.array_equal(a.data, b.data.astype(a.data.dtype))
+    )

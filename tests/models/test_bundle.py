@@ -73,7 +73,7 @@ def test_save_writes_plain_files(tmp_path: Path) -> None:
     directory = _bundle("ease").save(tmp_path / "bundle")
     assert directory == tmp_path / "bundle"
     names = {p.name for p in directory.iterdir()}
-    assert {"bundle.json", "history.npz", "popular.npy", "model"} <= names
+    assert {"bundle.json", "popular.npy", "model"} <= names  # history: the model's own matrix
     assert (directory / "model" / "config.json").is_file()
 
 
@@ -184,3 +184,32 @@ def test_bundle_saved_without_a_context_table_still_loads(tmp_path: Path) -> Non
     loaded = ModelBundle.load(directory)
     assert loaded.context_popular is None
     assert loaded.popular_in_context("country", "US") is None
+
+
+def test_the_history_is_saved_once_when_it_is_the_models_training_matrix(tmp_path: Path) -> None:
+    """The model saves its training matrix; a bundle whose history is that matrix does not save
+    it again, and the loaded bundle shares the model's one (one copy in memory)."""
+    import dataclasses
+    import json
+
+    import scipy.sparse as sp
+
+    bundle = _bundle("ease")
+    folder = bundle.save(tmp_path / "shared")
+    assert not (folder / "history.npz").exists()
+    loaded = ModelBundle.load(folder)
+    assert loaded.history is loaded.model.train_user_items
+    assert (loaded.history != bundle.history).nnz == 0
+
+    other = bundle.history.tolil(copy=True)
+    other[0, 0] = 0.5 if other[0, 0] == 0 else 0.0  # not the model's matrix any more
+    different = dataclasses.replace(bundle, history=sp.csr_matrix(other))
+    folder = different.save(tmp_path / "own")
+    assert (folder / "history.npz").exists()
+    assert (ModelBundle.load(folder).history != different.history).nnz == 0
+
+    meta_path = folder / "bundle.json"  # a bundle saved before the history was shared
+    meta = json.loads(meta_path.read_text())
+    del meta["history"]
+    meta_path.write_text(json.dumps(meta))
+    assert (ModelBundle.load(folder).history != different.history).nnz == 0
