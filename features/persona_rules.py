@@ -192,3 +192,20 @@ def configured_personas() -> PersonaConfig:
     import os
 
     return load_personas(os.environ.get(PERSONAS_ENV) or None)
+
+
+def with_price_tiers(cuts: dict[str, list[float]], path: str | Path | None = None) -> str:
+    """The persona file at ``path`` (the packaged one when None) as YAML text with its
+    ``price_tiers`` replaced by ``cuts`` (see :func:`features.personas.price_cuts`), checked by
+    the same validation as any persona file. Comments are not kept."""
+    if path is None:
+        text = resources.files("features").joinpath("personas.yaml").read_text(encoding="utf-8")
+        origin = "features/personas.yaml"
+    else:
+        text, origin = Path(path).read_text(encoding="utf-8"), str(path)
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise PersonaRulesError(f"{origin}: expected a mapping at the top level")
+    data["price_tiers"] = {category: list(pair) for category, pair in sorted(cuts.items())}
+    parse_personas(data, origin)  # the new cuts must pass the file's own checks
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -175,3 +175,41 @@ def features_materialize(home: HomeOption = None) -> None:
     with console.status(f"materializing {start} → {end}"):
         store.materialize(ws, start.to_pydatetime(), end.to_pydatetime())
     console.print(summary_table("materialized", {"from": str(start), "to": str(end)}))
+
+
+@features_app.command("persona-tiers")
+def features_persona_tiers(
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write a persona file with these cuts (point TAILOR_PERSONAS at it)."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Price-tier cuts per category from the event log (each item's latest price: budget up to
+    the 25th percentile, high-end above the 75th), for the persona rules of a real catalogue."""
+    import os
+
+    from rich.table import Table
+
+    from features.eventlog import EventLog
+    from features.persona_rules import PERSONAS_ENV, PersonaRulesError, with_price_tiers
+    from features.personas import price_cuts
+
+    ws = workspace(home)
+    events = EventLog(ws.event_log_dir).read(["product_id", "category", "price", "timestamp"])
+    cuts = price_cuts(events)
+    if not cuts:
+        fail(f"no priced product events in {ws.event_log_dir}: import events first")
+    table = Table(title="price tiers (q25 / q75 of item prices)")
+    for column in ("category", "budget up to", "high-end above"):
+        table.add_column(column)
+    for category, (low, high) in sorted(cuts.items()):
+        table.add_row(category, f"{low:g}", f"{high:g}")
+    console.print(table)
+    if out is not None:
+        try:
+            text = with_price_tiers(cuts, os.environ.get(PERSONAS_ENV) or None)
+        except (OSError, PersonaRulesError) as exc:
+            fail(str(exc))
+        out.write_text(text, encoding="utf-8")
+        console.print(f"written: {out} (use it with {PERSONAS_ENV}={out})")

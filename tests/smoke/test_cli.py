@@ -6,28 +6,29 @@ import json
 import re
 
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 from training.cli import app
 
 runner = CliRunner()
 
-COMMANDS = [
-    [],
-    ["data"],
-    ["data", "generate"],
-    ["data", "fetch"],
-    ["data", "import"],
-    ["fit-predict"],
-    ["benchmark"],
-    ["features"],
-    ["features", "build"],
-    ["features", "apply"],
-    ["features", "materialize"],
-    ["train"],
-    ["serve"],
-    ["demo"],
-]
+
+def _all_commands() -> list[list[str]]:
+    """Every command and group of the app, found by walking it (none can be forgotten here)."""
+    found: list[list[str]] = [[]]
+
+    def walk(group, prefix: list[str]) -> None:
+        for name, command in sorted(group.commands.items()):
+            found.append([*prefix, name])
+            if hasattr(command, "commands"):
+                walk(command, [*prefix, name])
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+COMMANDS = _all_commands()
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "tailor")
@@ -53,6 +54,15 @@ def test_step_by_step_pipeline_then_clear_errors(tmp_path):
     again = _run(["data", "import", str(events)], home)
     assert re.search(r"accepted\s*│\s*0", again)  # idempotent: everything is a duplicate
     _run(["features", "build"], home)
+    tiers = _run(["features", "persona-tiers", "--out", str(tmp_path / "personas.yaml")], home)
+    assert "electronics" in tiers
+    from features.eventlog import EventLog
+    from features.persona_rules import load_personas
+    from features.personas import price_cuts
+
+    logged = EventLog(home / "events").read(["product_id", "category", "price", "timestamp"])
+    written = load_personas(tmp_path / "personas.yaml")  # valid, and holds the log's cuts
+    assert {c: list(v) for c, v in written.price_tiers.items()} == price_cuts(logged)
     assert "user_profile_v1" in _run(["features", "apply"], home)
     _run(["features", "materialize"], home)
     trained = _run(["train", "--set", "test_days=4", "--set", "params.l2=100"], home)
