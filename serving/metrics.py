@@ -29,6 +29,7 @@ class ServiceMetrics:
     events: Any  # Counter(outcome)
     model_info: Any  # Gauge(model, model_name, version): 1 for the model being served
     feature_read: Any  # Histogram(service): the online feature read inside /recommend
+    persona_updates: Any  # Counter(outcome): people updated; calls whose update failed
     #: (endpoint, strategy kind, degraded) -> its (request counter, latency histogram) children;
     #: bounded, as the labels are, and saves two ``labels()`` look-ups per request
     _children: dict[tuple[str, str, bool], tuple[Any, Any]] = field(
@@ -91,5 +92,11 @@ def service_metrics() -> ServiceMetrics:
             "Time of the online feature read inside /recommend, by Feast feature service.",
             ["service"],
             buckets=FEATURE_READ_BUCKETS,
+        ),
+        persona_updates=prom.Counter(
+            "tailor_persona_updates",
+            "Real-time persona updates on /events: people updated (outcome=updated) and calls "
+            "whose update failed, events kept (outcome=failed).",
+            ["outcome"],
         ),
     )

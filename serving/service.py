@@ -240,6 +240,9 @@ class Tailor:
             lambda rows: feature_store.push_personas(self.store, rows),
             self.personas,
         )
+        self.metrics.persona_updates.labels(outcome="updated").inc(updated)
+        if degraded:
+            self.metrics.persona_updates.labels(outcome="failed").inc()
         reasons = [reason for reason in (answer.degraded, degraded) if reason]
         return answer.model_copy(
             update={"personas": updated, "degraded": "; ".join(reasons) or None}

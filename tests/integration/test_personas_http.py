@@ -8,8 +8,10 @@ The service runs on its own copy of the trained test workspace (the ``served`` f
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
+import httpx
 import pytest
 
 from tests.integration.test_serving_http import (  # noqa: F401  (served is a fixture)
@@ -59,3 +61,7 @@ def test_a_session_of_events_sets_the_persona_seen_by_the_next_recommendation(
     assert again["persona_score"] == 1.0  # 3 of 3 sessions on mobile
     state = json.loads(again["features"]["persona_state"])
     assert (state["events"], state["sessions"], state["mobile_sessions"]) == (8, 3, 3)
+
+    metrics = httpx.get(f"{served.url}/metrics").text  # the two calls updated one person each
+    updated = re.search(r'tailor_persona_updates_total\{outcome="updated"\} (\S+)', metrics)
+    assert updated is not None and float(updated.group(1)) >= 2

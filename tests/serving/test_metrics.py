@@ -34,7 +34,9 @@ def test_strategy_kind_is_bounded() -> None:
 
 def test_observe_counts_each_request_and_looks_labels_up_once() -> None:
     requests, latency = _Metric(), _Metric()
-    metrics = ServiceMetrics(requests, latency, events=None, model_info=None, feature_read=None)
+    metrics = ServiceMetrics(
+        requests, latency, events=None, model_info=None, feature_read=None, persona_updates=None
+    )
     for strategy in ("popular_in_country:US", "popular_in_country:DE", "model:ease"):
         metrics.observe("/recommend", strategy, 0.001, False)
     metrics.observe("/recommend", "model:ease", 0.001, True)
