@@ -65,6 +65,7 @@ def test_bento_holds_the_code_feature_repo_and_rules_but_not_the_benchmark(built
     for path in (
         "serving/service.py",
         "serving/rules.yaml",
+        "features/personas.yaml",
         "feature_repo/definitions.py",
         "feature_repo/feature_store.yaml",
         "feature_repo/feature_store.scale.yaml",
