@@ -6,13 +6,13 @@ offending value and what is allowed, so a broken file never reaches ``/events``.
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from features.personas import SEPARATOR, STATE_FIELDS, PersonaConfig, PersonaRule
+from features.yaml_files import read_yaml
 
 
 class PersonaRulesError(ValueError):
@@ -167,19 +167,12 @@ def parse_personas(data: Any, origin: str = "<memory>") -> PersonaConfig:
 
 def load_personas(path: str | Path | None = None) -> PersonaConfig:
     """Read and validate a persona file; ``None`` reads the packaged ``features/personas.yaml``."""
-    if path is None:
-        text = resources.files("features").joinpath("personas.yaml").read_text(encoding="utf-8")
-        origin = "features/personas.yaml"
-    else:
-        path = Path(path)
-        if not path.is_file():
-            raise PersonaRulesError(f"persona rules file not found: {path}")
-        text, origin = path.read_text(encoding="utf-8"), str(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PersonaRulesError(f"{origin}: not valid YAML: {exc}") from None
+    data, origin = _read(path)
     return parse_personas(data, origin)
+
+
+def _read(path: str | Path | None) -> tuple[Any, str]:
+    return read_yaml(path, "features", "personas.yaml", PersonaRulesError, "persona rules file")
 
 
 #: Environment variable naming a persona rules file to use instead of the packaged one.
@@ -198,12 +191,7 @@ def with_price_tiers(cuts: dict[str, list[float]], path: str | Path | None = Non
     """The persona file at ``path`` (the packaged one when None) as YAML text with its
     ``price_tiers`` replaced by ``cuts`` (see :func:`features.personas.price_cuts`), checked by
     the same validation as any persona file. Comments are not kept."""
-    if path is None:
-        text = resources.files("features").joinpath("personas.yaml").read_text(encoding="utf-8")
-        origin = "features/personas.yaml"
-    else:
-        text, origin = Path(path).read_text(encoding="utf-8"), str(path)
-    data = yaml.safe_load(text)
+    data, origin = _read(path)
     if not isinstance(data, dict):
         raise PersonaRulesError(f"{origin}: expected a mapping at the top level")
     data["price_tiers"] = {category: list(pair) for category, pair in sorted(cuts.items())}

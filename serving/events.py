@@ -24,6 +24,8 @@ from serving.schemas import MAX_EVENTS, EventRejection, EventsResponse
 logger = logging.getLogger(__name__)
 
 Push = Callable[[pd.DataFrame], None]
+#: ``appended events -> (people updated, degraded reason or None)``: the persona update.
+Fold = Callable[[pd.DataFrame], tuple[int, str | None]]
 
 
 class BatchTooLargeError(ValueError):
@@ -56,8 +58,10 @@ def ingest_events(
     quarantine_dir: Path,
     push: Push,
     source: str = "api:/events",
+    fold: Fold | None = None,
 ) -> EventsResponse:
-    """Append one event or a batch; push the new events' activity rows to the online store."""
+    """Append one event or a batch; push the new events' activity rows to the online store, and
+    hand the appended events (never the duplicates) to ``fold``, the persona update."""
     rows = _non_objects(as_batch(payload))
     report = ingest_rows(iter(rows), log, quarantine_dir, source)
     rejections = [
@@ -72,11 +76,16 @@ def ingest_events(
         except Exception as exc:  # the events are safe in the log; say the store missed them
             logger.exception("pushing %d activity rows failed", len(activity))
             degraded = f"online store not updated: {type(exc).__name__}: {exc}"
+    personas = 0
+    if fold is not None and report.appended is not None:
+        personas, reason = fold(report.appended)
+        degraded = "; ".join(r for r in (degraded, reason) if r) or None
     return EventsResponse(
         accepted=report.accepted,
         duplicate=report.duplicate,
         rejected=report.rejected,
         pushed=pushed,
+        personas=personas,
         rejections=rejections,
         degraded=degraded,
     )

@@ -18,10 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from features.eventlog import EventLog
 from features.ids import person_keys
 from features.personas import PersonaConfig, PersonaState, fold, persona_frame, state_row
-from features.schema import EVENT_COLUMNS
 from serving.rules import RuleSet
 
 logger = logging.getLogger(__name__)
@@ -29,33 +27,6 @@ logger = logging.getLogger(__name__)
 #: ``people -> one row per person`` with their stored ``persona_state`` (None when unknown).
 ReadStates = Callable[[list[str]], list[dict[str, Any]]]
 Push = Callable[[pd.DataFrame], None]
-
-
-class AppendedEvents:
-    """An event log that remembers what was appended through it (one ``/events`` call).
-
-    Passed to the ingestion in place of the log: every other attribute is the log's own, so
-    ingestion behaves exactly as before, and ``appended`` is the frame it actually wrote.
-    """
-
-    def __init__(self, log: EventLog) -> None:
-        self._log = log
-        self._frames: list[pd.DataFrame] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._log, name)
-
-    def append(self, events: pd.DataFrame) -> list:
-        written = self._log.append(events)
-        if written:
-            self._frames.append(events.loc[:, list(EVENT_COLUMNS)])
-        return written
-
-    @property
-    def appended(self) -> pd.DataFrame:
-        if not self._frames:
-            return pd.DataFrame(columns=list(EVENT_COLUMNS))
-        return pd.concat(self._frames, ignore_index=True)
 
 
 def update_personas(

@@ -23,14 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from features.personas import SEPARATOR
 from features.schema import DEVICE_TYPES
+from features.yaml_files import read_yaml
 
 SOURCES = (
     "model",
@@ -320,16 +318,5 @@ def parse_rules(data: Any, origin: str = "<memory>") -> RuleSet:
 
 def load_rules(path: str | Path | None = None) -> RuleSet:
     """Read and validate a rules file; ``None`` reads the packaged ``serving/rules.yaml``."""
-    if path is None:
-        text = resources.files("serving").joinpath("rules.yaml").read_text(encoding="utf-8")
-        origin = "serving/rules.yaml"
-    else:
-        path = Path(path)
-        if not path.is_file():
-            raise RulesError(f"rules file not found: {path}")
-        text, origin = path.read_text(encoding="utf-8"), str(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RulesError(f"{origin}: not valid YAML: {exc}") from None
+    data, origin = read_yaml(path, "serving", "rules.yaml", RulesError, "rules file")
     return parse_rules(data, origin)

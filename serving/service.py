@@ -48,7 +48,7 @@ from serving.loader import (
     load_registered,
 )
 from serving.metrics import service_metrics
-from serving.personas import AppendedEvents, unknown_rule_personas, update_personas
+from serving.personas import unknown_rule_personas, update_personas
 from serving.rules import load_rules
 from serving.schemas import (
     MAX_EVENTS,
@@ -229,9 +229,9 @@ class Tailor:
         self.metrics.observe("/similar_items", strategy, time.perf_counter() - started, False)
         return answer
 
-    def _update_personas(self, appended, answer: EventsResponse) -> EventsResponse:
-        """Fold the events this call appended into their people's personas (one online read,
-        one push); a store failure only adds its reason to ``degraded``."""
+    def _fold_personas(self, appended) -> tuple[int, str | None]:
+        """Fold the events a call appended into their people's personas (one online read, one
+        push); a store failure is returned as the reason, never raised."""
         updated, degraded = update_personas(
             appended,
             lambda people: feature_store.online_features(
@@ -243,10 +243,7 @@ class Tailor:
         self.metrics.persona_updates.labels(outcome="updated").inc(updated)
         if degraded:
             self.metrics.persona_updates.labels(outcome="failed").inc()
-        reasons = [reason for reason in (answer.degraded, degraded) if reason]
-        return answer.model_copy(
-            update={"personas": updated, "degraded": "; ".join(reasons) or None}
-        )
+        return updated, degraded
 
     @bentoml.api(route="/events")
     def events(self, payload: EventsPayload, /) -> EventsResponse:
@@ -257,14 +254,13 @@ class Tailor:
             # the log's writer lock (threads and worker processes): de-duplication, append and
             # each person's persona read-fold-push happen one call at a time
             with self.log.writer():
-                log = AppendedEvents(self.log)
                 answer = ingest_events(
                     payload,
-                    log,
+                    self.log,
                     self.quarantine_dir,
                     lambda activity: feature_store.push_activity(self.store, activity),
+                    fold=self._fold_personas,
                 )
-                answer = self._update_personas(log.appended, answer)
         except BatchTooLargeError as exc:
             raise BentoMLException(
                 str(exc), error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE

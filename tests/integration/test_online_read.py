@@ -9,7 +9,6 @@ until the next commit); the tests below pin that path against Feast too."""
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 import uuid
 
@@ -21,6 +20,7 @@ from features.context import activity_rows
 from features.personas import persona_frame
 from features.workspace import Workspace
 from tests.integration.test_feast_store import T0, _tables
+from tests.services import reachable
 
 pytestmark = pytest.mark.integration
 
@@ -188,17 +188,9 @@ def test_a_failing_sqlite_query_is_read_through_feast(local_store, trained_works
     _same_as_feast(local_store, [{"user_id": person, "device_type": "mobile"}])
 
 
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.mark.scale
 def test_redis_answers_equal_feasts(tmp_path, monkeypatch):
-    if not (_reachable("127.0.0.1", 6379) and _reachable("127.0.0.1", 5432)):
+    if not (reachable("127.0.0.1", 6379) and reachable("127.0.0.1", 5432)):
         pytest.skip("Redis (6379) and PostgreSQL (5432) are needed by the scale profile")
     monkeypatch.setenv("TAILOR_FEAST_PROJECT", f"tailor_test_{uuid.uuid4().hex[:8]}")
     ws = Workspace(home=tmp_path, profile="scale").ensure()

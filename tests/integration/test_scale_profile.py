@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 
 import pandas as pd
@@ -11,23 +10,16 @@ import pytest
 
 from features import store
 from features.workspace import Workspace
+from tests.services import reachable
 
 pytestmark = [pytest.mark.integration, pytest.mark.scale]
 
 
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture()
 def scale_ws(tmp_path, monkeypatch):
-    if not _reachable("127.0.0.1", 6379):
+    if not reachable("127.0.0.1", 6379):
         pytest.skip("Redis is not reachable at 127.0.0.1:6379 (needed by the scale profile)")
-    if not _reachable("127.0.0.1", 5432):
+    if not reachable("127.0.0.1", 5432):
         pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (scale-profile registry)")
     # A project of its own, so runs never see each other's registry rows or Redis keys.
     monkeypatch.setenv("TAILOR_FEAST_PROJECT", f"tailor_test_{uuid.uuid4().hex[:8]}")

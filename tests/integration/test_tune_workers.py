@@ -7,7 +7,6 @@ one child per trial, nested across processes by the ``mlflow.parentRunId`` tag.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from features.workspace import Workspace
+from tests.services import reachable
 from tests.training.test_tune import planted_frame
 from training.tune import delete_study, run_tuning, study_trials
 
@@ -85,17 +85,9 @@ def test_two_workers_share_one_sqlite_study_and_register(tmp_path):
     assert result.promotion.promoted
 
 
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.mark.scale
 def test_two_workers_share_one_postgres_study(tmp_path):
-    if not _reachable("127.0.0.1", 5432):
+    if not reachable("127.0.0.1", 5432):
         pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (scale-profile study storage)")
     ws = Workspace(home=tmp_path / "ws").ensure()
     name = f"workers_pg_{uuid.uuid4().hex[:8]}"

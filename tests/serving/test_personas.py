@@ -14,7 +14,7 @@ from features.persona_rules import load_personas
 from features.personas import PersonaState
 from serving.events import ingest_events
 from serving.logic import RecommendRequest, recommend
-from serving.personas import AppendedEvents, update_personas
+from serving.personas import update_personas
 from serving.rules import Facts, RulesError, load_rules, parse_rules
 from tests.serving.test_logic import _scorer
 
@@ -54,9 +54,15 @@ class _Store:
 
 
 def _ingest(batch: list[dict], log: EventLog, tmp_path, store: _Store):
-    recorder = AppendedEvents(log)
-    answer = ingest_events(batch, recorder, tmp_path / "q", lambda activity: None)
-    return answer, update_personas(recorder.appended, store.read, store.push, CONFIG)
+    folded = [(0, None)]  # ingest_events folds only when it appended something
+
+    def fold(appended: pd.DataFrame) -> tuple[int, str | None]:
+        folded.append(update_personas(appended, store.read, store.push, CONFIG))
+        return folded[-1]
+
+    answer = ingest_events(batch, log, tmp_path / "q", lambda activity: None, fold=fold)
+    assert (answer.personas, answer.degraded) == folded[-1]  # the fold's outcome is answered
+    return answer, folded[-1]
 
 
 def test_appended_events_are_folded_onto_the_stored_state_once(tmp_path):
@@ -83,14 +89,6 @@ def test_a_failed_push_keeps_the_events_and_says_so(tmp_path):
     answer, (updated, degraded) = _ingest([_event("e1", 1)], log, tmp_path, _Store(fail=True))
     assert answer.accepted == 1 and len(log) == 1
     assert (updated, degraded) == (0, "personas not updated: ConnectionError: store down")
-
-
-def test_appended_events_delegate_everything_else_to_the_log(tmp_path):
-    log = EventLog(tmp_path / "events")
-    recorder = AppendedEvents(log)
-    assert recorder.appended.empty
-    assert recorder.event_ids() == set()
-    assert recorder.root == log.root
 
 
 # ----------------------------------------------------------------------------- rules
