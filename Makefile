@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip
 # The CPU build of torch lies on local disk; install it first so nothing asks for a CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test install dev lint format clean
+.PHONY: demo test install dev tools lint format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ $(VENV)/.dev: $(VENV)/.installed
 	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
+# Tools the tests drive for real (tests/serving/test_bench.py runs wrk). Debian's package; as root
+# (CI, this project's machines) it is installed, elsewhere the command to run is printed.
+TOOLS := wrk
+tools:
+	@for tool in $(TOOLS); do command -v $$tool >/dev/null && continue; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -qq $$tool >/dev/null 2>&1 || \
+	    { apt-get update -qq >/dev/null && apt-get install -y -qq $$tool >/dev/null; }; \
+	  else echo "install $$tool for its tests: sudo apt-get install -y $$tool"; fi; \
+	done
+
 install: $(VENV)/.installed
 
 dev: $(VENV)/.dev
@@ -31,7 +42,8 @@ dev: $(VENV)/.dev
 demo: $(VENV)/.installed
 	$(BIN)/tailor demo
 
-test: $(VENV)/.dev
+# pytest's exit code passes through make: 5 (no tests collected) fails like any failure.
+test: $(VENV)/.dev tools
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.dev

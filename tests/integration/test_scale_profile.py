@@ -10,17 +10,15 @@ import pytest
 
 from features import store
 from features.workspace import Workspace
-from tests.services import reachable
+from tests.services import require_postgres, require_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.scale]
 
 
 @pytest.fixture()
 def scale_ws(tmp_path, monkeypatch):
-    if not reachable("127.0.0.1", 6379):
-        pytest.skip("Redis is not reachable at 127.0.0.1:6379 (needed by the scale profile)")
-    if not reachable("127.0.0.1", 5432):
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (scale-profile registry)")
+    require_redis("needed by the scale profile")
+    require_postgres("scale-profile registry")
     # A project of its own, so runs never see each other's registry rows or Redis keys.
     monkeypatch.setenv("TAILOR_FEAST_PROJECT", f"tailor_test_{uuid.uuid4().hex[:8]}")
     ws = Workspace(home=tmp_path, profile="scale").ensure()

@@ -15,7 +15,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from features.workspace import Workspace
-from tests.services import reachable
+from tests.services import require_postgres
 from tests.training.test_tune import planted_frame
 from training.tune import delete_study, run_tuning, study_trials
 
@@ -87,8 +87,7 @@ def test_two_workers_share_one_sqlite_study_and_register(tmp_path):
 
 @pytest.mark.scale
 def test_two_workers_share_one_postgres_study(tmp_path):
-    if not reachable("127.0.0.1", 5432):
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (scale-profile study storage)")
+    require_postgres("scale-profile study storage")
     ws = Workspace(home=tmp_path / "ws").ensure()
     name = f"workers_pg_{uuid.uuid4().hex[:8]}"
     spec = _spec_file(tmp_path, name)

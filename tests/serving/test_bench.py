@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +23,7 @@ from serving.bench import (
     write_report,
 )
 from serving.process import serve_env, workers_env
+from tests.services import require_tool
 
 WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:3000
   1 threads and 8 connections
@@ -105,10 +105,10 @@ class _Ok(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed")
 def test_wrk_runs_the_generated_scripts_and_reports_through_done(tmp_path):
     """Real wrk against a tiny local HTTP server: the scripts load, send what they promise,
     and ``done`` prints the summary :func:`wrk.parse_wrk` reads."""
+    require_tool("wrk", "tailor bench serve drives the service with it")
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
