@@ -172,7 +172,9 @@ def load_personas(path: str | Path | None = None) -> PersonaConfig:
 
 
 def _read(path: str | Path | None) -> tuple[Any, str]:
-    return read_yaml(path, "features", "personas.yaml", PersonaRulesError, "persona rules file")
+    return read_yaml(
+        path, PersonaRulesError, "persona rules file", package="features", name="personas.yaml"
+    )
 
 
 #: Environment variable naming a persona rules file to use instead of the packaged one.

@@ -1,33 +1,293 @@
-"""Reading a YAML configuration file: the one a user names, else the one packaged with Tailor.
+"""Spec and rule files: one YAML reader, one base model, one error message shape.
 
-Shared by the rule files (``serving/rules.yaml``, ``features/personas.yaml``) so each reports a
-missing file and broken YAML the same way, naming the file.
+Every file format Tailor reads (serving rules, persona rules, micro-segment rules, the train,
+tune and benchmark specs, the segment job) is a pydantic model deriving from :class:`FileModel`
+(unknown keys forbidden), read by :func:`read_yaml` and validated by :func:`validate`, which
+turns the first problem into one line of the shape::
+
+    <file>: <entry> 'name', key 'path.to[0].key', value <value>: <why>; allowed: <what>
+
+(``<entry> 'name', `` only for a problem inside a named entry such as a rule.) A missing file and
+broken YAML are reported the same way, naming the file.
 """
 
 from __future__ import annotations
 
+import types
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+_NO_VALUE = object()
+
+
+class Invalid(ValueError):
+    """Raised by a validator to point below the field it checks: ``key`` (a dotted path, or a
+    tuple of keys and list indices, relative to the model being validated) and the offending
+    ``value``; ``why`` says what is wrong."""
+
+    def __init__(self, why: str, key: str | tuple | None = None, value: Any = _NO_VALUE) -> None:
+        super().__init__(why)
+        self.why, self.key, self.value = why, key, value
+
+
+class FileModel(BaseModel):
+    """Base of every spec and rule file model: frozen, unknown keys are errors, and a YAML
+    boolean is not taken as a number (pydantic's lax mode would read ``k: true`` as 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            wanted = _plain_types(cls.model_fields[info.field_name].annotation)
+            if wanted and bool not in wanted and wanted & {int, float}:
+                raise ValueError(f"expected {'an integer' if int in wanted else 'a number'}")
+        return value
+
+
+def _plain_types(annotation: Any) -> set:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return {arg for arg in typing.get_args(annotation) if isinstance(arg, type)}
+    return {annotation} if isinstance(annotation, type) else set()
+
 
 def read_yaml(
-    path: str | Path | None, package: str, name: str, error: type[Exception], what: str
+    path: str | Path | None,
+    error: type[Exception],
+    what: str,
+    *,
+    package: str | None = None,
+    name: str | None = None,
 ) -> tuple[Any, str]:
     """``(document, origin)``: the YAML at ``path``, or the packaged ``package/name`` when
-    ``path`` is None; ``error`` is raised for a missing file (``"<what> not found"``) or
-    invalid YAML."""
+    ``path`` is None; ``error`` is raised for a missing file (``"<what> not found: <path>"``) or
+    invalid YAML (naming the file). An empty file reads as None."""
     import yaml
 
     if path is None:
+        if package is None or name is None:
+            raise error(f"no {what} given")
         text = resources.files(package).joinpath(name).read_text(encoding="utf-8")
         origin = f"{package}/{name}"
     else:
         path = Path(path)
         if not path.is_file():
             raise error(f"{what} not found: {path}")
-        text, origin = path.read_text(encoding="utf-8"), str(path)
+        try:
+            text, origin = path.read_text(encoding="utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise error(f"{path}: cannot read the {what}: {exc}") from None
     try:
         return yaml.safe_load(text), origin
     except yaml.YAMLError as exc:
         raise error(f"{origin}: not valid YAML: {exc}") from None
+
+
+M = typing.TypeVar("M", bound=BaseModel)
+
+
+def validate(
+    model: type[M],
+    data: Any,
+    error: type[Exception],
+    origin: str,
+    *,
+    entries: str | None = None,
+    entry: str = "rule",
+    context: dict[str, Any] | None = None,
+) -> M:
+    """``data`` validated as ``model``, or ``error`` with the message of :func:`explain`.
+
+    ``entries``: the top-level key holding a list of named entries (``rules``), each called
+    ``entry`` in messages and named by its ``name`` key (else its number, ``#1``).
+    ``context`` reaches the validators as ``info.context``."""
+    try:
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise error(explain(exc, model, data, origin, entries=entries, entry=entry)) from None
+
+
+def explain(
+    exc: ValidationError,
+    model: type[BaseModel],
+    data: Any,
+    origin: str,
+    *,
+    entries: str | None = None,
+    entry: str = "rule",
+) -> str:
+    """One line for the first problem in ``exc`` (see the module docstring for the shape),
+    with ``(and N more problems)`` when there are others."""
+    problems = exc.errors(include_url=False)
+    # A list or mapping whose items failed is reported through the items, not again as itself;
+    # an unknown key comes first (a misspelt key usually also leaves a required one missing).
+    locs = [tuple(p["loc"]) for p in problems]
+    problems = [
+        p
+        for p in problems
+        if not any(o[: len(p["loc"])] == p["loc"] and o != p["loc"] for o in locs)
+    ] or problems
+    problems.sort(key=lambda p: p["type"] != "extra_forbidden")
+    first = problems[0]
+    loc, value = list(first["loc"]), first.get("input", _NO_VALUE)
+    why = _why(first, model, loc)
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, Invalid):
+        if cause.key:
+            loc += cause.key.split(".") if isinstance(cause.key, str) else list(cause.key)
+        if cause.value is not _NO_VALUE:
+            value = cause.value
+    if loc and loc[-1] == "[key]":  # a mapping key that is not allowed: the key is the value
+        loc = loc[:-2]
+    if first["type"] == "missing":
+        value = _NO_VALUE
+    where = ""
+    if entries and len(loc) >= 2 and loc[0] == entries and isinstance(loc[1], int):
+        where = f"{entry} {_entry_name(data, entries, loc[1])}, "
+        loc = loc[2:]
+    parts = [f"{origin}: {where}"]
+    parts.append(f"key {_path(loc)!r}" if loc else "the top level")
+    if value is not _NO_VALUE:
+        parts.append(f", value {value!r}")
+    parts.append(f": {why}")
+    if len(problems) > 1:
+        parts.append(f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})")
+    return "".join(parts)
+
+
+def _entry_name(data: Any, entries: str, index: int) -> str:
+    try:
+        name = data[entries][index].get("name")
+    except (AttributeError, IndexError, KeyError, TypeError):
+        name = None
+    return repr(name) if isinstance(name, str) and name.strip() else f"#{index + 1}"
+
+
+def _path(loc: list) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+_WHY = {
+    "int_parsing": "expected an integer",
+    "int_type": "expected an integer",
+    "int_from_float": "expected an integer",
+    "float_parsing": "expected a number",
+    "float_type": "expected a number",
+    "finite_number": "expected a finite number",
+    "bool_parsing": "expected a boolean (true/false)",
+    "bool_type": "expected a boolean (true/false)",
+    "string_type": "expected text",
+    "string_too_short": "expected non-empty text",
+    "dict_type": "expected a mapping",
+    "list_type": "expected a list",
+    "tuple_type": "expected a list",
+}
+
+
+def _why(problem: dict, model: type[BaseModel], loc: list) -> str:
+    kind, ctx = problem["type"], problem.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return f"unknown key; allowed: {_allowed_keys(model, loc[:-1])}"
+    if kind in ("model_type", "model_attributes_type", "dataclass_type"):
+        return f"expected a mapping; allowed keys: {_allowed_keys(model, loc)}"
+    if kind == "missing":
+        return f"missing (required); allowed: {_allowed_keys(model, loc[:-1])}"
+    if kind == "literal_error" or kind == "enum":
+        return f"not one of {ctx.get('expected')}"
+    if kind == "too_short":
+        least = ctx.get("min_length", 1)
+        return "expected a non-empty list" if least == 1 else f"expected {least}+ items"
+    if kind == "too_long":
+        return f"expected at most {ctx.get('max_length')} items"
+    bounds = {
+        "greater_than": ">",
+        "greater_than_equal": ">=",
+        "less_than": "<",
+        "less_than_equal": "<=",
+    }
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        noun = "an integer" if _annotation_at(model, loc) is int else "a number"
+        return f"expected {noun} {bounds[kind]} {limit}"
+    if kind in ("value_error", "assertion_error"):
+        cause = ctx.get("error")
+        return cause.why if isinstance(cause, Invalid) else str(cause)
+    return _WHY.get(kind, problem["msg"])
+
+
+def _annotation_at(model: type[BaseModel], loc: list) -> Any:
+    """The type annotation at ``loc`` inside ``model`` (None when it cannot be followed)."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current, part)
+        if current is None:
+            return None
+    return current
+
+
+def _unwrap(annotation: Any, part: Any) -> Any:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(args[0], part)
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            found = _unwrap(arg, part)
+            if found is not None:
+                return found
+        return None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(part) if isinstance(part, str) else None
+        return field.annotation if field else None
+    if origin in (list, tuple) and isinstance(part, int):
+        return args[0] if args else None
+    if origin is dict and isinstance(part, str):
+        return args[1] if args else None
+    return None
+
+
+def _model_at(model: type[BaseModel], loc: list) -> type[BaseModel] | None:
+    annotation = _annotation_at(model, loc)
+    while annotation is not None and not (
+        isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    ):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = args[0] if args else None
+    return annotation
+
+
+def _allowed_keys(model: type[BaseModel], loc: list) -> str:
+    found = _model_at(model, loc)
+    if found is None:
+        return "(see the file's documentation)"
+    return ", ".join(f"{key}: {type_name(f.annotation)}" for key, f in found.model_fields.items())
+
+
+def type_name(annotation: Any) -> str:
+    """A short readable name for a field type: ``int``, ``'a' | 'b'``, ``list``, ``mapping``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return type_name(args[0])
+    if origin is typing.Literal:
+        return " | ".join(repr(arg) for arg in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(dict.fromkeys(type_name(arg) for arg in args))
+    if annotation is type(None):
+        return "None"
+    if origin in (list, tuple) or annotation in (list, tuple):
+        return "list"
+    if origin is dict or annotation is dict:
+        return "mapping"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "mapping"
+    return getattr(annotation, "__name__", str(annotation))

@@ -15,8 +15,9 @@ model's history), ``segment``, ``persona`` (holds when any of the person's real-
 see :mod:`features.personas`, is listed), and the request context ``country``, ``device_type``,
 ``page``, ``category`` (a value or a list of values).
 
-Files are validated when loaded: an unknown key, a bad value or a bad condition raises
-:class:`RulesError` naming the rule and the key, so a broken file never reaches traffic.
+Files are validated when loaded (a pydantic model per section, unknown keys forbidden): an unknown
+key, a bad value or a bad condition raises :class:`RulesError` naming the file, the rule, the key,
+the value and what is allowed, so a broken file never reaches traffic.
 """
 
 from __future__ import annotations
@@ -24,11 +25,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from features.personas import SEPARATOR
 from features.schema import DEVICE_TYPES
-from features.yaml_files import read_yaml
+from features.yaml_files import FileModel, Invalid, read_yaml, validate
 
 SOURCES = (
     "model",
@@ -44,11 +54,6 @@ CONTEXT_KEYS = ("country", "device_type", "page", "category")
 #: The context columns ``popular_in_context`` can use, in its default order of preference.
 CONTEXT_ORDER = ("category", "country", "device_type")
 CONTEXT_CATEGORY = "@context"
-
-_TOP_KEYS = ("version", "rules")
-_RULE_KEYS = ("name", "description", "when", "then")
-_WHEN_KEYS = ("maturity", "interactions", "segment", "persona", *CONTEXT_KEYS)
-_THEN_KEYS = ("source", "context_order", "filters", "boost", "slots", "variant", "diversity")
 
 
 class RulesError(ValueError):
@@ -152,171 +157,158 @@ class RuleSet:
         return decision
 
 
-# ----------------------------------------------------------------------------- loading
+# ----------------------------------------------------------------------------- the file
 
 
-def _fail(rule: str, key: str, why: str) -> RulesError:
-    return RulesError(f"rule {rule!r}, key {key!r}: {why}")
+def _as_list(value: Any) -> Any:
+    """A single value where a list is allowed reads as a list of one."""
+    return [value] if isinstance(value, str) else value
 
 
-def _unknown(rule: str, where: str, given: Mapping, allowed: tuple[str, ...]) -> None:
-    extra = [k for k in given if k not in allowed]
-    if extra:
-        raise _fail(rule, f"{where}{extra[0]}", f"unknown key; allowed: {', '.join(allowed)}")
+Text = Annotated[str, StringConstraints(min_length=1)]
+Texts = Annotated[tuple[Text, ...], BeforeValidator(_as_list), Field(min_length=1)]
+Count = Annotated[int, Field(ge=0)]
 
 
-def _values(rule: str, key: str, raw: Any, allowed: tuple[str, ...] | None = None) -> tuple:
-    items = raw if isinstance(raw, list) else [raw]
-    if not items or not all(isinstance(v, str) and v for v in items):
-        raise _fail(rule, key, f"expected a non-empty text or a list of texts, got {raw!r}")
-    if allowed is not None:
-        bad = [v for v in items if v not in allowed]
-        if bad:
-            raise _fail(rule, key, f"{bad[0]!r} is not one of {', '.join(allowed)}")
-    if key == "when.country":
-        items = [v.upper() for v in items]
-    return tuple(items)
+def _upper(codes: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(code.upper() for code in codes)
 
 
-def _when(rule: str, raw: Any) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise _fail(rule, "when", f"expected a mapping of conditions, got {raw!r}")
-    _unknown(rule, "when.", raw, _WHEN_KEYS)
-    when: dict[str, Any] = {}
-    for key, value in raw.items():
-        where = f"when.{key}"
-        if key == "interactions":
-            if not isinstance(value, dict) or not value:
-                raise _fail(rule, where, f"expected {{min: n, max: n}}, got {value!r}")
-            _unknown(rule, f"{where}.", value, ("min", "max"))
-            for bound, number in value.items():
-                if not isinstance(number, int) or isinstance(number, bool) or number < 0:
-                    raise _fail(rule, f"{where}.{bound}", f"expected a count >= 0, got {number!r}")
-            if value.get("min", 0) > value.get("max", value.get("min", 0)):
-                raise _fail(rule, where, f"min {value['min']} is above max {value['max']}")
-            when[key] = dict(value)
-        else:
-            allowed = {"maturity": MATURITY, "device_type": DEVICE_TYPES}.get(key)
-            when[key] = _values(rule, where, value, allowed)
-            if key == "persona" and any(SEPARATOR in name for name in when[key]):
-                raise _fail(
-                    rule, where, f"one persona name per entry (no {SEPARATOR!r}): {value!r}"
-                )
-    return when
+class _Interactions(FileModel):
+    min: Count = None  # type: ignore[assignment]  # absent: no bound (null is refused)
+    max: Count = None  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Interactions:
+        if not self.model_fields_set:
+            raise Invalid("expected {min: n, max: n} with at least one bound")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise Invalid(f"min {self.min} is above max {self.max}")
+        return self
 
 
-def _then(rule: str, raw: Any) -> dict[str, Any]:
-    if not isinstance(raw, dict) or not raw:
-        raise _fail(rule, "then", f"expected a non-empty mapping of actions, got {raw!r}")
-    _unknown(rule, "then.", raw, _THEN_KEYS)
-    then: dict[str, Any] = {}
-    for key, value in raw.items():
-        where = f"then.{key}"
-        if key == "source":
-            then[key] = _values(rule, where, value, SOURCES)[0]
-        elif key == "context_order":
-            then[key] = _values(rule, where, value, CONTEXT_ORDER)
-        elif key == "filters":
-            then[key] = _values(rule, where, value, FILTERS)
-        elif key == "variant":
-            if not isinstance(value, dict) or not value:
-                raise _fail(rule, where, f"expected {{slot: variant}}, got {value!r}")
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-                raise _fail(rule, where, "slot and variant names must be texts")
-            then[key] = dict(value)
-        elif key == "diversity":
-            if not isinstance(value, dict):
-                raise _fail(rule, where, f"expected {{max_per_category: n}}, got {value!r}")
-            _unknown(rule, f"{where}.", value, ("max_per_category",))
-            cap = value.get("max_per_category")
-            if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
-                raise _fail(rule, f"{where}.max_per_category", f"expected n >= 1, got {cap!r}")
-            then[key] = {"max_per_category": cap}
-        elif key == "boost":
-            then[key] = tuple(
-                _boost(rule, where, i, entry) for i, entry in enumerate(_list(rule, where, value))
-            )
-        else:  # slots
-            then[key] = tuple(
-                _slot(rule, where, i, entry) for i, entry in enumerate(_list(rule, where, value))
-            )
-    return then
+class _When(FileModel):
+    maturity: Annotated[
+        tuple[Literal[MATURITY], ...], BeforeValidator(_as_list), Field(min_length=1)
+    ] = None  # type: ignore[assignment]
+    interactions: _Interactions = None  # type: ignore[assignment]
+    segment: Texts = None  # type: ignore[assignment]
+    persona: Texts = None  # type: ignore[assignment]
+    country: Annotated[Texts, AfterValidator(_upper)] = None  # type: ignore[assignment]
+    device_type: Annotated[
+        tuple[Literal[DEVICE_TYPES], ...], BeforeValidator(_as_list), Field(min_length=1)
+    ] = None  # type: ignore[assignment]
+    page: Texts = None  # type: ignore[assignment]
+    category: Texts = None  # type: ignore[assignment]
+
+    @field_validator("persona")
+    @classmethod
+    def _one_persona_each(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        for i, name in enumerate(names):
+            if SEPARATOR in name:
+                raise Invalid(f"one persona name per entry (no {SEPARATOR!r})", (i,), name)
+        return names
 
 
-def _list(rule: str, where: str, value: Any) -> list:
-    if not isinstance(value, list) or not value:
-        raise _fail(rule, where, f"expected a non-empty list, got {value!r}")
-    return value
+class _Boost(FileModel):
+    category: Text  # a category name, or CONTEXT_CATEGORY for the request's category
+    factor: Annotated[float, Field(gt=0)]
 
 
-def _boost(rule: str, where: str, i: int, entry: Any) -> tuple[str, float]:
-    where = f"{where}[{i}]"
-    if not isinstance(entry, dict):
-        raise _fail(rule, where, f"expected {{category: c, factor: f}}, got {entry!r}")
-    _unknown(rule, f"{where}.", entry, ("category", "factor"))
-    category, factor = entry.get("category"), entry.get("factor")
-    if not isinstance(category, str) or not category:
-        raise _fail(rule, f"{where}.category", f"expected a category or {CONTEXT_CATEGORY!r}")
-    if not isinstance(factor, int | float) or isinstance(factor, bool) or factor <= 0:
-        raise _fail(rule, f"{where}.factor", f"expected a number > 0, got {factor!r}")
-    return category, float(factor)
+class _Slot(FileModel):
+    source: Literal[SOURCES]
+    positions: Annotated[tuple[Count, ...], Field(min_length=1)]  # 0-based ranks
+
+    @field_validator("source")
+    @classmethod
+    def _popularity_only(cls, source: str) -> str:
+        if source == "model":
+            allowed = ", ".join(SOURCES[1:])
+            raise Invalid(f"a slot takes a popularity source, not the model; allowed: {allowed}")
+        return source
 
 
-def _slot(rule: str, where: str, i: int, entry: Any) -> tuple[str, tuple[int, ...]]:
-    where = f"{where}[{i}]"
-    if not isinstance(entry, dict):
-        raise _fail(rule, where, f"expected {{source: s, positions: [n, ...]}}, got {entry!r}")
-    _unknown(rule, f"{where}.", entry, ("source", "positions"))
-    source = _values(rule, f"{where}.source", entry.get("source"), SOURCES)[0]
-    if source == "model":
-        raise _fail(rule, f"{where}.source", "a slot takes a popularity source, not the model")
-    positions = entry.get("positions")
-    if (
-        not isinstance(positions, list)
-        or not positions
-        or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in positions)
-    ):
-        raise _fail(
-            rule, f"{where}.positions", f"expected a list of 0-based ranks, got {positions!r}"
-        )
-    return source, tuple(sorted(set(positions)))
+class _Diversity(FileModel):
+    max_per_category: Annotated[int, Field(ge=1)]
+
+
+class _Then(FileModel):
+    source: Literal[SOURCES] = None  # type: ignore[assignment]
+    context_order: Annotated[
+        tuple[Literal[CONTEXT_ORDER], ...], BeforeValidator(_as_list), Field(min_length=1)
+    ] = None  # type: ignore[assignment]
+    filters: Annotated[
+        tuple[Literal[FILTERS], ...], BeforeValidator(_as_list), Field(min_length=1)
+    ] = None  # type: ignore[assignment]
+    boost: Annotated[tuple[_Boost, ...], Field(min_length=1)] = None  # type: ignore[assignment]
+    slots: Annotated[tuple[_Slot, ...], Field(min_length=1)] = None  # type: ignore[assignment]
+    variant: Annotated[dict[Text, Text], Field(min_length=1)] = None  # type: ignore[assignment]
+    diversity: _Diversity = None  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _some_action(self) -> _Then:
+        if not self.model_fields_set:
+            raise Invalid(f"expected at least one action; allowed: {', '.join(_Then.model_fields)}")
+        return self
+
+
+class _Rule(FileModel):
+    name: Text
+    description: str = ""
+    when: Annotated[_When, BeforeValidator(lambda v: {} if v is None else v)] = _When()
+    then: _Then
+
+
+class _RulesFile(FileModel):
+    version: Literal[1] = 1
+    rules: Annotated[tuple[_Rule, ...], Field(min_length=1)]
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: tuple[_Rule, ...]) -> tuple[_Rule, ...]:
+        for i, rule in enumerate(rules):
+            if any(earlier.name == rule.name for earlier in rules[:i]):
+                raise Invalid("the name is used by an earlier rule", (i, "name"), rule.name)
+        return rules
+
+
+def _conditions(when: _When) -> dict[str, Any]:
+    conditions = {
+        key: getattr(when, key) for key in _When.model_fields if key in when.model_fields_set
+    }
+    if "interactions" in conditions:
+        conditions["interactions"] = conditions["interactions"].model_dump(exclude_unset=True)
+    return conditions
+
+
+def _actions(then: _Then) -> dict[str, Any]:
+    actions = {
+        key: getattr(then, key) for key in _Then.model_fields if key in then.model_fields_set
+    }
+    if "boost" in actions:
+        actions["boost"] = tuple((b.category, b.factor) for b in actions["boost"])
+    if "slots" in actions:
+        actions["slots"] = tuple((s.source, tuple(sorted(set(s.positions)))) for s in then.slots)
+    if "diversity" in actions:
+        actions["diversity"] = {"max_per_category": then.diversity.max_per_category}
+    if "variant" in actions:
+        actions["variant"] = dict(then.variant)
+    return actions
 
 
 def parse_rules(data: Any, origin: str = "<memory>") -> RuleSet:
-    """Validate a parsed rules document (``{version: 1, rules: [...]}``) into a :class:`RuleSet`."""
-    if not isinstance(data, dict):
-        raise RulesError(f"{origin}: expected a mapping with 'version' and 'rules', got {data!r}")
-    extra = [k for k in data if k not in _TOP_KEYS]
-    if extra:
-        raise RulesError(f"{origin}: unknown key {extra[0]!r}; allowed: {', '.join(_TOP_KEYS)}")
-    if data.get("version", 1) != 1:
-        raise RulesError(f"{origin}: version {data['version']!r} is not supported (only 1)")
-    raw_rules = data.get("rules")
-    if not isinstance(raw_rules, list) or not raw_rules:
-        raise RulesError(f"{origin}: 'rules' must be a non-empty list")
-    rules: list[Rule] = []
-    for number, raw in enumerate(raw_rules, start=1):
-        name = raw.get("name") if isinstance(raw, dict) else None
-        label = name if isinstance(name, str) and name else f"#{number}"
-        if not isinstance(raw, dict):
-            raise _fail(label, "<rule>", f"expected a mapping, got {raw!r}")
-        _unknown(label, "", raw, _RULE_KEYS)
-        if label.startswith("#"):
-            raise _fail(label, "name", "every rule needs a non-empty name")
-        if any(r.name == label for r in rules):
-            raise _fail(label, "name", "the name is used by an earlier rule")
-        description = raw.get("description", "")
-        if not isinstance(description, str):
-            raise _fail(label, "description", "expected text")
-        rules.append(
-            Rule(label, _when(label, raw.get("when")), _then(label, raw.get("then")), description)
-        )
-    return RuleSet(tuple(rules), origin)
+    """Validate a parsed rules document (``{version: 1, rules: [...]}``) into a :class:`RuleSet`;
+    a problem raises :class:`RulesError` naming the file, the rule, the key, the value and what
+    is allowed."""
+    document = validate(_RulesFile, data, RulesError, origin, entries="rules", entry="rule")
+    rules = tuple(
+        Rule(rule.name, _conditions(rule.when), _actions(rule.then), rule.description)
+        for rule in document.rules
+    )
+    return RuleSet(rules, origin)
 
 
 def load_rules(path: str | Path | None = None) -> RuleSet:
     """Read and validate a rules file; ``None`` reads the packaged ``serving/rules.yaml``."""
-    data, origin = read_yaml(path, "serving", "rules.yaml", RulesError, "rules file")
+    data, origin = read_yaml(path, RulesError, "rules file", package="serving", name="rules.yaml")
     return parse_rules(data, origin)

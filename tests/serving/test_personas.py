@@ -119,11 +119,15 @@ def test_persona_condition(personas, holds):
 
 
 def test_persona_condition_takes_one_name_per_entry():
-    with pytest.raises(RulesError, match="rule 'x', key 'when.persona': one persona name"):
+    with pytest.raises(
+        RulesError, match=r"rule 'x', key 'when.persona\[0\]', value 'A \+ B': one persona name"
+    ):
         parse_rules(
             {"rules": [{"name": "x", "when": {"persona": "A + B"}, "then": {"source": "model"}}]}
         )
-    with pytest.raises(RulesError, match="key 'when.persona': expected a non-empty text"):
+    with pytest.raises(
+        RulesError, match=r"key 'when.persona', value \[\]: expected a non-empty list"
+    ):
         parse_rules(
             {"rules": [{"name": "x", "when": {"persona": []}, "then": {"source": "model"}}]}
         )

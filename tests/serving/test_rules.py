@@ -128,27 +128,45 @@ def test_conditions(when, facts, holds) -> None:
 @pytest.mark.parametrize(
     ("document", "message"),
     [
-        (_doc(colour="red"), "rule 'r1', key 'colour': unknown key"),
+        (
+            _doc(colour="red"),
+            "rule 'r1', key 'colour', value 'red': unknown key; allowed: name: str",
+        ),
         (
             _doc(when={"maturity": "ancient"}),
-            "rule 'r1', key 'when.maturity': 'ancient' is not one of",
+            "rule 'r1', key 'when.maturity[0]', value 'ancient': not one of 'new'",
         ),
-        (_doc(when={"weather": "sunny"}), "rule 'r1', key 'when.weather': unknown key"),
-        (_doc(when={"interactions": {"min": -1}}), "key 'when.interactions.min': expected a count"),
+        (
+            _doc(when={"weather": "sunny"}),
+            "rule 'r1', key 'when.weather', value 'sunny': unknown key; allowed: maturity",
+        ),
+        (
+            _doc(when={"interactions": {"min": -1}}),
+            "key 'when.interactions.min', value -1: expected an integer >= 0",
+        ),
         (
             _doc(when={"interactions": {"min": 5, "max": 2}}),
-            "key 'when.interactions': min 5 is above max 2",
+            "key 'when.interactions', value {'min': 5, 'max': 2}: min 5 is above max 2",
         ),
-        (_doc(when={"interactions": {"least": 1}}), "key 'when.interactions.least': unknown key"),
-        (_doc(when={"device_type": "fridge"}), "key 'when.device_type': 'fridge' is not one of"),
-        (_doc(when={"country": []}), "key 'when.country': expected a non-empty text"),
-        (_doc(when="always"), "key 'when': expected a mapping"),
-        (_doc(then={"source": "magic"}), "key 'then.source': 'magic' is not one of"),
-        (_doc(then={"sauce": "model"}), "key 'then.sauce': unknown key"),
-        (_doc(then={}), "key 'then': expected a non-empty mapping"),
+        (
+            _doc(when={"interactions": {"least": 1}}),
+            "key 'when.interactions.least', value 1: unknown key; allowed: min: int, max: int",
+        ),
+        (
+            _doc(when={"device_type": "fridge"}),
+            "key 'when.device_type[0]', value 'fridge': not one of 'desktop'",
+        ),
+        (_doc(when={"country": []}), "key 'when.country', value []: expected a non-empty list"),
+        (_doc(when="always"), "key 'when', value 'always': expected a mapping"),
+        (_doc(then={"source": "magic"}), "key 'then.source', value 'magic': not one of 'model'"),
+        (
+            _doc(then={"sauce": "model"}),
+            "key 'then.sauce', value 'model': unknown key; allowed: source",
+        ),
+        (_doc(then={}), "key 'then', value {}: expected at least one action; allowed: source"),
         (
             _doc(then={"filters": ["exclude_everything"]}),
-            "key 'then.filters': 'exclude_everything'",
+            "key 'then.filters[0]', value 'exclude_everything': not one of",
         ),
         (_doc(then={"diversity": {"max_per_category": 0}}), "then.diversity.max_per_category"),
         (_doc(then={"boost": [{"category": "hats", "factor": -1}]}), "then.boost[0].factor"),
@@ -157,16 +175,22 @@ def test_conditions(when, facts, holds) -> None:
             _doc(then={"slots": [{"source": "popular", "positions": "first"}]}),
             "then.slots[0].positions",
         ),
-        (_doc(then={"variant": "blue"}), "key 'then.variant'"),
-        (_doc(then={"context_order": ["page"]}), "key 'then.context_order': 'page' is not one of"),
-        ({"rules": [{"when": {}, "then": {"source": "model"}}]}, "rule '#1', key 'name'"),
+        (_doc(then={"variant": "blue"}), "key 'then.variant', value 'blue': expected a mapping"),
+        (
+            _doc(then={"context_order": ["page"]}),
+            "key 'then.context_order[0]', value 'page': not one of",
+        ),
+        (
+            {"rules": [{"when": {}, "then": {"source": "model"}}]},
+            "<memory>: rule #1, key 'name': missing (required)",
+        ),
         (
             {"rules": [{"name": "x", "then": {"source": "model"}}] * 2},
-            "rule 'x', key 'name': the name is used",
+            "rule 'x', key 'name', value 'x': the name is used",
         ),
-        ({"rules": []}, "'rules' must be a non-empty list"),
-        ({"version": 2, "rules": []}, "version 2 is not supported"),
-        ({"rules": [], "extra": 1}, "unknown key 'extra'"),
+        ({"rules": []}, "<memory>: key 'rules', value []: expected a non-empty list"),
+        ({"version": 2, "rules": []}, "key 'version', value 2: not one of 1"),
+        ({"rules": [], "extra": 1}, "key 'extra', value 1: unknown key; allowed: version"),
     ],
 )
 def test_invalid_rules_name_the_rule_and_key(document, message) -> None:
@@ -190,3 +214,19 @@ def test_rules_file_errors_name_the_file(tmp_path: Path) -> None:
     broken.write_text("rules: [unclosed\n")
     with pytest.raises(RulesError, match="broken.yaml: not valid YAML"):
         load_rules(broken)
+
+
+def test_a_bad_rules_file_names_the_file_rule_key_value_and_allowed(tmp_path: Path) -> None:
+    """issue #10 (one shape): the rules file is a pydantic model; its errors name the file, the
+    rule, the key path, the value and the allowed values, in the shape every spec file uses."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "rules:\n  - name: ok\n    then: {source: model}\n"
+        "  - name: budget-deals\n    when: {maturity: [new, ancient]}\n    then: {source: model}\n"
+    )
+    with pytest.raises(RulesError) as caught:
+        load_rules(path)
+    assert str(caught.value) == (
+        f"{path}: rule 'budget-deals', key 'when.maturity[1]', value 'ancient': "
+        "not one of 'new', 'returning' or 'known'"
+    )
