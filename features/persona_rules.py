@@ -1,166 +1,160 @@
 """Loading and validating persona rule files (``features/personas.yaml``).
 
-The grammar is described in :mod:`features.personas`. Every error names the rule, the key, the
-offending value and what is allowed, so a broken file never reaches ``/events``.
+The grammar is described in :mod:`features.personas`; the file is a pydantic model (unknown keys
+forbidden). Every error names the file, the rule, the key, the offending value and what is
+allowed, so a broken file never reaches ``/events``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from features.personas import SEPARATOR, STATE_FIELDS, PersonaConfig, PersonaRule
-from features.yaml_files import read_yaml
+from features.yaml_files import FileModel, Invalid, read_yaml, validate
 
 
 class PersonaRulesError(ValueError):
     """A persona rules file is invalid; the message names the rule, the key and the value."""
 
 
-_TOP_KEYS = ("version", "price_tiers", "deal_words", "personas")
-_RULE_KEYS = ("name", "description", "when", "score", "threshold")
-_TERMS = ("share", "saturate", "all", "any")
+Text = Annotated[str, StringConstraints(min_length=1)]
+StateField = Literal[STATE_FIELDS]
+Fields = Annotated[
+    tuple[StateField, ...],
+    BeforeValidator(lambda v: [v] if isinstance(v, str) else v),
+    Field(min_length=1),
+]
+Count = Annotated[int, Field(ge=0)]
+_KINDS = ("share", "saturate", "all", "any")
 
 
-def _fail(rule: str, key: str, value: Any, why: str) -> PersonaRulesError:
-    return PersonaRulesError(f"persona rule {rule!r}, key {key!r}, value {value!r}: {why}")
+class _Score(FileModel):
+    """``{share: F, over: G}``, ``{saturate: F, at: n}``, ``{all: [...]}`` or ``{any: [...]}``."""
 
+    share: Fields = None  # type: ignore[assignment]
+    over: Fields = None  # type: ignore[assignment]
+    saturate: Fields = None  # type: ignore[assignment]
+    at: Annotated[float, Field(gt=0)] = None  # type: ignore[assignment]
+    all: Annotated[tuple[_Score, ...], Field(min_length=1)] = None  # type: ignore[assignment]
+    any: Annotated[tuple[_Score, ...], Field(min_length=1)] = None  # type: ignore[assignment]
 
-def _field_names(rule: str, key: str, raw: Any) -> tuple[str, ...]:
-    names = raw if isinstance(raw, list) else [raw]
-    if not names or not all(isinstance(n, str) for n in names):
-        raise _fail(rule, key, raw, "expected a state field or a list of state fields")
-    for name in names:
-        if name not in STATE_FIELDS:
-            raise _fail(rule, key, name, f"unknown state field; allowed: {', '.join(STATE_FIELDS)}")
-    return tuple(names)
-
-
-def _count(rule: str, key: str, raw: Any) -> int:
-    if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
-        raise _fail(rule, key, raw, "expected a whole number >= 0")
-    return raw
-
-
-def _term(rule: str, key: str, raw: Any) -> tuple:
-    if not isinstance(raw, dict) or not raw:
-        raise _fail(rule, key, raw, f"expected a mapping with one of: {', '.join(_TERMS)}")
-    kind = next((k for k in _TERMS if k in raw), None)
-    if kind is None:
-        raise _fail(rule, key, raw, f"unknown score; allowed: {', '.join(_TERMS)}")
-    allowed = {"share": ("share", "over"), "saturate": ("saturate", "at")}.get(kind, (kind,))
-    extra = [k for k in raw if k not in allowed]
-    if extra:
-        raise _fail(rule, f"{key}.{extra[0]}", raw[extra[0]], f"unknown key; allowed: {allowed}")
-    if kind == "share":
-        if "over" not in raw:
-            raise _fail(rule, f"{key}.over", None, "a share needs 'over' (its denominator)")
-        of = _field_names(rule, f"{key}.share", raw["share"])
-        return kind, of, _field_names(rule, f"{key}.over", raw["over"])
-    if kind == "saturate":
-        at = raw.get("at")
-        if not isinstance(at, int | float) or isinstance(at, bool) or at <= 0:
-            raise _fail(rule, f"{key}.at", at, "expected a number > 0")
-        return kind, _field_names(rule, f"{key}.saturate", raw["saturate"]), float(at)
-    terms = raw[kind]
-    if not isinstance(terms, list) or not terms:
-        raise _fail(rule, f"{key}.{kind}", terms, "expected a non-empty list of scores")
-    return kind, tuple(_term(rule, f"{key}.{kind}[{i}]", t) for i, t in enumerate(terms))
-
-
-def _when(rule: str, raw: Any) -> dict[str, tuple[int | None, int | None]]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise _fail(rule, "when", raw, "expected {state_field: {min: n, max: n}}")
-    when = {}
-    for name, bounds in raw.items():
-        key = f"when.{name}"
-        _field_names(rule, "when", name)
-        if not isinstance(bounds, dict) or not bounds:
-            raise _fail(rule, key, bounds, "expected {min: n, max: n}")
-        extra = [k for k in bounds if k not in ("min", "max")]
+    @model_validator(mode="after")
+    def _one_kind(self) -> _Score:
+        given = self.model_fields_set
+        kinds = [kind for kind in _KINDS if kind in given]
+        if len(kinds) != 1:
+            raise Invalid(f"expected exactly one score; allowed: {', '.join(_KINDS)}")
+        companion = {"share": "over", "saturate": "at"}.get(kinds[0])
+        if companion and companion not in given:
+            raise Invalid(f"a {kinds[0]} needs {companion!r}", companion, None)
+        allowed = (kinds[0], companion) if companion else (kinds[0],)
+        extra = sorted(given - set(allowed))
         if extra:
-            raise _fail(
-                rule, f"{key}.{extra[0]}", bounds[extra[0]], "unknown key; allowed: min, max"
-            )
-        low = _count(rule, f"{key}.min", bounds["min"]) if "min" in bounds else None
-        high = _count(rule, f"{key}.max", bounds["max"]) if "max" in bounds else None
-        if low is not None and high is not None and low > high:
-            raise _fail(rule, key, bounds, "min is above max")
-        when[name] = (low, high)
-    return when
+            why = f"not used by a {kinds[0]} score; allowed: {', '.join(allowed)}"
+            raise Invalid(why, extra[0], getattr(self, extra[0]))
+        return self
+
+    def term(self) -> tuple:
+        """The score as :class:`features.personas.PersonaRule` holds it."""
+        if self.share is not None:
+            return "share", self.share, self.over
+        if self.saturate is not None:
+            return "saturate", self.saturate, float(self.at)
+        kind = "all" if self.all is not None else "any"
+        return kind, tuple(t.term() for t in getattr(self, kind))
 
 
-def _rule(number: int, raw: Any, seen: set[str]) -> PersonaRule:
-    name = raw.get("name") if isinstance(raw, dict) else None
-    label_ = name if isinstance(name, str) and name.strip() else f"#{number}"
-    if not isinstance(raw, dict):
-        raise _fail(label_, "<rule>", raw, "expected a mapping")
-    extra = [k for k in raw if k not in _RULE_KEYS]
-    if extra:
-        raise _fail(label_, extra[0], raw[extra[0]], f"unknown key; allowed: {_RULE_KEYS}")
-    if label_.startswith("#") or SEPARATOR in label_ or label_ in seen:
-        why = "needs a unique non-empty name without " + repr(SEPARATOR)
-        raise _fail(label_, "name", name, why)
-    description = raw.get("description", "")
-    if not isinstance(description, str):
-        raise _fail(label_, "description", description, "expected text")
-    if "score" not in raw:
-        raise _fail(label_, "score", None, "every rule needs a score")
-    threshold = raw.get("threshold", 0.5)
-    if not isinstance(threshold, int | float) or isinstance(threshold, bool):
-        raise _fail(label_, "threshold", threshold, "expected a number in (0, 1]")
-    if not 0 < threshold <= 1:
-        raise _fail(label_, "threshold", threshold, "expected a number in (0, 1]")
-    score = _term(label_, "score", raw["score"])
-    return PersonaRule(label_, score, float(threshold), _when(label_, raw.get("when")), description)
+class _Bounds(FileModel):
+    min: Count = None  # type: ignore[assignment]
+    max: Count = None  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Bounds:
+        if not self.model_fields_set:
+            raise Invalid("expected {min: n, max: n} with at least one bound")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise Invalid(f"min {self.min} is above max {self.max}")
+        return self
 
 
-def _price_tiers(raw: Any, origin: str) -> dict[str, tuple[float, float]]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise PersonaRulesError(f"{origin}: price_tiers must map category -> [budget, high_end]")
-    tiers = {}
-    for category, cuts in raw.items():
-        ok = isinstance(cuts, list) and len(cuts) == 2
-        ok = ok and all(isinstance(c, int | float) and not isinstance(c, bool) for c in cuts)
-        if not ok or cuts[0] > cuts[1] or cuts[0] < 0:
-            raise PersonaRulesError(
-                f"{origin}: price_tiers.{category} is {cuts!r}; expected [budget_max, "
-                "high_end_above] with 0 <= budget_max <= high_end_above"
-            )
-        tiers[str(category)] = (float(cuts[0]), float(cuts[1]))
-    return tiers
+class _PersonaRule(FileModel):
+    name: Text
+    description: str = ""
+    when: Annotated[
+        dict[StateField, _Bounds], BeforeValidator(lambda v: {} if v is None else v)
+    ] = {}
+    score: _Score
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not name.strip() or SEPARATOR in name:
+            raise Invalid(f"needs a non-empty name without {SEPARATOR!r}")
+        return name
+
+
+def _price_tier(cuts: tuple[float, float]) -> tuple[float, float]:
+    if not 0 <= cuts[0] <= cuts[1]:
+        raise Invalid(
+            "expected [budget_max, high_end_above] with 0 <= budget_max <= high_end_above"
+        )
+    return cuts
+
+
+class _PersonaFile(FileModel):
+    version: Literal[1] = 1
+    price_tiers: Annotated[
+        dict[str, Annotated[tuple[float, float], AfterValidator(_price_tier)]],
+        BeforeValidator(lambda v: {} if v is None else {str(k): c for k, c in v.items()}
+                        if isinstance(v, dict) else v),
+    ] = {}  # fmt: skip
+    deal_words: tuple[Text, ...] = ()
+    personas: Annotated[tuple[_PersonaRule, ...], Field(min_length=1)]
+
+    @field_validator("personas")
+    @classmethod
+    def _unique_names(cls, rules: tuple[_PersonaRule, ...]) -> tuple[_PersonaRule, ...]:
+        for i, rule in enumerate(rules):
+            if any(earlier.name == rule.name for earlier in rules[:i]):
+                raise Invalid(
+                    "needs a unique name: used by an earlier rule", (i, "name"), rule.name
+                )
+        return rules
 
 
 def parse_personas(data: Any, origin: str = "<memory>") -> PersonaConfig:
-    """Validate a parsed persona document into a :class:`PersonaConfig`."""
-    if not isinstance(data, dict):
-        raise PersonaRulesError(f"{origin}: expected a mapping with 'personas', got {data!r}")
-    extra = [k for k in data if k not in _TOP_KEYS]
-    if extra:
-        raise PersonaRulesError(
-            f"{origin}: unknown key {extra[0]!r}; allowed: {', '.join(_TOP_KEYS)}"
+    """Validate a parsed persona document into a :class:`PersonaConfig`; a problem raises
+    :class:`PersonaRulesError` naming the file, the rule, the key, the value and what is
+    allowed."""
+    document = validate(
+        _PersonaFile, data, PersonaRulesError, origin, entries="personas", entry="persona rule"
+    )
+    rules = tuple(
+        PersonaRule(
+            rule.name,
+            rule.score.term(),
+            rule.threshold,
+            {field: (b.min, b.max) for field, b in rule.when.items()},
+            rule.description,
         )
-    if data.get("version", 1) != 1:
-        raise PersonaRulesError(f"{origin}: version {data['version']!r} is not supported (only 1)")
-    words = data.get("deal_words", [])
-    if not isinstance(words, list) or not all(isinstance(w, str) and w for w in words):
-        raise PersonaRulesError(f"{origin}: deal_words must be a list of words, got {words!r}")
-    raw_rules = data.get("personas")
-    if not isinstance(raw_rules, list) or not raw_rules:
-        raise PersonaRulesError(f"{origin}: 'personas' must be a non-empty list of rules")
-    rules: list[PersonaRule] = []
-    for number, raw in enumerate(raw_rules, start=1):
-        rules.append(_rule(number, raw, {r.name for r in rules}))
+        for rule in document.personas
+    )
     return PersonaConfig(
-        rules=tuple(rules),
-        price_tiers=_price_tiers(data.get("price_tiers"), origin),
-        deal_words=frozenset(w.lower() for w in words),
+        rules=rules,
+        price_tiers={category: tuple(cuts) for category, cuts in document.price_tiers.items()},
+        deal_words=frozenset(word.lower() for word in document.deal_words),
         origin=origin,
     )
 

@@ -218,6 +218,7 @@ def _why(problem: dict, model: type[BaseModel], loc: list) -> str:
     }
     if kind in bounds:
         limit = next(iter(ctx.values()))
+        limit = int(limit) if isinstance(limit, float) and limit.is_integer() else limit
         noun = "an integer" if _annotation_at(model, loc) is int else "a number"
         return f"expected {noun} {bounds[kind]} {limit}"
     if kind in ("value_error", "assertion_error"):

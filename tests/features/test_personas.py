@@ -265,30 +265,30 @@ def test_the_packaged_rules_load():
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ({"version": 1, "personas": [], "colour": 1}, "unknown key 'colour'; allowed: version"),
-        ({"version": 2, "personas": [{}]}, "version 2 is not supported"),
-        ({"version": 1}, "'personas' must be a non-empty list"),
+        ({"version": 1, "personas": [], "colour": 1}, "test.yaml: key 'colour', value 1: unknown key; allowed: version"),
+        ({"version": 2, "personas": [{}]}, "key 'version', value 2: not one of 1"),
+        ({"version": 1}, "key 'personas': missing (required)"),
         (_doc(colour="red"), "persona rule 'r', key 'colour', value 'red': unknown key"),
         (
             _doc(score={"share": "clicks", "over": "events"}),
-            "key 'score.share', value 'clicks': unknown state field; allowed: events, sessions",
+            "key 'score.share[0]', value 'clicks': not one of 'events', 'sessions'",
         ),
         (_doc(score={"share": "views"}), "key 'score.over', value None: a share needs 'over'"),
-        (_doc(score={"ratio": "views"}), "unknown score; allowed: share, saturate, all, any"),
+        (_doc(score={"ratio": "views"}), "key 'score.ratio', value 'views': unknown key; allowed: share: list, over: list"),
         (_doc(score={"saturate": "views", "at": 0}), "key 'score.at', value 0: expected a number"),
         (_doc(score={"all": []}), "key 'score.all', value []: expected a non-empty list"),
-        (_doc(threshold="high"), "key 'threshold', value 'high': expected a number in (0, 1]"),
-        (_doc(threshold=1.5), "key 'threshold', value 1.5: expected a number in (0, 1]"),
+        (_doc(threshold="high"), "key 'threshold', value 'high': expected a number"),
+        (_doc(threshold=1.5), "key 'threshold', value 1.5: expected a number <= 1"),
         (_doc(when={"views": {"min": 5, "max": 2}}), "key 'when.views'"),
-        (_doc(when={"views": {"min": -1}}), "key 'when.views.min', value -1: expected a whole"),
+        (_doc(when={"views": {"min": -1}}), "key 'when.views.min', value -1: expected an integer >= 0"),
         (_doc(when={"views": {"least": 1}}), "key 'when.views.least', value 1: unknown key"),
-        (_doc(when={"clicks": {"min": 1}}), "key 'when', value 'clicks': unknown state field"),
-        (_doc(name="A + B"), "key 'name', value 'A + B': needs a unique non-empty name"),
+        (_doc(when={"clicks": {"min": 1}}), "key 'when', value 'clicks': not one of 'events'"),
+        (_doc(name="A + B"), "key 'name', value 'A + B': needs a non-empty name without ' + '"),
         (
             {"version": 1, "price_tiers": {"toys": [50, 10]}, "personas": [_doc()["personas"][0]]},
-            "price_tiers.toys is [50, 10]",
+            "key 'price_tiers.toys', value [50, 10]: expected [budget_max, high_end_above]",
         ),
-        ({"version": 1, "deal_words": "cheap", "personas": [{}]}, "deal_words must be a list"),
+        ({"version": 1, "deal_words": "cheap", "personas": [{}]}, "key 'deal_words', value 'cheap': expected a list"),
     ],
 )
 def test_invalid_rule_files_name_the_rule_key_value_and_what_is_allowed(doc, message):
@@ -306,3 +306,18 @@ def test_duplicate_names_are_refused():
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(PersonaRulesError, match="not found"):
         load_personas(tmp_path / "nope.yaml")
+
+
+def test_a_bad_persona_file_names_the_file_rule_key_value_and_allowed(tmp_path):
+    """issue #10 (one shape): the persona file is a pydantic model; its errors name the file,
+    the rule, the key path, the value and the allowed values, like every spec file's."""
+    path = tmp_path / "personas.yaml"
+    path.write_text(
+        "personas:\n  - name: Deal Hunter\n    score: {saturate: deal_searches, at: 3}\n"
+        "    threshold: 0\n"
+    )
+    with pytest.raises(PersonaRulesError) as caught:
+        load_personas(path)
+    assert str(caught.value) == (
+        f"{path}: persona rule 'Deal Hunter', key 'threshold', value 0: expected a number > 0"
+    )
