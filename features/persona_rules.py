@@ -127,10 +127,10 @@ class _PersonaFile(FileModel):
     @classmethod
     def _unique_names(cls, rules: tuple[_PersonaRule, ...]) -> tuple[_PersonaRule, ...]:
         for i, rule in enumerate(rules):
-            if any(earlier.name == rule.name for earlier in rules[:i]):
-                raise Invalid(
-                    "needs a unique name: used by an earlier rule", (i, "name"), rule.name
-                )
+            earlier = [j for j, other in enumerate(rules[:i]) if other.name == rule.name]
+            if earlier:
+                why = f"needs a unique name: used by an earlier rule (#{earlier[0] + 1})"
+                raise Invalid(why, (i, "name"), rule.name)
         return rules
 
 

@@ -219,12 +219,21 @@ def _why(problem: dict, model: type[BaseModel], loc: list) -> str:
     if kind in bounds:
         limit = next(iter(ctx.values()))
         limit = int(limit) if isinstance(limit, float) and limit.is_integer() else limit
-        noun = "an integer" if _annotation_at(model, loc) is int else "a number"
+        noun = "an integer" if _is_int(_annotation_at(model, loc)) else "a number"
         return f"expected {noun} {bounds[kind]} {limit}"
     if kind in ("value_error", "assertion_error"):
         cause = ctx.get("error")
         return cause.why if isinstance(cause, Invalid) else str(cause)
     return _WHY.get(kind, problem["msg"])
+
+
+def _is_int(annotation: Any) -> bool:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _is_int(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_int(arg) for arg in args)
+    return annotation is int
 
 
 def _annotation_at(model: type[BaseModel], loc: list) -> Any:

@@ -267,8 +267,10 @@ class _RulesFile(FileModel):
     @classmethod
     def _unique_names(cls, rules: tuple[_Rule, ...]) -> tuple[_Rule, ...]:
         for i, rule in enumerate(rules):
-            if any(earlier.name == rule.name for earlier in rules[:i]):
-                raise Invalid("the name is used by an earlier rule", (i, "name"), rule.name)
+            earlier = [j for j, other in enumerate(rules[:i]) if other.name == rule.name]
+            if earlier:
+                why = f"the name is used by an earlier rule (#{earlier[0] + 1})"
+                raise Invalid(why, (i, "name"), rule.name)
         return rules
 
 

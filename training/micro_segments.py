@@ -24,22 +24,28 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from features.eventlog import EventLog
 from features.ids import ANON_PREFIX
 from features.workspace import Workspace
+from features.yaml_files import FileModel, Invalid, read_yaml, validate
 from models.patterns import SequenceIndex
 from training.patterns import BY_FIELDS, session_sequences
 
 logger = logging.getLogger(__name__)
 
-RULE_KEYS = ("name", "description", "when", "window_days", "identified_only")
-CONDITION_KEYS = ("by", "pattern", "without", "min_sessions", "max_sessions")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 EVENT_COLUMNS = ("session_id", "timestamp", "user_id", "anonymous_id", *BY_FIELDS)
 
@@ -85,117 +91,90 @@ class MicroSegmentsResult:
 
 
 # -- loading and validation ---------------------------------------------------------------------
+def _names(value: Any) -> Any:
+    """A pattern: one name or a non-empty list of names."""
+    return [value] if isinstance(value, str) else value
+
+
+def _not_blank(names: tuple[str, ...]) -> tuple[str, ...]:
+    for i, name in enumerate(names):
+        if not name.strip():
+            raise Invalid("expected a non-empty list of names", (i,), name)
+    return names
+
+
+Names = Annotated[
+    tuple[str, ...], BeforeValidator(_names), Field(min_length=1), AfterValidator(_not_blank)
+]
+Count = Annotated[int, Field(ge=0)]
+
+
+class _Condition(FileModel):
+    by: Literal[BY_FIELDS]
+    pattern: Names
+    without: Names = ()
+    min_sessions: Count | None = None
+    max_sessions: Count | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> _Condition:
+        low, high = self.min_sessions, self.max_sessions
+        if low is None and high is None:
+            raise Invalid("give min_sessions, max_sessions or both", "min_sessions", None)
+        if low is not None and high is not None and low > high:
+            raise Invalid(f"above max_sessions {high}", "min_sessions", low)
+        return self
+
+
+class _Rule(FileModel):
+    name: str
+    description: str = ""
+    when: Annotated[tuple[_Condition, ...], Field(min_length=1)]
+    window_days: Annotated[int, Field(ge=1)] | None = None
+    identified_only: StrictBool = False
+
+    @field_validator("name")
+    @classmethod
+    def _snake_case(cls, name: str) -> str:
+        if not NAME_PATTERN.match(name):
+            raise Invalid("expected lower-case letters, digits and _, starting with a letter")
+        return name
+
+
+class _RulesFile(FileModel):
+    micro_segments: Annotated[tuple[_Rule, ...], Field(min_length=1)]
+
+    @field_validator("micro_segments")
+    @classmethod
+    def _unique_names(cls, rules: tuple[_Rule, ...]) -> tuple[_Rule, ...]:
+        for i, rule in enumerate(rules):
+            earlier = [j for j, other in enumerate(rules[:i]) if other.name == rule.name]
+            if earlier:
+                why = f"the name is used by an earlier rule (#{earlier[0] + 1})"
+                raise Invalid(why, (i, "name"), rule.name)
+        return rules
+
+
 def load_rules(path: Path | str) -> list[MicroSegmentRule]:
     """Read and validate a rules file (see the module docstring for the format)."""
-    path = Path(path)
-    if not path.exists():
-        raise RuleError(f"rules file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise RuleError(f"{path} is not valid YAML: {exc}") from None
-    return parse_rules(data, source=str(path))
+    data, origin = read_yaml(path, RuleError, "micro-segment rules file")
+    return parse_rules(data, source=origin)
 
 
 def parse_rules(data: Any, source: str = "rules") -> list[MicroSegmentRule]:
-    """Validate parsed YAML; every error names the rule (and condition) and the key at fault."""
-    if not isinstance(data, dict) or "micro_segments" not in data:
-        raise RuleError(f"{source}: expected a mapping with a 'micro_segments' list")
-    unknown = sorted(set(data) - {"micro_segments"})
-    if unknown:
-        raise RuleError(f"{source}: unknown top-level key {unknown[0]!r}; allowed: micro_segments")
-    items = data["micro_segments"]
-    if not isinstance(items, list) or not items:
-        raise RuleError(f"{source}: 'micro_segments' must be a non-empty list of rules")
-    rules: list[MicroSegmentRule] = []
-    for number, item in enumerate(items, start=1):
-        rule = _parse_rule(item, number)
-        if any(r.name == rule.name for r in rules):
-            raise RuleError(f"rule {rule.name!r} (#{number}): key 'name': the name is used twice")
-        rules.append(rule)
-    return rules
-
-
-def _parse_rule(item: Any, number: int) -> MicroSegmentRule:
-    if not isinstance(item, dict):
-        raise RuleError(f"rule #{number}: expected a mapping with keys {', '.join(RULE_KEYS)}")
-    name = item.get("name")
-    where = f"rule {name!r} (#{number})" if isinstance(name, str) else f"rule #{number}"
-    for key in item:
-        if key not in RULE_KEYS:
-            raise RuleError(f"{where}: unknown key {key!r}; allowed: {', '.join(RULE_KEYS)}")
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise RuleError(
-            f"{where}: key 'name': {name!r} must be lower-case letters, digits and _, "
-            "starting with a letter"
+    """Validate parsed YAML; every error names the file, the rule, the key path, the value and
+    what is allowed."""
+    document = validate(_RulesFile, data, RuleError, source, entries="micro_segments")
+    return [
+        MicroSegmentRule(
+            name=rule.name,
+            conditions=tuple(Condition(**cond.model_dump()) for cond in rule.when),
+            description=rule.description,
+            window_days=rule.window_days,
+            identified_only=rule.identified_only,
         )
-    description = item.get("description", "")
-    if not isinstance(description, str):
-        raise RuleError(f"{where}: key 'description': {description!r} is not text")
-    window = item.get("window_days")
-    if window is not None and (not _is_int(window) or window < 1):
-        raise RuleError(f"{where}: key 'window_days': {window!r} must be an integer >= 1")
-    identified = item.get("identified_only", False)
-    if not isinstance(identified, bool):
-        raise RuleError(f"{where}: key 'identified_only': {identified!r} must be true or false")
-    when = item.get("when")
-    if not isinstance(when, list) or not when:
-        raise RuleError(f"{where}: key 'when': expected a non-empty list of conditions")
-    conditions = tuple(
-        _parse_condition(cond, f"{where}, when[{i}]") for i, cond in enumerate(when, start=1)
-    )
-    return MicroSegmentRule(
-        name=name,
-        conditions=conditions,
-        description=description,
-        window_days=window,
-        identified_only=identified,
-    )
-
-
-def _parse_condition(cond: Any, where: str) -> Condition:
-    if not isinstance(cond, dict):
-        raise RuleError(f"{where}: expected a mapping with keys {', '.join(CONDITION_KEYS)}")
-    for key in cond:
-        if key not in CONDITION_KEYS:
-            raise RuleError(f"{where}: unknown key {key!r}; allowed: {', '.join(CONDITION_KEYS)}")
-    by = cond.get("by")
-    if by not in BY_FIELDS:
-        raise RuleError(f"{where}: key 'by': {by!r} is not one of {', '.join(BY_FIELDS)}")
-    pattern = _tokens(cond.get("pattern"), where, "pattern", required=True)
-    without = _tokens(cond.get("without"), where, "without", required=False)
-    bounds = {}
-    for key in ("min_sessions", "max_sessions"):
-        value = cond.get(key)
-        if value is not None and (not _is_int(value) or value < 0):
-            raise RuleError(f"{where}: key {key!r}: {value!r} must be an integer >= 0")
-        bounds[key] = value
-    if bounds["min_sessions"] is None and bounds["max_sessions"] is None:
-        raise RuleError(f"{where}: key 'min_sessions': give min_sessions, max_sessions or both")
-    if None not in bounds.values() and bounds["min_sessions"] > bounds["max_sessions"]:
-        raise RuleError(
-            f"{where}: key 'min_sessions': {bounds['min_sessions']} > max_sessions "
-            f"{bounds['max_sessions']}"
-        )
-    return Condition(by=by, pattern=pattern, without=without, **bounds)
-
-
-def _tokens(value: Any, where: str, key: str, required: bool) -> tuple[str, ...]:
-    if value is None and not required:
-        return ()
-    if isinstance(value, str):
-        value = [value]
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(t, str) and t.strip() for t in value)
-    ):
-        raise RuleError(f"{where}: key {key!r}: {value!r} must be a non-empty list of names")
-    return tuple(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+        for rule in document.micro_segments
+    ]
 
 
 # -- evaluation ---------------------------------------------------------------------------------

@@ -215,31 +215,46 @@ def test_micro_segments_are_written_and_readable_online_from_feast(workspace, tm
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"colour": "red"}, "rule 'reengage_electronics' (#1): unknown key 'colour'"),
-        ({"window_days": 0}, "rule 'reengage_electronics' (#1): key 'window_days'"),
-        ({"identified_only": "yes"}, "rule 'reengage_electronics' (#1): key 'identified_only'"),
-        ({"name": "Re-engage"}, "rule 'Re-engage' (#1): key 'name'"),
-        ({"when": []}, "rule 'reengage_electronics' (#1): key 'when'"),
+        (
+            {"colour": "red"},
+            "rule 'reengage_electronics', key 'colour', value 'red': unknown key; allowed: name",
+        ),
+        (
+            {"window_days": 0},
+            "rule 'reengage_electronics', key 'window_days', value 0: expected an integer >= 1",
+        ),
+        ({"identified_only": "yes"}, "key 'identified_only', value 'yes': expected a boolean"),
+        (
+            {"name": "Re-engage"},
+            "rule 'Re-engage', key 'name', value 'Re-engage': expected lower-case",
+        ),
+        (
+            {"when": []},
+            "rule 'reengage_electronics', key 'when', value []: expected a non-empty list",
+        ),
         (
             {"when": [{"by": "pages", "pattern": ["x"], "min_sessions": 1}]},
-            "rule 'reengage_electronics' (#1), when[1]: key 'by'",
+            "key 'when[0].by', value 'pages': not one of 'page', 'category' or 'event_type'",
         ),
         (
             {"when": [{"by": "page", "pattern": ["x"], "min_sessions": -1}]},
-            "when[1]: key 'min_sessions': -1",
+            "key 'when[0].min_sessions', value -1: expected an integer >= 0",
         ),
         (
             {"when": [{"by": "page", "pattern": [], "min_sessions": 1}]},
-            "when[1]: key 'pattern'",
+            "key 'when[0].pattern', value []: expected a non-empty list",
         ),
         (
             {"when": [{"by": "page", "pattern": ["x"], "min_sesions": 1}]},
-            "when[1]: unknown key 'min_sesions'",
+            "key 'when[0].min_sesions', value 1: unknown key; allowed: by",
         ),
-        ({"when": [{"by": "page", "pattern": ["x"]}]}, "when[1]: key 'min_sessions'"),
+        (
+            {"when": [{"by": "page", "pattern": ["x"]}]},
+            "key 'when[0].min_sessions', value None: give min_sessions, max_sessions or both",
+        ),
         (
             {"when": [{"by": "page", "pattern": ["x"], "min_sessions": 3, "max_sessions": 1}]},
-            "when[1]: key 'min_sessions': 3 > max_sessions 1",
+            "key 'when[0].min_sessions', value 3: above max_sessions 1",
         ),
     ],
 )
@@ -249,17 +264,36 @@ def test_bad_rules_name_the_rule_and_the_key(change, message):
 
 
 def test_rule_file_level_errors(tmp_path):
-    with pytest.raises(RuleError, match="rule 'reengage_electronics' \\(#2\\): key 'name'"):
+    with pytest.raises(
+        RuleError, match=r"rule 'reengage_electronics', key 'name', .*earlier rule \(#1\)"
+    ):
         parse_rules({"micro_segments": [ELECTRONICS_RULE, ELECTRONICS_RULE]})
-    with pytest.raises(RuleError, match="unknown top-level key 'rules'"):
+    with pytest.raises(
+        RuleError, match="key 'rules', value \\[\\]: unknown key; allowed: micro_segments"
+    ):
         parse_rules({"micro_segments": [ELECTRONICS_RULE], "rules": []})
-    with pytest.raises(RuleError, match="does not exist"):
+    with pytest.raises(RuleError, match="micro-segment rules file not found"):
         load_rules(tmp_path / "missing.yaml")
     assert [r.name for r in load_rules("experiments/micro_segments.yaml")] == [
         "reengage_electronics",
         "cart_abandoners",
         "search_then_buy",
     ]
+
+
+def test_a_bad_rule_file_names_the_file_rule_key_value_and_allowed(tmp_path):
+    """issue #10 (one shape): the micro-segment rule file is a pydantic model; its errors name
+    the file, the rule, the key path, the value and the allowed values."""
+    path = tmp_path / "micro.yaml"
+    path.write_text(
+        "micro_segments:\n  - name: browsers\n"
+        "    when: [{by: category, pattern: [hats], min_sessions: 1}, {by: pages, pattern: [x]}]\n"
+    )
+    with pytest.raises(RuleError) as caught:
+        load_rules(path)
+    assert str(caught.value).startswith(
+        f"{path}: rule 'browsers', key 'when[1].by', value 'pages': not one of 'page', 'category'"
+    )
 
 
 # -- the commands ------------------------------------------------------------------------------
@@ -301,4 +335,5 @@ def test_cli_patterns_and_micro_segments(workspace, tmp_path):
     rules = tmp_path / "bad.yaml"
     rules.write_text("micro_segments:\n  - {name: x, when: [], colour: red}\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["micro-segments", str(rules), "--out", str(lists), *home])
-    assert result.exit_code == 1 and "rule 'x' (#1): unknown key 'colour'" in result.output
+    shown = " ".join(result.output.split())
+    assert result.exit_code == 1 and "rule 'x', key 'colour', value 'red': unknown key" in shown
