@@ -12,7 +12,6 @@ study's best parameters refit on train + validation (pruning should save time, n
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for pruner in (args.pruner, "none"):
-            variant = dataclasses.replace(spec, pruner=pruner, name=f"{spec.name}-{pruner}")
+            variant = spec.model_copy(update={"pruner": pruner, "name": f"{spec.name}-{pruner}"})
             storage = f"sqlite:///{Path(tmp) / pruner}.db"
             summary = optimize_trials(variant, data, storage, args.trials)
             started = time.perf_counter()

@@ -13,13 +13,14 @@ broken YAML are reported the same way, naming the file.
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator
 
 _NO_VALUE = object()
 
@@ -34,20 +35,41 @@ class Invalid(ValueError):
         self.why, self.key, self.value = why, key, value
 
 
+#: The pydantic configuration of every spec and rule file: unknown keys are errors. (Models are
+#: frozen through :class:`FileModel`, dataclasses through ``@dataclass(frozen=True, ...)``.)
+FILE_CONFIG = ConfigDict(extra="forbid")
+
+
+def reject_bool_numbers(cls: type, value: Any, info: Any) -> Any:
+    """A ``field_validator("*", mode="before")``: a YAML boolean is not a number (pydantic's lax
+    mode would read ``k: true`` as 1)."""
+    fields = _fields(cls)
+    if isinstance(value, bool) and info.field_name in fields:
+        wanted = _plain_types(fields[info.field_name])
+        if wanted and bool not in wanted and wanted & {int, float}:
+            raise ValueError(f"expected {'an integer' if int in wanted else 'a number'}")
+    return value
+
+
 class FileModel(BaseModel):
     """Base of every spec and rule file model: frozen, unknown keys are errors, and a YAML
-    boolean is not taken as a number (pydantic's lax mode would read ``k: true`` as 1)."""
+    boolean is not a number. (A spec that is also a dataclass is a pydantic dataclass with
+    ``config=FILE_CONFIG`` and the same :func:`reject_bool_numbers` validator.)"""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(**FILE_CONFIG, frozen=True)
+    _no_bool_numbers = field_validator("*", mode="before")(reject_bool_numbers)
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_bool_numbers(cls, value: Any, info: Any) -> Any:
-        if isinstance(value, bool) and info.field_name in cls.model_fields:
-            wanted = _plain_types(cls.model_fields[info.field_name].annotation)
-            if wanted and bool not in wanted and wanted & {int, float}:
-                raise ValueError(f"expected {'an integer' if int in wanted else 'a number'}")
-        return value
+
+def _fields(tp: Any) -> dict[str, Any]:
+    """Field name -> annotation of a pydantic model, pydantic dataclass or plain dataclass
+    (empty for anything else)."""
+    pydantic_fields = getattr(tp, "__pydantic_fields__", None)
+    if isinstance(tp, type) and pydantic_fields is not None:
+        return {name: f.annotation for name, f in pydantic_fields.items()}
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp, include_extras=True)
+        return {f.name: hints[f.name] for f in dataclasses.fields(tp) if f.init}
+    return {}
 
 
 def _plain_types(annotation: Any) -> set:
@@ -88,7 +110,7 @@ def read_yaml(
         raise error(f"{origin}: not valid YAML: {exc}") from None
 
 
-M = typing.TypeVar("M", bound=BaseModel)
+M = typing.TypeVar("M")
 
 
 def validate(
@@ -100,26 +122,33 @@ def validate(
     entries: str | None = None,
     entry: str = "rule",
     context: dict[str, Any] | None = None,
+    flat: tuple[str, ...] = (),
 ) -> M:
     """``data`` validated as ``model``, or ``error`` with the message of :func:`explain`.
 
     ``entries``: the top-level key holding a list of named entries (``rules``), each called
     ``entry`` in messages and named by its ``name`` key (else its number, ``#1``).
-    ``context`` reaches the validators as ``info.context``."""
+    ``context`` reaches the validators as ``info.context``. ``model`` is a pydantic model or a
+    (pydantic) dataclass. ``flat``: nested sections whose keys the file writes at the top level
+    (messages name those keys without the section)."""
     try:
-        return model.model_validate(data, context=context)
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return model.model_validate(data, context=context)
+        return TypeAdapter(model).validate_python(data, context=context)
     except ValidationError as exc:
-        raise error(explain(exc, model, data, origin, entries=entries, entry=entry)) from None
+        message = explain(exc, model, data, origin, entries=entries, entry=entry, flat=flat)
+        raise error(message) from None
 
 
 def explain(
     exc: ValidationError,
-    model: type[BaseModel],
+    model: type,
     data: Any,
     origin: str,
     *,
     entries: str | None = None,
     entry: str = "rule",
+    flat: tuple[str, ...] = (),
 ) -> str:
     """One line for the first problem in ``exc`` (see the module docstring for the shape),
     with ``(and N more problems)`` when there are others."""
@@ -132,32 +161,49 @@ def explain(
         for p in problems
         if not any(o[: len(p["loc"])] == p["loc"] and o != p["loc"] for o in locs)
     ] or problems
-    problems.sort(key=lambda p: p["type"] != "extra_forbidden")
+    problems.sort(key=lambda p: p["type"] not in _UNKNOWN)
     first = problems[0]
     loc, value = list(first["loc"]), first.get("input", _NO_VALUE)
-    why = _why(first, model, loc)
+    why = _why(first, model, loc, flat)
     cause = (first.get("ctx") or {}).get("error")
     if isinstance(cause, Invalid):
         if cause.key:
             loc += cause.key.split(".") if isinstance(cause.key, str) else list(cause.key)
-        if cause.value is not _NO_VALUE:
+            value = cause.value if cause.value is not _NO_VALUE else _lookup(data, loc)
+        elif cause.value is not _NO_VALUE:
             value = cause.value
     if loc and loc[-1] == "[key]":  # a mapping key that is not allowed: the key is the value
         loc = loc[:-2]
     if first["type"] == "missing":
         value = _NO_VALUE
+    whole_section = bool(loc) and loc[0] in flat and len(loc) == 1
+    if loc and loc[0] in flat:
+        loc = loc[1:]
     where = ""
     if entries and len(loc) >= 2 and loc[0] == entries and isinstance(loc[1], int):
         where = f"{entry} {_entry_name(data, entries, loc[1])}, "
         loc = loc[2:]
     parts = [f"{origin}: {where}"]
-    parts.append(f"key {_path(loc)!r}" if loc else "the top level")
-    if value is not _NO_VALUE:
-        parts.append(f", value {value!r}")
-    parts.append(f": {why}")
+    if whole_section:  # a section's own cross-key check: its message names the keys
+        parts.append(why)
+    else:
+        parts.append(f"key {_path(loc)!r}" if loc else "the top level")
+        if value is not _NO_VALUE:
+            parts.append(f", value {value!r}")
+        parts.append(f": {why}")
     if len(problems) > 1:
         parts.append(f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})")
     return "".join(parts)
+
+
+def _lookup(data: Any, loc: list) -> Any:
+    """The value at ``loc`` in the raw document, or ``_NO_VALUE``."""
+    for part in loc:
+        try:
+            data = data[part]
+        except (IndexError, KeyError, TypeError):
+            return _NO_VALUE
+    return data
 
 
 def _entry_name(data: Any, entries: str, index: int) -> str:
@@ -178,6 +224,7 @@ def _path(loc: list) -> str:
     return text
 
 
+_UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")
 _WHY = {
     "int_parsing": "expected an integer",
     "int_type": "expected an integer",
@@ -195,10 +242,10 @@ _WHY = {
 }
 
 
-def _why(problem: dict, model: type[BaseModel], loc: list) -> str:
+def _why(problem: dict, model: type, loc: list, flat: tuple[str, ...] = ()) -> str:
     kind, ctx = problem["type"], problem.get("ctx") or {}
-    if kind == "extra_forbidden":
-        return f"unknown key; allowed: {_allowed_keys(model, loc[:-1])}"
+    if kind in _UNKNOWN:
+        return f"unknown key; allowed: {_allowed_keys(model, loc[:-1], flat)}"
     if kind in ("model_type", "model_attributes_type", "dataclass_type"):
         return f"expected a mapping; allowed keys: {_allowed_keys(model, loc)}"
     if kind == "missing":
@@ -236,7 +283,7 @@ def _is_int(annotation: Any) -> bool:
     return annotation is int
 
 
-def _annotation_at(model: type[BaseModel], loc: list) -> Any:
+def _annotation_at(model: type, loc: list) -> Any:
     """The type annotation at ``loc`` inside ``model`` (None when it cannot be followed)."""
     current: Any = model
     for part in loc:
@@ -256,9 +303,9 @@ def _unwrap(annotation: Any, part: Any) -> Any:
             if found is not None:
                 return found
         return None
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        field = annotation.model_fields.get(part) if isinstance(part, str) else None
-        return field.annotation if field else None
+    fields = _fields(annotation)
+    if fields:
+        return fields.get(part) if isinstance(part, str) else None
     if origin in (list, tuple) and isinstance(part, int):
         return args[0] if args else None
     if origin is dict and isinstance(part, str):
@@ -266,21 +313,30 @@ def _unwrap(annotation: Any, part: Any) -> Any:
     return None
 
 
-def _model_at(model: type[BaseModel], loc: list) -> type[BaseModel] | None:
+def _keys_at(model: type, loc: list) -> dict[str, Any]:
     annotation = _annotation_at(model, loc)
-    while annotation is not None and not (
-        isinstance(annotation, type) and issubclass(annotation, BaseModel)
-    ):
+    while annotation is not None and not _fields(annotation):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         annotation = args[0] if args else None
-    return annotation
+    return _fields(annotation) if annotation is not None else {}
 
 
-def _allowed_keys(model: type[BaseModel], loc: list) -> str:
-    found = _model_at(model, loc)
-    if found is None:
+def section_keys(model: type, section: str) -> dict[str, Any]:
+    """The keys (with their types) of ``model``'s nested section ``section``."""
+    return _keys_at(model, [section])
+
+
+def _allowed_keys(model: type, loc: list, flat: tuple[str, ...] = ()) -> str:
+    found = _keys_at(model, loc)
+    if not loc and flat:
+        found = {
+            key: hint
+            for name, outer in found.items()
+            for key, hint in (section_keys(model, name) if name in flat else {name: outer}).items()
+        }
+    if not found:
         return "(see the file's documentation)"
-    return ", ".join(f"{key}: {type_name(f.annotation)}" for key, f in found.model_fields.items())
+    return ", ".join(f"{key}: {type_name(hint)}" for key, hint in found.items())
 
 
 def type_name(annotation: Any) -> str:
@@ -298,6 +354,6 @@ def type_name(annotation: Any) -> str:
         return "list"
     if origin is dict or annotation is dict:
         return "mapping"
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    if _fields(annotation):
         return "mapping"
     return getattr(annotation, "__name__", str(annotation))

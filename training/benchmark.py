@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, field_validator
 
 from features.datasets import movielens_file_order
 from features.workspace import Workspace
+from features.yaml_files import FileModel, Invalid, read_yaml, validate
 from models.registry import MODELS, SEQUENTIAL, build
 from training import tracking
 from training.metrics import ranking_report
@@ -53,31 +56,34 @@ PUBLISHED = (
 )
 
 
-@dataclass(frozen=True)
-class BenchmarkSpec:
+class BenchmarkSpec(FileModel):
     """``experiments/benchmark-*.yaml``: parameters chosen on a validation split, with how."""
 
     dataset: str = "movielens-100k"
-    protocol: str = "msr"
-    k: int = 10
+    protocol: Literal[PROTOCOLS] = "msr"
+    k: Annotated[int, Field(ge=1)] = 10
     selection: str = ""
-    params: dict[str, dict] = field(default_factory=dict)
+    params: dict[str, dict] = {}
+
+    @field_validator("params")
+    @classmethod
+    def _known_models(cls, params: dict[str, dict]) -> dict[str, dict]:
+        for name, model_params in params.items():
+            if name not in MODELS:
+                raise Invalid(f"unknown model {name!r}; allowed: {', '.join(MODELS)}", (name,))
+            try:
+                build(name, model_params)  # an unknown or mistyped parameter fails here
+            except (ValueError, TypeError) as exc:
+                raise Invalid(str(exc), (name,), model_params) from None
+        return params
 
 
 def load_spec(path: Path) -> BenchmarkSpec:
-    import yaml
+    """Read and validate a benchmark spec; a `ConfigError` names the file, key and value."""
+    from training.config import ConfigError
 
-    from training.config import ConfigError, from_mapping
-
-    loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    spec = from_mapping(BenchmarkSpec, loaded)
-    for name, params in spec.params.items():
-        if name not in MODELS:
-            raise ConfigError(f"{path}: unknown model {name!r}; allowed: {', '.join(MODELS)}")
-        build(name, params)  # unknown or mistyped parameters fail here, naming the key
-    return spec
+    loaded, origin = read_yaml(path, ConfigError, "benchmark spec")
+    return validate(BenchmarkSpec, {} if loaded is None else loaded, ConfigError, origin)
 
 
 @dataclass(frozen=True)

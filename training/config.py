@@ -1,18 +1,21 @@
 """Configuration in three layers: dataclass defaults → YAML spec → ``--set key=value``.
 
-Unknown keys and wrong types are errors that name the key, the value and what is allowed.
+:class:`TrainConfig` is a pydantic dataclass (unknown keys forbidden): the YAML spec is read by
+:func:`features.yaml_files.read_yaml`, and the spec and the ``--set`` texts are validated by
+pydantic's lax mode (``"25"`` → 25 for an int, ``"false"`` → False for a bool), so unknown keys and
+wrong types are errors that name the file (or ``--set``), the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
+from pydantic import field_validator
+from pydantic.dataclasses import dataclass
+
+from features.yaml_files import FILE_CONFIG, read_yaml, reject_bool_numbers, validate
 
 C = TypeVar("C")
 
@@ -21,7 +24,7 @@ class ConfigError(ValueError):
     """A config key or value that is not allowed; the message says which and what is."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=FILE_CONFIG)
 class TrainConfig:
     """What ``tailor train`` does. ``params`` are the model's own config fields."""
 
@@ -37,104 +40,7 @@ class TrainConfig:
     register: bool = True
     seed: int = 42
 
-
-def _allowed(cls: type) -> str:
-    hints = typing.get_type_hints(cls)
-    return ", ".join(f"{f.name}: {_type_name(hints[f.name])}" for f in dataclasses.fields(cls))
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is typing.Literal:
-        return " | ".join(repr(v) for v in typing.get_args(tp))
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert ``value`` (often text from ``--set``) to ``tp`` or raise ConfigError."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in options:
-                return None
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return coerce(value, option, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}={value!r}: expected {_type_name(tp)}")
-    if origin is typing.Literal:
-        allowed = typing.get_args(tp)
-        if value not in allowed:
-            allowed_text = ", ".join(map(repr, allowed))
-            raise ConfigError(f"{key}={value!r}: allowed values are {allowed_text}")
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{key}={value!r}: expected a boolean (true/false)")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r}: expected an integer")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}={value!r}: expected an integer")
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}={value!r}: expected a number")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}={value!r}: expected text")
-    if origin is dict or tp is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise ConfigError(f"{key}={value!r}: expected a mapping")
-    return value
-
-
-def from_mapping(cls: type[C], values: Any, *, prefix: str = "") -> C:
-    """Build ``cls`` from a mapping, checking every key and type; every error names the key, the
-    value and the allowed keys (with their types), and a missing required key says so."""
-    where = prefix.rstrip(".") or "the top level"
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}={values!r}: expected a mapping; allowed keys: {_allowed(cls)}")
-    hints = typing.get_type_hints(cls)
-    fields = dataclasses.fields(cls)
-    names = {f.name for f in fields}
-    kwargs = {}
-    for key, value in values.items():
-        if key not in names:
-            shown = prefix + str(key)
-            raise ConfigError(f"unknown key {shown!r} (value {value!r}); allowed: {_allowed(cls)}")
-        kwargs[key] = coerce(value, hints[key], prefix + str(key))
-    required = [
-        f.name
-        for f in fields
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    missing = [name for name in required if name not in kwargs]
-    if missing:
-        raise ConfigError(
-            f"missing key {prefix + missing[0]!r}; required: {', '.join(required)}; "
-            f"allowed: {_allowed(cls)}"
-        )
-    return cls(**kwargs)
+    _no_bool_numbers = field_validator("*", mode="before")(reject_bool_numbers)
 
 
 def parse_sets(sets: list[str]) -> dict[str, str]:
@@ -148,19 +54,54 @@ def parse_sets(sets: list[str]) -> dict[str, str]:
     return parsed
 
 
-def load_train_config(spec: Path | None = None, sets: list[str] | None = None) -> TrainConfig:
-    """Defaults, then the YAML spec, then ``--set`` overrides (``params.NAME=V`` for the model)."""
+def load_layers(
+    cls: type[C],
+    spec: Path | None,
+    sets: list[str] | None,
+    *,
+    what: str = "spec",
+    flat: tuple[str, ...] = (),
+) -> C:
+    """``cls`` from its defaults, then the YAML ``spec``, then ``--set key=value``; each layer is
+    validated by ``cls`` (a pydantic model or dataclass), so an error names the layer (the file
+    or ``--set``). ``params.NAME=V`` lands in the ``params`` mapping, with V read as YAML.
+    ``flat`` names nested sections whose keys are written at the top level (the segment job's
+    segmenter settings)."""
     values: dict[str, Any] = {}
     if spec is not None:
-        loaded = yaml.safe_load(Path(spec).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{spec}: expected a mapping at the top level")
-        values.update(loaded)
-    for key, value in parse_sets(sets or []).items():
-        if key.startswith("params."):
-            params = dict(values.get("params") or {})
-            params[key.removeprefix("params.")] = yaml.safe_load(value)
-            values["params"] = params
-        else:
-            values[key] = value
-    return from_mapping(TrainConfig, values)
+        loaded, origin = read_yaml(spec, ConfigError, what)
+        if loaded is not None:
+            validate(cls, _nest(cls, loaded, flat), ConfigError, origin, flat=flat)
+            values.update(loaded)
+    if sets:
+        import yaml
+
+        for key, value in parse_sets(sets).items():
+            if key.startswith("params."):
+                params = dict(values.get("params") or {})
+                params[key.removeprefix("params.")] = yaml.safe_load(value)
+                values["params"] = params
+            else:
+                values[key] = value
+    return validate(cls, _nest(cls, values, flat), ConfigError, "--set", flat=flat)
+
+
+def _nest(cls: type, values: Any, flat: tuple[str, ...]) -> Any:
+    """Move the top-level keys of each ``flat`` section into the section."""
+    if not flat or not isinstance(values, dict):
+        return values
+    from features.yaml_files import section_keys
+
+    values = dict(values)
+    for section in flat:
+        keys = section_keys(cls, section)
+        moved = {k: values.pop(k) for k in list(values) if k in keys}
+        if moved or section in values:
+            given = values.get(section)
+            values[section] = {**given, **moved} if isinstance(given, dict) else moved or given
+    return values
+
+
+def load_train_config(spec: Path | None = None, sets: list[str] | None = None) -> TrainConfig:
+    """Defaults, then the YAML spec, then ``--set`` overrides (``params.NAME=V`` for the model)."""
+    return load_layers(TrainConfig, spec, sets, what="train spec")

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import field_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from features.segment_inputs import SegmentInputs
+from features.yaml_files import FILE_CONFIG, Invalid, reject_bool_numbers
 from models.segments import Segmenter, SegmenterConfig, agreement
 from models.segments.significance import pair_difference
 
@@ -26,9 +29,10 @@ MODEL_NAME = "tailor-segmenter"
 EXPERIMENT = "tailor-segment"
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=FILE_CONFIG)
 class SegmentJob:
-    """The segmenter's settings plus what the job around it does."""
+    """The segmenter's settings plus what the job around it does. A spec file (and ``--set``)
+    writes the segmenter's keys at the top level, beside the job's."""
 
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     min_sessions: int = 2  # event data: people with fewer sessions are assigned, not fitted
@@ -43,35 +47,26 @@ class SegmentJob:
     register: bool = True
     force_promote: bool = False
 
+    _no_bool_numbers = field_validator("*", mode="before")(reject_bool_numbers)
+
+    @field_validator("segmenter", mode="before")
+    @classmethod
+    def _no_bool_segmenter_numbers(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            hints = {f.name: f.type for f in fields(SegmenterConfig)}
+            for key, given in value.items():
+                if isinstance(given, bool) and hints.get(key) in (int, float, "int", "float"):
+                    raise Invalid("expected a number", (key,), given)
+        return value
+
 
 def load_segment_job(spec: Path | None = None, sets: list[str] | None = None) -> SegmentJob:
     """Defaults → a YAML spec → ``--set key=value``; keys are :class:`SegmenterConfig` or
-    :class:`SegmentJob` fields (flat). Unknown keys and wrong types raise ``ConfigError``."""
-    import yaml
+    :class:`SegmentJob` fields (flat). Unknown keys and wrong types raise ``ConfigError`` naming
+    the file (or ``--set``), the key, the value and the allowed keys."""
+    from training.config import load_layers
 
-    from training.config import ConfigError, from_mapping, parse_sets
-
-    values: dict = {}
-    if spec is not None:
-        loaded = yaml.safe_load(Path(spec).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{spec}: expected a mapping at the top level")
-        values.update(loaded)
-    values.update(parse_sets(sets or []))
-    segmenter_keys = set(SegmenterConfig.__dataclass_fields__)
-    job_keys = set(SegmentJob.__dataclass_fields__) - {"segmenter"}
-    unknown = sorted(set(values) - segmenter_keys - job_keys)
-    if unknown:
-        allowed = ", ".join(sorted(segmenter_keys | job_keys))
-        raise ConfigError(f"unknown key(s) {unknown}; allowed: {allowed}")
-    try:
-        segmenter = from_mapping(
-            SegmenterConfig, {k: v for k, v in values.items() if k in segmenter_keys}
-        )
-    except ValueError as exc:  # the config's own range checks
-        raise ConfigError(str(exc)) from None
-    job = from_mapping(SegmentJob, {k: v for k, v in values.items() if k in job_keys})
-    return SegmentJob(**{**{f: getattr(job, f) for f in job_keys}, "segmenter": segmenter})
+    return load_layers(SegmentJob, spec, sets, what="segment job spec", flat=("segmenter",))
 
 
 @dataclass

@@ -4,24 +4,31 @@ A spec names the data set, the Feast feature service, the evaluation protocol, t
 fixed parameters, the search space, the metric and its direction, the trial budget and the
 pruner. The file name (without ``.yaml``) is the MLflow experiment and the Optuna study name.
 
-Everything is checked on load, so a typo fails before any trial runs: an unknown key, a wrong
-type, an empty search space, a search parameter the model does not have, a bound of the wrong
-type or a condition on an unknown parameter each raise `ConfigError` naming the key, the value
-and what is allowed.
+Everything is checked on load (a pydantic model, unknown keys forbidden), so a typo fails before
+any trial runs: an unknown key, a wrong type, an empty search space, a search parameter the model
+does not have, a bound of the wrong type or a condition on an unknown parameter each raise
+`ConfigError` naming the file, the key, the value and what is allowed.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import (
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from features.yaml_files import FileModel, Invalid, read_yaml, validate
 from models.registry import MODELS, make_config, param_types
-from training.config import ConfigError, from_mapping
+from training.config import ConfigError
 
 PROTOCOLS = ("msr", "recbole", "temporal", "leave-last-out")
 #: Named data sets; any other value must be an interactions file
@@ -57,34 +64,89 @@ class SearchParam:
         return all(name in chosen and chosen[name] in values for name, values in self.when.items())
 
 
-@dataclass(frozen=True)
-class _RawSpec:
-    """The YAML's top level, before the cross-field checks (types as written in the file)."""
+class _Param(FileModel):
+    """One ``search_space`` entry as written (checked against the model by the spec)."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list | None = None
+    when: dict[str, Any] = {}
+
+
+Name = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1)]
+
+
+class _SpecFile(FileModel):
+    """The file's keys; the cross-key checks (metric and k, search space and model) run once
+    every key is valid on its own."""
 
     model: str
-    search_space: dict[str, Any]
+    search_space: dict[str, _Param]
     dataset: str = "movielens-100k"
-    feature_service: str = "user_profile_v1"
-    protocol: str = "msr"
-    params: dict[str, Any] = field(default_factory=dict)
+    feature_service: Name = "user_profile_v1"
+    protocol: Literal[PROTOCOLS] = "msr"
+    params: dict[str, Any] = {}
     metric: str = "ndcg_at_10"
     direction: Literal["maximize", "minimize"] = "maximize"
-    k: int = 10
-    trials: int = 20
-    timeout: float | None = None
-    pruner: Literal["none", "median", "hyperband"] = "median"
-    seed: int = 42
-    validation_splits: int = 1
-    registered_model: str = "tailor-recommender"
+    k: Annotated[int, Field(ge=1)] = 10
+    trials: Annotated[int, Field(ge=1)] = 20
+    timeout: Annotated[float, Field(gt=0)] | None = None  # seconds; null: no limit
+    pruner: Literal[PRUNERS] = "median"
+    seed: Annotated[int, Field(ge=0)] = 42
+    validation_splits: Annotated[int, Field(ge=1)] = 1
+    registered_model: Name = "tailor-recommender"
     description: str = ""
 
+    _space: tuple[SearchParam, ...] = PrivateAttr(default=())
 
-@dataclass(frozen=True)
-class ExperimentSpec(_RawSpec):
-    """A validated tuning spec: the file's keys (defaults in `_RawSpec`) with the search space
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, model: str) -> str:
+        if model not in MODELS:
+            raise Invalid(f"unknown model; allowed: {', '.join(MODELS)}")
+        return model
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, dataset: str, info: ValidationInfo) -> str:
+        return _check_dataset(dataset, (info.context or {}).get("path"))
+
+    @field_validator("feature_service", "registered_model")
+    @classmethod
+    def _not_blank(cls, name: str) -> str:
+        if not name.strip():
+            raise Invalid("expected a non-empty name")
+        return name
+
+    @model_validator(mode="after")
+    def _consistent(self) -> _SpecFile:
+        try:
+            make_config(self.model, self.params)
+        except (ValueError, TypeError) as exc:
+            raise Invalid(str(exc), "params", self.params) from None
+        if self.validation_splits > 1 and self.protocol != "msr":
+            raise Invalid(
+                f"protocol {self.protocol!r} has one validation part; only 'msr' draws several "
+                "(allowed here: 1)",
+                "validation_splits",
+                self.validation_splits,
+            )
+        metric_name, _, metric_k = self.metric.rpartition("_at_")
+        if metric_name not in METRICS or metric_k != str(self.k):
+            allowed = ", ".join(f"{m}_at_{self.k}" for m in METRICS)
+            raise Invalid(f"allowed (with k={self.k}): {allowed}", "metric", self.metric)
+        self._space = _check_space(self.model, self.params, self.search_space)
+        return self
+
+
+class ExperimentSpec(_SpecFile):
+    """A validated tuning spec: the file's keys (defaults in `_SpecFile`) with the search space
     checked against the model; ``name`` is the file stem (experiment and study name)."""
 
-    search_space: tuple[SearchParam, ...] = ()
+    search_space: tuple[SearchParam, ...] = ()  # type: ignore[assignment]
     name: str = ""
     path: Path | None = None
 
@@ -93,80 +155,29 @@ class ExperimentSpec(_RawSpec):
         return [p.name for p in self.search_space]
 
 
-@dataclass(frozen=True)
-class _RawParam:
-    type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: list | None = None
-    when: dict[str, Any] = field(default_factory=dict)
-
-
 def load_experiment_spec(path: str | Path) -> ExperimentSpec:
-    """Read and validate a tuning spec; raises `ConfigError` prefixed with the file name."""
+    """Read and validate a tuning spec; a `ConfigError` names the file."""
     path = Path(path)
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the spec: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    try:
-        return parse_experiment_spec(loaded if loaded is not None else {}, path.stem, path)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    loaded, _ = read_yaml(path, ConfigError, "tuning spec")
+    return parse_experiment_spec(loaded if loaded is not None else {}, path.stem, path)
 
 
 def parse_experiment_spec(values: Any, name: str, path: Path | None = None) -> ExperimentSpec:
-    """Validate an already-parsed mapping (the YAML document) as spec ``name``."""
-    raw = from_mapping(_RawSpec, values)
-    if raw.model not in MODELS:
-        raise ConfigError(f"model={raw.model!r}: unknown model; allowed: {', '.join(MODELS)}")
-    try:
-        make_config(raw.model, raw.params)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"params={raw.params!r}: {exc}") from exc
-    dataset = _check_dataset(raw.dataset, path)
-    if raw.protocol not in PROTOCOLS:
-        raise ConfigError(f"protocol={raw.protocol!r}: allowed values are {', '.join(PROTOCOLS)}")
-    _check_positive("k", raw.k)
-    _check_positive("trials", raw.trials)
-    _check_positive("validation_splits", raw.validation_splits)
-    if raw.validation_splits > 1 and raw.protocol != "msr":
-        raise ConfigError(
-            f"validation_splits={raw.validation_splits!r}: protocol {raw.protocol!r} has one "
-            "validation part; only 'msr' draws several (allowed here: 1)"
-        )
-    if raw.timeout is not None and not raw.timeout > 0:
-        raise ConfigError(f"timeout={raw.timeout!r}: expected seconds > 0 or null (no limit)")
-    if raw.seed < 0:
-        raise ConfigError(f"seed={raw.seed!r}: expected an integer >= 0")
-    metric_name, _, metric_k = raw.metric.rpartition("_at_")
-    if metric_name not in METRICS or metric_k != str(raw.k):
-        allowed = ", ".join(f"{m}_at_{raw.k}" for m in METRICS)
-        raise ConfigError(f"metric={raw.metric!r}: allowed values (with k={raw.k}) are {allowed}")
-    for key in ("feature_service", "registered_model"):
-        if not getattr(raw, key).strip():
-            raise ConfigError(f"{key}={getattr(raw, key)!r}: expected a non-empty name")
-    space = _check_space(raw.model, raw.params, raw.search_space)
-    written = {f.name: getattr(raw, f.name) for f in dataclasses.fields(_RawSpec)}
-    checked = {"search_space": space, "dataset": dataset, "params": dict(raw.params)}
-    return ExperimentSpec(**{**written, **checked}, name=name, path=path)
-
-
-def _check_positive(key: str, value: int) -> None:
-    if value < 1:
-        raise ConfigError(f"{key}={value!r}: expected an integer >= 1")
+    """Validate an already-parsed mapping (the YAML document) as spec ``name``; a relative
+    ``dataset`` file is looked up beside ``path`` too."""
+    origin = str(path) if path is not None else name
+    checked = validate(_SpecFile, values, ConfigError, origin, context={"path": path})
+    fields = {key: getattr(checked, key) for key in _SpecFile.model_fields}
+    fields.update(search_space=checked._space, params=dict(checked.params), name=name, path=path)
+    return ExperimentSpec.model_construct(**fields)
 
 
 def _check_dataset(dataset: str, path: Path | None) -> str:
     if dataset in NAMED_DATASETS:
         return dataset
     if dataset == "cdnow":
-        raise ConfigError(
-            "dataset='cdnow': CDNOW records purchases without products (every row points at one "
+        raise Invalid(
+            "CDNOW records purchases without products (every row points at one "
             "pseudo item), so there is nothing to recommend; allowed: "
             f"{', '.join(NAMED_DATASETS)} or an interactions file"
         )
@@ -176,91 +187,94 @@ def _check_dataset(dataset: str, path: Path | None) -> str:
     for candidate in candidates:
         if candidate.is_file():
             return str(candidate.resolve())
-    raise ConfigError(
-        f"dataset={dataset!r}: neither a named data set nor an existing file; allowed: "
+    raise Invalid(
+        f"neither a named data set nor an existing file; allowed: "
         f"{', '.join(NAMED_DATASETS)} or a path to an interactions file "
         "(user_id,item_id[,rating][,timestamp], CSV or Parquet)"
     )
 
 
-def _check_space(model: str, fixed: dict[str, Any], space: dict[str, Any]) -> tuple:
+def _check_space(model: str, fixed: dict[str, Any], space: dict[str, _Param]) -> tuple:
     model_params = param_types(model)
     if not space:
-        raise ConfigError(
-            f"search_space={space!r}: empty; name at least one parameter of {model}: "
-            f"{', '.join(model_params)}"
+        raise Invalid(
+            f"empty; name at least one parameter of {model}: {', '.join(model_params)}",
+            "search_space",
+            {},
         )
     parsed: list[SearchParam] = []
-    for name, body in space.items():
-        prefix = f"search_space.{name}."
+    for name, raw in space.items():
+        where = ("search_space", name)
         if name not in model_params:
-            raise ConfigError(
-                f"search_space.{name}: {model} has no parameter {name!r}; allowed: "
-                f"{', '.join(model_params)}"
+            raise Invalid(
+                f"{model} has no parameter {name!r}; allowed: {', '.join(model_params)}", where
             )
         if name in fixed:
-            raise ConfigError(
-                f"search_space.{name}: also fixed in params ({name}={fixed[name]!r}); "
-                "a parameter is either fixed or searched"
+            raise Invalid(
+                f"also fixed in params ({name}={fixed[name]!r}); a parameter is either fixed "
+                "or searched",
+                where,
             )
-        raw = from_mapping(_RawParam, body, prefix=prefix)
-        param = _check_param(model, fixed, name, raw, prefix)
-        _check_conditions(param, parsed, prefix)
+        param = _check_param(model, fixed, name, raw, where)
+        _check_conditions(param, parsed, where)
         parsed.append(param)
     return tuple(parsed)
 
 
-def _check_value(model: str, fixed: dict[str, Any], name: str, value: Any, key: str) -> Any:
-    """``value`` as model ``name``'s config would store it, or a ConfigError naming ``key``."""
+def _check_value(model: str, fixed: dict[str, Any], name: str, value: Any, where: tuple) -> Any:
+    """``value`` as model ``name``'s config would store it, or Invalid at ``where``."""
     try:
         config = make_config(model, {**fixed, name: value})
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{key}={value!r}: not a valid {model} {name}: {exc}") from exc
+        raise Invalid(f"not a valid {model} {name}: {exc}", where, value) from None
     return getattr(config, name)
 
 
 def _check_param(
-    model: str, fixed: dict[str, Any], name: str, raw: _RawParam, prefix: str
+    model: str, fixed: dict[str, Any], name: str, raw: _Param, where: tuple
 ) -> SearchParam:
     numeric_keys = {"low": raw.low, "high": raw.high, "step": raw.step}
     if raw.type == "categorical":
         extra = [k for k, v in numeric_keys.items() if v is not None] + (["log"] * raw.log)
         if extra:
-            raise ConfigError(
-                f"{prefix}{extra[0]}: not used by a categorical parameter; allowed: choices, when"
+            raise Invalid(
+                "not used by a categorical parameter; allowed: choices, when",
+                (*where, extra[0]),
+                getattr(raw, extra[0]),
             )
-        if not isinstance(raw.choices, list) or not raw.choices:
-            raise ConfigError(f"{prefix}choices={raw.choices!r}: expected a non-empty list")
-        for value in raw.choices:
-            _check_value(model, fixed, name, value, f"{prefix}choices")
+        if not raw.choices:
+            raise Invalid("expected a non-empty list", (*where, "choices"), raw.choices)
+        for i, value in enumerate(raw.choices):
+            _check_value(model, fixed, name, value, (*where, "choices", i))
         return SearchParam(
             name=name, type="categorical", choices=tuple(raw.choices), when=_when(raw.when)
         )
     if raw.choices is not None:
-        raise ConfigError(
-            f"{prefix}choices={raw.choices!r}: only for type categorical; a {raw.type} "
-            "parameter takes low, high, log, step"
+        raise Invalid(
+            f"only for type categorical; a {raw.type} parameter takes low, high, log, step",
+            (*where, "choices"),
+            raw.choices,
         )
     for key in ("low", "high"):
         if numeric_keys[key] is None:
-            raise ConfigError(f"{prefix}{key}: required for a {raw.type} parameter")
+            raise Invalid(f"required for a {raw.type} parameter", (*where, key))
     low, high, step = raw.low, raw.high, raw.step
     if raw.type == "int":
         for key, value in numeric_keys.items():
             if value is not None and not float(value).is_integer():
-                raise ConfigError(f"{prefix}{key}={value!r}: expected an integer for type int")
+                raise Invalid("expected an integer for type int", (*where, key), value)
         low, high = int(low), int(high)
         step = int(step) if step is not None else None
     if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
-        raise ConfigError(f"{prefix}low={low!r}, high={high!r}: expected finite low < high")
+        raise Invalid(f"expected finite low < high, got low={low!r}, high={high!r}", where)
     if raw.log and low <= 0:
-        raise ConfigError(f"{prefix}low={low!r}: a log scale needs low > 0")
+        raise Invalid("a log scale needs low > 0", (*where, "low"), low)
     if raw.log and step is not None:
-        raise ConfigError(f"{prefix}step={step!r}: step and log cannot be combined")
+        raise Invalid("step and log cannot be combined", (*where, "step"), step)
     if step is not None and not step > 0:
-        raise ConfigError(f"{prefix}step={step!r}: expected step > 0")
+        raise Invalid("expected step > 0", (*where, "step"), step)
     for key, value in (("low", low), ("high", high)):
-        _check_value(model, fixed, name, value, prefix + key)
+        _check_value(model, fixed, name, value, (*where, key))
     return SearchParam(
         name=name, type=raw.type, low=low, high=high, log=raw.log, step=step, when=_when(raw.when)
     )
@@ -273,24 +287,20 @@ def _when(when: dict[str, Any]) -> dict[str, tuple[Any, ...]]:
     }
 
 
-def _check_conditions(param: SearchParam, earlier: list[SearchParam], prefix: str) -> None:
+def _check_conditions(param: SearchParam, earlier: list[SearchParam], where: tuple) -> None:
     by_name = {p.name: p for p in earlier}
     for other, values in param.when.items():
+        key = (*where, "when", other)
         if other not in by_name:
-            raise ConfigError(
-                f"{prefix}when.{other}: a condition must name a categorical parameter listed "
-                f"before {param.name}; allowed: "
-                f"{', '.join(p.name for p in earlier if p.type == 'categorical') or 'none'}"
+            raise Invalid(
+                f"a condition must name a categorical parameter listed before {param.name}; "
+                f"allowed: "
+                f"{', '.join(p.name for p in earlier if p.type == 'categorical') or 'none'}",
+                key,
             )
         target = by_name[other]
         if target.type != "categorical":
-            raise ConfigError(
-                f"{prefix}when.{other}: {other} is {target.type}; conditions need a categorical "
-                "parameter"
-            )
+            raise Invalid(f"{other} is {target.type}; conditions need a categorical parameter", key)
         unknown = [v for v in values if v not in target.choices]
         if unknown:
-            raise ConfigError(
-                f"{prefix}when.{other}={unknown[0]!r}: not one of {other}'s choices "
-                f"{list(target.choices)}"
-            )
+            raise Invalid(f"not one of {other}'s choices {list(target.choices)}", key, unknown[0])

@@ -4,12 +4,15 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from pydantic import field_validator
+from pydantic.dataclasses import dataclass
 
+from features.yaml_files import FILE_CONFIG, reject_bool_numbers, validate
 from models.registry import build
 from training.config import (
     ConfigError,
     TrainConfig,
-    coerce,
+    load_layers,
     load_train_config,
     parse_sets,
 )
@@ -60,7 +63,7 @@ def test_empty_yaml_gives_defaults(tmp_path: Path) -> None:
 
 def test_yaml_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     spec = _spec(tmp_path, "- model\n- ease\n")
-    with pytest.raises(ConfigError, match="expected a mapping at the top level"):
+    with pytest.raises(ConfigError, match=r"the top level, value \['model', 'ease'\]: expected a"):
         load_train_config(spec)
 
 
@@ -91,24 +94,33 @@ def test_set_bool_spellings(text: str, expected: bool) -> None:
     assert load_train_config(sets=[f"register={text}"]).register is expected
 
 
+@dataclass(frozen=True, config=FILE_CONFIG)
+class _Floats:
+    alpha: float = 0.0
+    beta: float | None = None
+
+    _no_bool_numbers = field_validator("*", mode="before")(reject_bool_numbers)
+
+
 @pytest.mark.parametrize(
     ("value", "expected"), [("0.5", 0.5), ("1e-3", 0.001), (2, 2.0), (0.25, 0.25)]
 )
-def test_coerce_float(value: object, expected: float) -> None:
-    coerced = coerce(value, float, "alpha")
+def test_float_fields_take_numbers_and_number_text(value: object, expected: float) -> None:
+    coerced = validate(_Floats, {"alpha": value}, ConfigError, "spec.yaml").alpha
     assert coerced == expected
     assert type(coerced) is float
+    assert load_layers(_Floats, None, [f"alpha={value}"]).alpha == expected
 
 
-def test_coerce_optional_float_accepts_none_and_numbers() -> None:
-    assert coerce("none", float | None, "alpha") is None
-    assert coerce("1.5", float | None, "alpha") == 1.5
+def test_optional_float_accepts_null_and_numbers() -> None:
+    assert validate(_Floats, {"beta": None}, ConfigError, "spec.yaml").beta is None
+    assert load_layers(_Floats, None, ["beta=1.5"]).beta == 1.5
 
 
 @pytest.mark.parametrize("value", ["abc", True])
-def test_coerce_float_rejects_non_numbers(value: object) -> None:
-    with pytest.raises(ConfigError, match=r"alpha=.*expected a number"):
-        coerce(value, float, "alpha")
+def test_float_fields_reject_non_numbers(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"key 'alpha', value .*: expected a number"):
+        validate(_Floats, {"alpha": value}, ConfigError, "spec.yaml")
 
 
 def test_set_whitespace_around_key_and_value_is_stripped() -> None:
@@ -137,7 +149,7 @@ def test_unknown_key_from_set_names_the_key_and_lists_allowed() -> None:
     with pytest.raises(ConfigError) as excinfo:
         load_train_config(sets=["epochs=3"])
     message = str(excinfo.value)
-    assert "unknown key 'epochs'" in message
+    assert "--set: key 'epochs', value '3': unknown key" in message
     assert "allowed:" in message
     for name in FIELD_NAMES:
         assert f"{name}:" in message
@@ -147,18 +159,19 @@ def test_unknown_key_from_set_names_the_key_and_lists_allowed() -> None:
 
 def test_unknown_key_from_yaml_names_the_key(tmp_path: Path) -> None:
     spec = _spec(tmp_path, "model: ease\nlearning_rate: 0.1\n")
-    with pytest.raises(
-        ConfigError, match=r"unknown key 'learning_rate' \(value 0.1\); allowed: model: str"
-    ):
+    with pytest.raises(ConfigError) as caught:
         load_train_config(spec)
+    assert str(caught.value).startswith(
+        f"{spec}: key 'learning_rate', value 0.1: unknown key; allowed: model: str"
+    )
 
 
 @pytest.mark.parametrize(
     ("sets", "pattern"),
     [
-        (["k=ten"], r"k='ten': expected an integer"),
-        (["test_days=2.5"], r"test_days='2.5': expected an integer"),
-        (["register=maybe"], r"register='maybe': expected a boolean"),
+        (["k=ten"], r"--set: key 'k', value 'ten': expected an integer"),
+        (["test_days=2.5"], r"key 'test_days', value '2.5': expected an integer"),
+        (["register=maybe"], r"key 'register', value 'maybe': expected a boolean"),
     ],
 )
 def test_wrong_type_from_set_names_key_and_value(sets: list[str], pattern: str) -> None:
@@ -169,11 +182,11 @@ def test_wrong_type_from_set_names_key_and_value(sets: list[str], pattern: str) 
 @pytest.mark.parametrize(
     ("text", "pattern"),
     [
-        ("k: 5.5\n", r"k=5\.5: expected an integer"),
-        ("test_days: true\n", r"test_days=True: expected an integer"),
-        ("model: 5\n", r"model=5: expected text"),
-        ("params: [1, 2]\n", r"params=\[1, 2\]: expected a mapping"),
-        ("register: sometimes\n", r"register='sometimes': expected a boolean"),
+        ("k: 5.5\n", r"train.yaml: key 'k', value 5\.5: expected an integer"),
+        ("test_days: true\n", r"key 'test_days', value True: expected an integer"),
+        ("model: 5\n", r"key 'model', value 5: expected text"),
+        ("params: [1, 2]\n", r"key 'params', value \[1, 2\]: expected a mapping"),
+        ("register: sometimes\n", r"key 'register', value 'sometimes': expected a boolean"),
     ],
 )
 def test_wrong_type_from_yaml_names_key_and_value(tmp_path: Path, text: str, pattern: str) -> None:
@@ -197,3 +210,18 @@ def test_parse_sets_splits_on_first_equals() -> None:
         "params.l2": "200",
         "b": "x=y",
     }
+
+
+def test_errors_name_the_layer_the_key_path_the_value_and_the_allowed_keys(tmp_path: Path) -> None:
+    """issue #10 (one shape): the train spec is a pydantic dataclass with unknown keys forbidden;
+    an error names its layer (the file, or --set), the key path, the value and what is allowed."""
+    spec = _spec(tmp_path, "k: 20\n")
+    with pytest.raises(ConfigError) as caught:
+        load_train_config(spec, ["params.l2=200", "alias=3", "modl=ease"])
+    assert str(caught.value).startswith("--set: key 'modl', value 'ease': unknown key; allowed:")
+    spec.write_text("register: maybe\n")
+    with pytest.raises(ConfigError) as caught:
+        load_train_config(spec, ["k=5"])
+    assert str(caught.value) == (
+        f"{spec}: key 'register', value 'maybe': expected a boolean (true/false)"
+    )

@@ -105,6 +105,25 @@ def test_reclustering_matches_ids_and_logs_a_migration_matrix(segmented):
     assert min(share for _, share in first.stability) >= 0.9
 
 
+def test_segment_job_spec_errors_name_the_file_key_value_and_allowed(tmp_path):
+    """issue #10 (one shape): the segment job is a pydantic dataclass with unknown keys
+    forbidden; the segmenter's keys are written flat beside the job's, and an error names the
+    file (or --set), the key, the value and every allowed key."""
+    spec = tmp_path / "job.yaml"
+    spec.write_text("k_max: 6\nstability_seed: 3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_segment_job(spec)
+    message = str(caught.value)
+    assert message.startswith(f"{spec}: key 'stability_seed', value 3: unknown key; allowed: ")
+    assert "algorithm: str" in message and "stability_seeds: int" in message
+    spec.write_text("k_max: true\n")
+    with pytest.raises(ConfigError, match=r"job\.yaml: key 'k_max', value True: expected"):
+        load_segment_job(spec)
+    spec.write_text("k_max: 6\nmin_sessions: 4\n")
+    job = load_segment_job(spec, ["k_min=3"])
+    assert (job.segmenter.k_min, job.segmenter.k_max, job.min_sessions) == (3, 6, 4)
+
+
 def test_cli_segment_errors_and_spec_keys(tmp_path):
     result = CliRunner().invoke(app, ["segment", "--events", "x.csv", "--home", str(tmp_path)])
     assert result.exit_code == 1 and "--out" in result.output

@@ -73,20 +73,20 @@ def test_defaults_and_conditional_parameters():
     ("values", "fragments"),
     [
         (_spec(trails=20), ["'trails'", "20", "trials: int"]),
-        (_spec(trials="many"), ["trials='many'", "integer"]),
-        (_spec(direction="up"), ["direction='up'", "'maximize'", "'minimize'"]),
-        (_spec(pruner="asha"), ["pruner='asha'", "'median'", "'hyperband'"]),
-        (_spec(protocol="random"), ["protocol='random'", "msr", "leave-last-out"]),
-        (_spec(model="svd"), ["model='svd'", "ease", "sasrec"]),
-        (_spec(metric="auc"), ["metric='auc'", "ndcg_at_10", "recall_at_10"]),
-        (_spec(metric="ndcg_at_5"), ["metric='ndcg_at_5'", "ndcg_at_10"]),
-        (_spec(search_space={}), ["search_space={}", "empty", "l2"]),
-        (_spec(search_space=None), ["search_space=None", "mapping"]),
+        (_spec(trials="many"), ["key 'trials', value 'many'", "integer"]),
+        (_spec(direction="up"), ["key 'direction', value 'up'", "'maximize'", "'minimize'"]),
+        (_spec(pruner="asha"), ["key 'pruner', value 'asha'", "'median'", "'hyperband'"]),
+        (_spec(protocol="random"), ["key 'protocol', value 'random'", "msr", "leave-last-out"]),
+        (_spec(model="svd"), ["key 'model', value 'svd'", "ease", "sasrec"]),
+        (_spec(metric="auc"), ["key 'metric', value 'auc'", "ndcg_at_10", "recall_at_10"]),
+        (_spec(metric="ndcg_at_5"), ["key 'metric', value 'ndcg_at_5'", "ndcg_at_10"]),
+        (_spec(search_space={}), ["key 'search_space', value {}", "empty", "l2"]),
+        (_spec(search_space=None), ["key 'search_space', value None", "mapping"]),
         (_spec(params={"l3": 1.0}), ["l3", "allowed parameters", "l2: float"]),
         (_spec(search_space={"alpha": {"type": "float", "low": 1, "high": 2}}),
          ["search_space.alpha", "alpha", "allowed: l2, implicit"]),
         (_spec(search_space={"l2": {"type": "real", "low": 1, "high": 2}}),
-         ["search_space.l2.type='real'", "'float'", "'categorical'"]),
+         ["key 'search_space.l2.type', value 'real'", "'float'", "'categorical'"]),
         (_spec(search_space={"l2": {"type": "float", "low": 1, "high": 2, "lo": 0}}),
          ["search_space.l2.lo", "value 0", "low:", "choices:"]),
         (_spec(search_space={"l2": {"type": "float", "high": 2.0}}),
@@ -94,20 +94,22 @@ def test_defaults_and_conditional_parameters():
         (_spec(search_space={"l2": {"type": "float", "low": 5.0, "high": 2.0}}),
          ["low=5.0", "high=2.0", "low < high"]),
         (_spec(search_space={"l2": {"type": "float", "low": 0.0, "high": 2.0, "log": True}}),
-         ["search_space.l2.low=0.0", "log scale needs low > 0"]),
+         ["key 'search_space.l2.low', value 0.0", "log scale needs low > 0"]),
         (_spec(search_space={"implicit": {"type": "categorical", "choices": []}}),
-         ["search_space.implicit.choices=[]", "non-empty list"]),
+         ["key 'search_space.implicit.choices', value []", "non-empty list"]),
         (_spec(search_space={"implicit": {"type": "categorical", "choices": ["yes"]}}),
-         ["search_space.implicit.choices='yes'", "bool"]),
+         ["key 'search_space.implicit.choices[0]', value 'yes'", "bool"]),
         (_spec(params={"l2": 100.0}), ["search_space.l2", "also fixed", "l2=100.0"]),
         (_spec(search_space={
             "l2": {"type": "float", "low": 1, "high": 2, "when": {"implicit": True}}}),
          ["search_space.l2.when.implicit", "categorical parameter listed before"]),
-        (_spec(validation_splits=0), ["validation_splits=0", "integer >= 1"]),
+        (_spec(validation_splits=0), ["key 'validation_splits', value 0", "integer >= 1"]),
         (_spec(protocol="temporal", validation_splits=3),
-         ["validation_splits=3", "'temporal'", "only 'msr'"]),
-        (_spec(dataset="cdnow"), ["dataset='cdnow'", "nothing to recommend", "movielens-100k"]),
-        (_spec(dataset="nowhere.csv"), ["dataset='nowhere.csv'", "movielens-100k", "file"]),
+         ["key 'validation_splits', value 3", "'temporal'", "only 'msr'"]),
+        (_spec(dataset="cdnow"),
+         ["key 'dataset', value 'cdnow'", "nothing to recommend", "movielens-100k"]),
+        (_spec(dataset="nowhere.csv"),
+         ["key 'dataset', value 'nowhere.csv'", "movielens-100k", "file"]),
     ],
 )  # fmt: skip
 def test_every_error_names_key_value_and_what_is_allowed(values, fragments):
@@ -122,7 +124,7 @@ def test_int_parameters_need_integer_bounds():
         "search_space": {"factors": {"type": "int", "low": 8.5, "high": 64}},
     }
     message = _error(values)
-    assert "search_space.factors.low=8.5" in message and "integer" in message
+    assert "key 'search_space.factors.low', value 8.5: expected an integer" in message
 
 
 def test_a_float_range_on_an_int_parameter_is_rejected():
@@ -137,8 +139,25 @@ def test_load_prefixes_the_file_and_reads_relative_data_files(tmp_path):
     spec = load_experiment_spec(path)
     assert spec.name == "mine" and spec.dataset == str((tmp_path / "data.csv").resolve())
     path.write_text(yaml.safe_dump(_spec(k=0)))
-    with pytest.raises(ConfigError, match=r"mine\.yaml: k=0: expected an integer >= 1"):
+    with pytest.raises(
+        ConfigError, match=r"mine\.yaml: key 'k', value 0: expected an integer >= 1"
+    ):
         load_experiment_spec(path)
     path.write_text("- a list\n")
-    with pytest.raises(ConfigError, match=r"mine\.yaml: the top level=\['a list'\]"):
+    with pytest.raises(ConfigError, match=r"mine\.yaml: the top level, value \['a list'\]"):
         load_experiment_spec(path)
+
+
+def test_spec_errors_have_the_shape_of_every_spec_file(tmp_path):
+    """issue #10 (one shape): the tuning spec is a pydantic model with unknown keys forbidden;
+    its errors have the shape of every other spec and rule file's: file, key path, value,
+    what is allowed."""
+    path = tmp_path / "mine.yaml"
+    search = {"l2": {"type": "float", "low": 1.0, "high": 2.0, "lo": 0}}
+    path.write_text(yaml.safe_dump(_spec(search_space=search)))
+    with pytest.raises(ConfigError) as caught:
+        load_experiment_spec(path)
+    assert str(caught.value).startswith(
+        f"{path}: key 'search_space.l2.lo', value 0: unknown key; allowed: "
+        "type: 'float' | 'int' | 'categorical', low: float | None, high: float | None"
+    )
