@@ -189,7 +189,8 @@ def explain(
     else:
         parts.append(f"key {_path(loc)!r}" if loc else "the top level")
         if value is not _NO_VALUE:
-            parts.append(f", value {value!r}")
+            shown = repr(value)
+            parts.append(f", value {shown if len(shown) <= 200 else shown[:197] + '...'}")
         parts.append(f": {why}")
     if len(problems) > 1:
         parts.append(f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})")
