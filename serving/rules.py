@@ -50,7 +50,6 @@ SOURCES = (
 )
 FILTERS = ("exclude_purchased", "exclude_seen", "exclude_given")
 MATURITY = ("new", "returning", "known")
-CONTEXT_KEYS = ("country", "device_type", "page", "category")
 #: The context columns ``popular_in_context`` can use, in its default order of preference.
 CONTEXT_ORDER = ("category", "country", "device_type")
 CONTEXT_CATEGORY = "@context"

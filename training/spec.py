@@ -76,7 +76,7 @@ class _Param(FileModel):
     when: dict[str, Any] = {}
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=False, min_length=1)]
+Name = Annotated[str, StringConstraints(min_length=1)]
 
 
 class _SpecFile(FileModel):
