@@ -265,7 +265,10 @@ def test_the_packaged_rules_load():
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        ({"version": 1, "personas": [], "colour": 1}, "test.yaml: key 'colour', value 1: unknown key; allowed: version"),
+        (
+            {"version": 1, "personas": [], "colour": 1},
+            "test.yaml: key 'colour', value 1: unknown key; allowed: version",
+        ),
         ({"version": 2, "personas": [{}]}, "key 'version', value 2: not one of 1"),
         ({"version": 1}, "key 'personas': missing (required)"),
         (_doc(colour="red"), "persona rule 'r', key 'colour', value 'red': unknown key"),
@@ -274,13 +277,19 @@ def test_the_packaged_rules_load():
             "key 'score.share[0]', value 'clicks': not one of 'events', 'sessions'",
         ),
         (_doc(score={"share": "views"}), "key 'score.over', value None: a share needs 'over'"),
-        (_doc(score={"ratio": "views"}), "key 'score.ratio', value 'views': unknown key; allowed: share: list, over: list"),
+        (
+            _doc(score={"ratio": "views"}),
+            "key 'score.ratio', value 'views': unknown key; allowed: share: list, over: list",
+        ),
         (_doc(score={"saturate": "views", "at": 0}), "key 'score.at', value 0: expected a number"),
         (_doc(score={"all": []}), "key 'score.all', value []: expected a non-empty list"),
         (_doc(threshold="high"), "key 'threshold', value 'high': expected a number"),
         (_doc(threshold=1.5), "key 'threshold', value 1.5: expected a number <= 1"),
         (_doc(when={"views": {"min": 5, "max": 2}}), "key 'when.views'"),
-        (_doc(when={"views": {"min": -1}}), "key 'when.views.min', value -1: expected an integer >= 0"),
+        (
+            _doc(when={"views": {"min": -1}}),
+            "key 'when.views.min', value -1: expected an integer >= 0",
+        ),
         (_doc(when={"views": {"least": 1}}), "key 'when.views.least', value 1: unknown key"),
         (_doc(when={"clicks": {"min": 1}}), "key 'when', value 'clicks': not one of 'events'"),
         (_doc(name="A + B"), "key 'name', value 'A + B': needs a non-empty name without ' + '"),
@@ -288,7 +297,10 @@ def test_the_packaged_rules_load():
             {"version": 1, "price_tiers": {"toys": [50, 10]}, "personas": [_doc()["personas"][0]]},
             "key 'price_tiers.toys', value [50, 10]: expected [budget_max, high_end_above]",
         ),
-        ({"version": 1, "deal_words": "cheap", "personas": [{}]}, "key 'deal_words', value 'cheap': expected a list"),
+        (
+            {"version": 1, "deal_words": "cheap", "personas": [{}]},
+            "key 'deal_words', value 'cheap': expected a list",
+        ),
     ],
 )
 def test_invalid_rule_files_name_the_rule_key_value_and_what_is_allowed(doc, message):
