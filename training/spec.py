@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 
 from models.registry import MODELS, make_config, param_types
+from training import lineage
 from training.config import ConfigError, from_mapping
 
 PROTOCOLS = ("msr", "recbole", "temporal", "leave-last-out")
@@ -75,7 +76,9 @@ class _RawSpec:
     pruner: Literal["none", "median", "hyperband"] = "median"
     seed: int = 42
     validation_splits: int = 1
-    registered_model: str = "tailor-recommender"
+    #: Default: ``tailor-recommender`` for the workspace's events (``generated``), else data set +
+    #: model (``movielens-100k-ease``): the shop's recommender holds only workspace models.
+    registered_model: str = ""
     description: str = ""
 
 
@@ -147,12 +150,25 @@ def parse_experiment_spec(values: Any, name: str, path: Path | None = None) -> E
     if metric_name not in METRICS or metric_k != str(raw.k):
         allowed = ", ".join(f"{m}_at_{raw.k}" for m in METRICS)
         raise ConfigError(f"metric={raw.metric!r}: allowed values (with k={raw.k}) are {allowed}")
-    for key in ("feature_service", "registered_model"):
-        if not getattr(raw, key).strip():
-            raise ConfigError(f"{key}={getattr(raw, key)!r}: expected a non-empty name")
+    if not raw.feature_service.strip():
+        raise ConfigError(f"feature_service={raw.feature_service!r}: expected a non-empty name")
+    label = dataset if dataset in NAMED_DATASETS else Path(dataset).name
+    registered = raw.registered_model.strip() or lineage.registered_model_name(label, raw.model)
+    if registered == lineage.SHOP_MODEL and label not in lineage.WORKSPACE_DATASETS:
+        raise ConfigError(
+            f"registered_model={raw.registered_model!r}: {lineage.SHOP_MODEL} holds only models "
+            f"trained on the workspace (dataset: generated), this spec trains on {label!r}; "
+            f"leave registered_model out (it becomes "
+            f"{lineage.registered_model_name(label, raw.model)!r}) or name another model"
+        )
     space = _check_space(raw.model, raw.params, raw.search_space)
     written = {f.name: getattr(raw, f.name) for f in dataclasses.fields(_RawSpec)}
-    checked = {"search_space": space, "dataset": dataset, "params": dict(raw.params)}
+    checked = {
+        "search_space": space,
+        "dataset": dataset,
+        "params": dict(raw.params),
+        "registered_model": registered,
+    }
     return ExperimentSpec(**{**written, **checked}, name=name, path=path)
 
 
