@@ -275,6 +275,7 @@ def run_benchmark(
         params={name: params.get(name, {}) for name in names},
     )
     if results_dir is not None:
+        command = command or benchmark_command(dataset, protocol, models, k, results_dir)
         result = write_results(result, results_dir, command)
     return result
 
