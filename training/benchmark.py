@@ -3,9 +3,10 @@
 Each model is fitted on the same train part and scored on the same test users in one process, so
 the figures compare; each model is a nested MLflow run under one parent run per benchmark, tagged
 with the data set, protocol, model and the split they share. The table is written to
-``<results_dir>/<dataset>-<protocol>.md`` and ``.csv`` with the published Microsoft Recommenders
-rows beside ours: the CLI writes to the workspace (``<home>/results``) unless ``--out`` names a
-folder such as ``experiments/results``, and the table's first line is the command that wrote it.
+``<results_dir>/<dataset>-<protocol>.md`` (or the ``.md`` file named) and ``.csv`` with the
+published Microsoft Recommenders rows beside ours: the CLI writes to the workspace
+(``<home>/results``) unless ``--out`` names a folder or file such as
+``experiments/results/movielens-100k-msr.md``; the table's first line is the command that wrote it.
 """
 
 from __future__ import annotations
@@ -309,7 +310,9 @@ def benchmark_command(
 def write_results(
     result: BenchmarkResult, results_dir: Path, command: list[str] | None = None
 ) -> BenchmarkResult:
-    """Write the Markdown table (ours + published rows) and a CSV of our rows.
+    """Write the Markdown table (ours + published rows) and a CSV of our rows: into the folder
+    ``results_dir`` as ``<dataset>-<protocol>.md`` / ``.csv``, or, when ``results_dir`` names a
+    ``.md`` file, to that file with the CSV beside it.
 
     ``command``: what regenerates them (default: ``tailor benchmark <dataset> --protocol ...
     --out <results_dir>``), recorded as the Markdown's first line and the CSV's header comment.
@@ -317,9 +320,13 @@ def write_results(
     command = command or benchmark_command(
         result.dataset, result.protocol, None, result.k, results_dir
     )
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{result.dataset}-{result.protocol}"
-    csv_path = results_dir / f"{stem}.csv"
+    results_dir = Path(results_dir)
+    if results_dir.suffix == ".md":
+        md_path = results_dir
+    else:
+        md_path = results_dir / f"{Path(result.dataset).name}-{result.protocol}.md"
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    csv_path = md_path.with_suffix(".csv")
     with csv_path.open("w", encoding="utf-8") as handle:
         handle.write(result_files.generated_by(command, comment="#") + "\n")
         result.table.to_csv(handle, index=False, float_format="%.6f")
@@ -346,7 +353,6 @@ def write_results(
         for model, source, ndcg in PUBLISHED:
             blanks = " | ".join("–" for _ in columns[1:])
             lines.append(f"| {model} | {source} (published) | {ndcg:.4f} | {blanks} |")
-    md_path = results_dir / f"{stem}.md"
     lines += ["", "Non-default parameters:", ""]
     lines += [f"- `{name}`: `{params}`" for name, params in result.params.items() if params]
     md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -89,8 +89,8 @@ def benchmark(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Folder for the result tables (default <home>/results; the committed tables: "
-            "experiments/results)."
+            help="Folder for the result tables, or the .md file (the .csv goes beside it); "
+            "default <home>/results. The committed tables: experiments/results/<name>.md."
         ),
     ] = None,
     spec: Annotated[

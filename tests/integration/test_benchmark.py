@@ -116,3 +116,31 @@ def test_the_cli_writes_to_the_workspace_unless_given_a_folder(result, tmp_path,
         "--out", str(ws.home / "results"),
     ]  # fmt: skip
     assert "| popularity | tailor |" in written.read_text()
+
+
+def test_a_named_markdown_file_gets_the_table_and_the_csv_beside_it(tmp_path):
+    """Issue #10 item 12: ``--out experiments/results/<name>.md`` writes exactly that table (and
+    ``<name>.csv``), headed by the command, so every committed table has a command that rewrites
+    it in place, the ``msr-defaults`` one included."""
+    import pandas as pd
+
+    from training.benchmark import BenchmarkResult, benchmark_command, write_results
+    from training.result_files import command_of
+
+    columns = ["ndcg_at_10", "precision_at_10", "recall_at_10", "map_at_10", "coverage_at_10"]
+    row = {"model": "ease", "source": "tailor", **dict.fromkeys(columns, 0.5)}
+    row |= {"train_seconds": 1.0, "recommend_seconds": 0.1}
+    result = BenchmarkResult("movielens-100k", "msr", 10, pd.DataFrame([row]), {}, {})
+    target = tmp_path / "experiments" / "results" / "movielens-100k-msr-defaults.md"
+    command = benchmark_command("movielens-100k", "msr", None, 10, target)
+    written = write_results(result, target, command)
+    assert written.files == {"md": target, "csv": target.with_suffix(".csv")}
+    assert sorted(p.name for p in target.parent.iterdir()) == [
+        "movielens-100k-msr-defaults.csv",
+        "movielens-100k-msr-defaults.md",
+    ]
+    expected = ["tailor", "benchmark", "movielens-100k", "--protocol", "msr", "--k", "10"]
+    assert command_of(target.read_text().splitlines()[0]) == [*expected, "--out", str(target)]
+    csv = target.with_suffix(".csv").read_text().splitlines()
+    assert command_of(csv[0]) == command_of(target.read_text().splitlines()[0])
+    assert csv[1].startswith("model,source,")
