@@ -295,15 +295,20 @@ def benchmark_command(
     k: int,
     out: Path,
     spec: Path | None = None,
+    home: Path | None = None,
 ) -> list[str]:
-    """The ``tailor benchmark`` command line that writes these tables to ``out`` again."""
+    """The ``tailor benchmark`` command line that writes these tables to ``out`` again;
+    ``home`` is recorded for ``generated`` (the workspace's own events), the one data set that
+    depends on it."""
     command = ["tailor", "benchmark"]
     if spec is not None:
-        command += ["--spec", str(spec)]
+        command += ["--spec", result_files.shown(spec)]
     else:
         command += [dataset, "--protocol", protocol, "--k", str(k)]
     for name in models or []:
         command += ["--model", name]
+    if dataset == "generated" and home is not None:
+        command += ["--home", result_files.shown(home)]
     return command + ["--out", result_files.shown(out)]
 
 

@@ -121,7 +121,7 @@ def benchmark(
             results_dir=out,
             say=lambda m: console.log(m),
             selection=selection,
-            command=benchmark_command(dataset, protocol, model, k, out, spec),
+            command=benchmark_command(dataset, protocol, model, k, out, spec, ws.home),
         )
     except ValueError as exc:
         fail(str(exc))
