@@ -1,15 +1,19 @@
 """``tailor benchmark``: every registered model on one data set and one published protocol.
 
 Each model is fitted on the same train part and scored on the same test users in one process, so
-the figures compare; each model is a nested MLflow run under one parent run per benchmark. The
-table is written to ``experiments/results/<dataset>-<protocol>.md`` and ``.csv`` with the
-published Microsoft Recommenders rows beside ours.
+the figures compare; each model is a nested MLflow run under one parent run per benchmark, tagged
+with the data set, protocol, model and the split they share. The table is written to
+``<results_dir>/<dataset>-<protocol>.md`` (or the ``.md`` file named) and ``.csv`` with the
+published Microsoft Recommenders rows beside ours: the CLI writes to the workspace
+(``<home>/results``) unless ``--out`` names a folder or file such as
+``experiments/results/movielens-100k-msr.md``; the table's first line is the command that wrote it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import shlex
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,7 +29,7 @@ from features.datasets import movielens_file_order
 from features.workspace import Workspace
 from features.yaml_files import FileModel, Invalid, read_yaml, validate
 from models.registry import MODELS, SEQUENTIAL, build
-from training import tracking
+from training import lineage, result_files, tracking
 from training.metrics import ranking_report
 from training.protocols import (
     EvalSet,
@@ -205,7 +209,10 @@ def run_benchmark(
     results_dir: Path | None = None,
     say: Callable[[str], None] | None = None,
     selection: str = "",
+    command: list[str] | None = None,
 ) -> BenchmarkResult:
+    """Fit and score ``models`` (default: all) on one split; with ``results_dir``, write the
+    tables there, headed by ``command`` (default: the one :func:`benchmark_command` builds)."""
     say = say or logger.info
     names = list(models or MODELS)
     unknown = [n for n in names if n not in MODELS]
@@ -224,23 +231,37 @@ def run_benchmark(
         f"{evalset.n_relevant} relevant pairs"
     )
     tracking.configure(ws)
-    tracking.experiment(ws, f"benchmark-{dataset}-{protocol}")
+    tracking.experiment(ws, f"benchmark-{dataset}-{protocol}", _description(dataset, protocol, k))
+    label = Path(dataset).name if Path(dataset).is_file() else dataset
+    # Every child shares the parent's split: one fingerprint, so `tailor compare` groups them.
+    shared = {
+        lineage.DATASET: label,
+        lineage.PROTOCOL: protocol,
+        lineage.SPLIT_FINGERPRINT: lineage.split_fingerprint(
+            split.train, split.test, ["user_id", "item_id"]
+        ),
+        lineage.METRIC: f"ndcg_at_{k}",
+        lineage.DIRECTION: "maximize",
+    }
     rows = []
-    with tracking.start_run(f"{dataset}-{protocol}") as parent:
-        tracking.set_tags({"dataset": dataset, "protocol": protocol, "k": str(k)})
+    parent_name = lineage.run_name(f"benchmark {len(names)} models", None, f"{label} {protocol}")
+    with tracking.start_run(parent_name) as parent:
+        tracking.set_tags({**shared, "tailor.models": ",".join(names)})
+        tracking.log_params({"k": k})
         tracking.log_dataset(split.train, f"{dataset}-{protocol}-train", "training", dataset)
         tracking.log_dataset(split.test, f"{dataset}-{protocol}-test", "testing", dataset)
         for name in names:
             say(f"fitting {name}")
-            with tracking.start_run(name, nested=True):
-                model_params = params.get(name, {})
+            model_params = params.get(name, {})
+            child_name = lineage.run_name(name, model_params, f"{label} {protocol}")
+            with tracking.start_run(child_name, nested=True):
+                tracking.set_tags({**shared, lineage.MODEL: name})
                 inputs = ordered(evalset, split.train) if name in SEQUENTIAL else evalset
                 with tempfile.TemporaryDirectory() as tmp:
                     saved = Path(tmp) / "model"
                     report, timings = evaluate_model(name, model_params, inputs, k, saved)
-                    tracking.log_artifacts(saved, "model")
+                    tracking.log_artifacts(saved, name)
                 config = build(name, model_params).config
-                tracking.log_params({"model": name, "protocol": protocol, "dataset": dataset})
                 tracking.log_params(dict(config.__dict__), prefix="model.")
                 tracking.log_metrics({m: v for m, v in report.items() if np.isfinite(v)})
                 tracking.log_metrics(timings)
@@ -261,23 +282,74 @@ def run_benchmark(
         params={name: params.get(name, {}) for name in names},
     )
     if results_dir is not None:
-        result = write_results(result, results_dir)
+        command = command or benchmark_command(dataset, protocol, models, k, results_dir)
+        result = write_results(result, results_dir, command)
     return result
 
 
-def write_results(result: BenchmarkResult, results_dir: Path) -> BenchmarkResult:
-    """Write the Markdown table (ours + published rows) and a CSV of our rows."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{result.dataset}-{result.protocol}"
-    csv_path = results_dir / f"{stem}.csv"
-    result.table.to_csv(csv_path, index=False, float_format="%.6f")
+def _description(dataset: str, protocol: str, k: int) -> str:
+    return (
+        f"tailor benchmark: every model fitted on the same {protocol} train part of {dataset} "
+        f"and ranked on the same test users (k = {k}); one nested run per model."
+    )
+
+
+def benchmark_command(
+    dataset: str,
+    protocol: str,
+    models: list[str] | None,
+    k: int,
+    out: Path,
+    spec: Path | None = None,
+    home: Path | None = None,
+) -> list[str]:
+    """The ``tailor benchmark`` command line that writes these tables to ``out`` again;
+    ``home`` is recorded for ``generated`` (the workspace's own events), the one data set that
+    depends on it."""
+    command = ["tailor", "benchmark"]
+    if spec is not None:
+        command += ["--spec", result_files.shown(spec)]
+    else:
+        command += [dataset, "--protocol", protocol, "--k", str(k)]
+    for name in models or []:
+        command += ["--model", name]
+    if dataset == "generated" and home is not None:
+        command += ["--home", result_files.shown(home)]
+    return command + ["--out", result_files.shown(out)]
+
+
+def write_results(
+    result: BenchmarkResult, results_dir: Path, command: list[str] | None = None
+) -> BenchmarkResult:
+    """Write the Markdown table (ours + published rows) and a CSV of our rows: into the folder
+    ``results_dir`` as ``<dataset>-<protocol>.md`` / ``.csv``, or, when ``results_dir`` names a
+    ``.md`` file, to that file with the CSV beside it.
+
+    ``command``: what regenerates them (default: ``tailor benchmark <dataset> --protocol ...
+    --out <results_dir>``), recorded as the Markdown's first line and the CSV's header comment.
+    """
+    command = command or benchmark_command(
+        result.dataset, result.protocol, None, result.k, results_dir
+    )
+    results_dir = Path(results_dir)
+    if results_dir.suffix == ".md":
+        md_path = results_dir
+    else:
+        md_path = results_dir / f"{Path(result.dataset).name}-{result.protocol}.md"
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    csv_path = md_path.with_suffix(".csv")
+    with csv_path.open("w", encoding="utf-8") as handle:
+        handle.write(result_files.generated_by(command, comment="#") + "\n")
+        result.table.to_csv(handle, index=False, float_format="%.6f")
     k = result.k
     columns = [f"ndcg_at_{k}", f"precision_at_{k}", f"recall_at_{k}", f"map_at_{k}"]
     columns += [f"coverage_at_{k}", "train_seconds", "recommend_seconds"]
     lines = [
+        result_files.generated_by(command),
+        "",
         f"# {result.dataset}, protocol `{result.protocol}`, k = {k}",
         "",
-        f"Command: `tailor benchmark {result.dataset} --protocol {result.protocol}`",
+        f"Command: `{shlex.join(command)}`",
         f"Split rows: {result.split_sizes}. Evaluation: {result.eval_counts}.",
         "Timings are seconds on the machine that ran the command (2 cores for CI-sized runs).",
         f"Parameters: {result.selection or 'each model config class defaults'}.",
@@ -292,7 +364,6 @@ def write_results(result: BenchmarkResult, results_dir: Path) -> BenchmarkResult
         for model, source, ndcg in PUBLISHED:
             blanks = " | ".join("–" for _ in columns[1:])
             lines.append(f"| {model} | {source} (published) | {ndcg:.4f} | {blanks} |")
-    md_path = results_dir / f"{stem}.md"
     lines += ["", "Non-default parameters:", ""]
     lines += [f"- `{name}`: `{params}`" for name, params in result.params.items() if params]
     md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -86,9 +86,13 @@ def benchmark(
         list[str] | None, typer.Option("--model", help="Model(s) to run; default: all.")
     ] = None,
     k: Annotated[int, typer.Option(min=1, help="Cut-off of the ranking metrics.")] = 10,
-    out: Annotated[Path, typer.Option(help="Folder for the result tables.")] = Path(
-        "experiments/results"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the result tables, or the .md file (the .csv goes beside it); "
+            "default <home>/results. The committed tables: experiments/results/<name>.md."
+        ),
+    ] = None,
     spec: Annotated[
         Path | None,
         typer.Option(help="YAML with data set, protocol, k and per-model parameters (wins)."),
@@ -96,9 +100,11 @@ def benchmark(
     home: HomeOption = None,
 ) -> None:
     """Train every model on one data set and protocol; print and write the comparison table."""
-    from training.benchmark import load_spec, run_benchmark
+    from training.benchmark import benchmark_command, load_spec, run_benchmark
+    from training.result_files import workspace_results
 
     ws = workspace(home)
+    out = out or workspace_results(ws)
     try:
         params, selection = {}, ""
         if spec is not None:
@@ -115,6 +121,7 @@ def benchmark(
             results_dir=out,
             say=lambda m: console.log(m),
             selection=selection,
+            command=benchmark_command(dataset, protocol, model, k, out, spec, ws.home),
         )
     except ValueError as exc:
         fail(str(exc))

@@ -107,7 +107,7 @@ def compare_command(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Markdown file to write (default experiments/results/compare-<names>.md); "
+            help="Markdown file to write (default <home>/results/compare-<names>.md); "
             "the bar chart goes beside it as .png."
         ),
     ] = None,
@@ -123,7 +123,7 @@ def compare_command(
         fail(str(exc))
     goal = "higher" if board.direction == "maximize" else "lower"
     table = Table(title=f"{board.metric} ({goal} is better)")
-    for column in ("rank", "experiment", "run", "model", "value", "split"):
+    for column in ("rank", "experiment", "run", "model", "value", "split group"):
         table.add_column(column, justify="right" if column in ("rank", "value") else "left")
     table.add_column("run id", overflow="fold")  # whole, to paste into `tailor register`
     for row in board.table.to_dict(orient="records"):
@@ -133,7 +133,7 @@ def compare_command(
             row["run_name"],
             row["model"],
             f"{row['value']:.4f}",
-            row["split"] or "-",
+            row["split_group"],
             row["run_id"],
         )
     console.print(table)

@@ -111,7 +111,7 @@ def bench_serve_command(
     users: Annotated[int, typer.Option(min=1, help="Known users to rotate through.")] = 500,
     out: Annotated[
         Path | None,
-        typer.Option(help="Markdown file to write (default experiments/results/serving.md)."),
+        typer.Option(help="Markdown file to write (default <home>/results/serving.md)."),
     ] = None,
     home: HomeOption = None,
 ) -> None:
@@ -119,9 +119,10 @@ def bench_serve_command(
     import shlex
     import sys
 
-    from serving.bench import DEFAULT_OUT, BenchSettings, bench_serve, target_lines, write_report
+    from serving.bench import BenchSettings, bench_serve, target_lines, write_report
     from serving.loader import ServingStartupError
     from serving.wrk import LoadGeneratorMissing, find_wrk
+    from training.result_files import workspace_results
 
     try:
         find_wrk()
@@ -158,4 +159,4 @@ def bench_serve_command(
     console.print(table)
     for line in target_lines(report):
         console.print(line)
-    console.print(f"written: {write_report(report, out or DEFAULT_OUT)}")
+    console.print(f"written: {write_report(report, out or workspace_results(ws) / 'serving.md')}")

@@ -7,6 +7,7 @@ whether two model versions were measured on the same test split before it compar
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 from pathlib import Path
 
@@ -23,6 +24,40 @@ DIRECTION = "tailor.direction"
 FEATURE_SERVICE = "feast.feature_service"
 GIT_COMMIT = "git.commit"
 MODEL = "model"
+
+#: The shop's recommender in the registry: it only ever holds models trained on the workspace.
+SHOP_MODEL = "tailor-recommender"
+#: ``tailor.dataset`` values that mean "the workspace's own events" (train; tune on `generated`).
+WORKSPACE_DATASETS = ("workspace-events", "generated")
+
+
+def registered_model_name(dataset: str, model: str) -> str:
+    """Where a model trained on ``dataset`` is registered: the shop's recommender for the
+    workspace's events, else a name of its own, data set + model (``movielens-100k-ease``)."""
+    if dataset in WORKSPACE_DATASETS:
+        return SHOP_MODEL
+    stem = Path(dataset).stem if dataset.endswith((".csv", ".parquet")) else dataset
+    return f"{re.sub(r'[^A-Za-z0-9.-]+', '-', stem).strip('-')}-{model}"
+
+
+def run_name(model: str, params: dict | None = None, dataset: str = "", when=None) -> str:
+    """A run name that says what differs between runs: the model, its given parameters, the
+    data set and the minute it started (``ease l2=500 · movielens-100k · 2026-12-04 21:50``)."""
+    import datetime as dt
+
+    shown = " ".join(f"{key}={_short(value)}" for key, value in sorted((params or {}).items()))
+    stamp = (when or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%d %H:%M")
+    return " · ".join(part for part in (f"{model} {shown}".strip(), dataset, stamp) if part)
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def canonical_metric(name: str) -> str:
+    """One name per metric: tune studies logged the test value as ``test_ndcg_at_10`` before
+    issue #10, training and benchmarks as ``ndcg_at_10``; both mean the same figure."""
+    return name.removeprefix("test_")
 
 
 def frame_fingerprint(frame: pd.DataFrame, columns: list[str] | None = None) -> str:

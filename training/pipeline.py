@@ -94,6 +94,14 @@ def training_set(ws: Workspace, split: TemporalSplit, events: pd.DataFrame, serv
     return store.historical_features(ws, entity_df, service)
 
 
+#: ``tailor.dataset`` of models trained on the workspace's own events (the shop's recommender).
+WORKSPACE_DATASET = lineage.WORKSPACE_DATASETS[0]
+TRAIN_DESCRIPTION = (
+    "tailor train: models fitted on this workspace's events, scored against a baseline on a "
+    "temporal hold-out (the last test_days), refitted on all events and registered as the shop's "
+    "recommender (tailor-recommender)."
+)
+
 #: Columns that identify an interaction; they define the data set and split fingerprints.
 FINGERPRINT_COLUMNS = ["user_id", "item_id", "timestamp"]
 
@@ -103,7 +111,7 @@ def lineage_tags(frame: pd.DataFrame, split: TemporalSplit, config: TrainConfig)
     before = frame[frame["timestamp"] < split.cut]
     after = frame[frame["timestamp"] >= split.cut]
     return {
-        lineage.DATASET: "workspace-events",
+        lineage.DATASET: WORKSPACE_DATASET,
         lineage.DATASET_FINGERPRINT: lineage.frame_fingerprint(frame, FINGERPRINT_COLUMNS),
         lineage.PROTOCOL: f"temporal-global-cut-{config.test_days}d",
         lineage.SPLIT_FINGERPRINT: lineage.split_fingerprint(before, after, FINGERPRINT_COLUMNS),
@@ -191,19 +199,15 @@ def train_and_evaluate(
     }
     say("logging to MLflow")
     tracking.configure(ws)
-    tracking.experiment(ws, config.experiment)
-    with tracking.start_run(f"{config.model}-vs-{config.baseline}") as run:
+    tracking.experiment(ws, config.experiment, TRAIN_DESCRIPTION)
+    name = lineage.run_name(config.model, config.params, WORKSPACE_DATASET)
+    with tracking.start_run(f"{name} (vs {config.baseline})") as run:
         tags = lineage_tags(frame, split, config)
-        tracking.set_tags(
-            {
-                **tags,
-                "protocol": tags[lineage.PROTOCOL],
-                "baseline": config.baseline,
-                "tailor.workspace": str(ws.home),
-            }
-        )
-        params = {k: v for k, v in asdict(config).items() if k != "params"}
-        tracking.log_params(params)
+        tracking.set_tags({**tags, "tailor.workspace": str(ws.home)})
+        # Each value once: model, data set, protocol and feature service are tags (above); the
+        # experiment is the experiment itself.
+        skip = ("params", "model", "feature_service", "experiment")
+        tracking.log_params({k: v for k, v in asdict(config).items() if k not in skip})
         tracking.log_params(dict(final.config.__dict__), prefix="model.")
         tracking.log_params(
             {
@@ -230,7 +234,9 @@ def train_and_evaluate(
         )
         with tempfile.TemporaryDirectory() as tmp:
             bundle_dir = bundle.save(Path(tmp) / "bundle")
-            info = tracking.log_bundle(bundle_dir, list(full.users.ids[:2]), config.k)
+            info = tracking.log_bundle(
+                bundle_dir, list(full.users.ids[:2]), config.k, name=config.model
+            )
     version, promotion = None, None
     label = f"{config.model}@run:{run.info.run_id[:8]}"
     if config.register:

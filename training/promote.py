@@ -18,8 +18,7 @@ from training import lineage, tracking
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "tailor-recommender"
-MODEL_ARTIFACT = "model"
+DEFAULT_MODEL = lineage.SHOP_MODEL
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PROMOTIONS_EXPERIMENT = "tailor-promotions"
@@ -70,12 +69,14 @@ def _is_evaluation_metric(name: str) -> bool:
 def register_run(
     ws: Workspace, run_id: str, registered_model: str = DEFAULT_MODEL
 ) -> tracking.ModelVersion:
-    """Register ``runs:/<run_id>/model`` as a new version with alias ``challenger``.
+    """Register the run's logged model (named after the model, ``model`` in older runs) as a new
+    version with alias ``challenger``.
 
     The version carries the run's lineage tags (:data:`LINEAGE_TAGS`) and its evaluation
     metric values as ``metric.<name>`` tags (the one named by ``tailor.metric`` at least).
     Raises :class:`PromotionError` for an unknown run, a run without a logged model, or a run
-    missing lineage tags (naming them). Returns the MLflow ``ModelVersion``.
+    missing lineage tags (naming them), and a model trained on another data set than the
+    workspace's for :data:`DEFAULT_MODEL` (the shop's recommender). Returns the ``ModelVersion``.
     """
     tracking.configure(ws)
     run = tracking.find_run(run_id)
@@ -88,6 +89,13 @@ def register_run(
             f"run {run_id} lacks the lineage tag(s) {', '.join(missing)}; a registrable run sets "
             f"all of {', '.join(LINEAGE_TAGS)} (see training/lineage.py)"
         )
+    dataset = tags[lineage.DATASET]
+    if registered_model == DEFAULT_MODEL and dataset not in lineage.WORKSPACE_DATASETS:
+        raise PromotionError(
+            f"run {run_id} was trained on {dataset!r}; {DEFAULT_MODEL} holds only models trained "
+            f"on the workspace ({lineage.DATASET} {' or '.join(lineage.WORKSPACE_DATASETS)}): "
+            f"register it as {lineage.registered_model_name(dataset, tags[lineage.MODEL])!r}"
+        )
     metric, direction = tags[lineage.METRIC], tags[lineage.DIRECTION]
     if direction not in DIRECTIONS:
         raise PromotionError(
@@ -99,16 +107,18 @@ def register_run(
             f"run {run_id} names {lineage.METRIC}={metric!r} but logged no such metric; "
             f"it has: {', '.join(sorted(metrics)) or 'none'}"
         )
-    if not tracking.run_has_model(run, MODEL_ARTIFACT):
+    logged = tracking.logged_model_names(run)
+    if len(logged) != 1:
         raise PromotionError(
-            f"run {run_id} logged no model named {MODEL_ARTIFACT!r}; nothing to register"
+            f"run {run_id} logged {len(logged)} models ({', '.join(logged) or 'none'}); "
+            "a registrable run logs exactly one"
         )
     version_tags = {key: tags[key] for key in LINEAGE_TAGS}
     version_tags["tailor.run_id"] = run_id
     for name, value in metrics.items():
         if name == metric or _is_evaluation_metric(name):
             version_tags[f"{METRIC_TAG_PREFIX}{name}"] = repr(float(value))
-    version = tracking.register_run_model(run_id, MODEL_ARTIFACT, registered_model, version_tags)
+    version = tracking.register_run_model(run_id, logged[0], registered_model, version_tags)
     tracking.set_alias(registered_model, CHALLENGER, version.version)
     logger.info(
         "registered %s version %s from run %s as %s",
@@ -121,13 +131,17 @@ def register_run(
 
 
 def _value(version: tracking.ModelVersion, metric: str) -> float | None:
-    """The version's value of ``metric``: its tag, else its run's logged metric."""
-    tagged = version.tags.get(f"{METRIC_TAG_PREFIX}{metric}")
-    if tagged is not None:
-        return float(tagged)
+    """The version's value of ``metric``: its tag, else its run's logged metric (under the
+    metric's one name or the ``test_`` name tune studies used before issue #10)."""
+    names = dict.fromkeys((metric, lineage.canonical_metric(metric), f"test_{metric}"))
+    for name in names:
+        tagged = version.tags.get(f"{METRIC_TAG_PREFIX}{name}")
+        if tagged is not None:
+            return float(tagged)
     run = tracking.find_run(version.run_id) if version.run_id else None
-    if run is not None and metric in run.data.metrics:
-        return float(run.data.metrics[metric])
+    for name in names:
+        if run is not None and name in run.data.metrics:
+            return float(run.data.metrics[name])
     return None
 
 
@@ -157,7 +171,7 @@ def _decide(challenger, champion, force: bool) -> tuple[bool, str, str, float | 
             f"the splits differ (challenger split {new_split}, champion split "
             f"{old_split or 'unknown'}): values on different test splits are not comparable"
         )
-    elif old_metric != metric:
+    elif lineage.canonical_metric(old_metric) != lineage.canonical_metric(metric):
         refusal = f"the metrics differ (challenger {metric!r}, champion {old_metric!r})"
     elif champion.tags.get(lineage.DIRECTION, direction) != direction:
         refusal = f"the directions differ for {metric!r}"

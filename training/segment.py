@@ -259,7 +259,8 @@ def log_run(ws, job, result, inputs, tags, dataset=None, say: Say | None = None)
         result.figures = segment_figures(result, inputs, job, plots)
         tracking.log_artifacts(plots, "plots")
         model_dir = segmenter.save(Path(tmp) / "segmenter")
-        tracking.log_segmenter(model_dir, inputs.numeric.head(2).reset_index(drop=True))
+        example = inputs.numeric.head(2).reset_index(drop=True)
+        tracking.log_segmenter(model_dir, example, name=tags.get(lineage.MODEL, "segmenter"))
     result.run_id = run.info.run_id
     if say is not None:
         say(f"MLflow run {result.run_id} ({len(result.figures)} plots in {plots})")

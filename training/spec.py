@@ -28,6 +28,7 @@ from pydantic import (
 
 from features.yaml_files import FileModel, Invalid, read_yaml, validate
 from models.registry import MODELS, make_config, param_types
+from training import lineage
 from training.config import ConfigError
 
 PROTOCOLS = ("msr", "recbole", "temporal", "leave-last-out")
@@ -97,7 +98,9 @@ class _SpecFile(FileModel):
     pruner: Literal[PRUNERS] = "median"
     seed: Annotated[int, Field(ge=0)] = 42
     validation_splits: Annotated[int, Field(ge=1)] = 1
-    registered_model: Name = "tailor-recommender"
+    #: Default: ``tailor-recommender`` for the workspace's events (``generated``), else data set +
+    #: model (``movielens-100k-ease``): the shop's recommender holds only workspace models.
+    registered_model: str = ""
     description: str = ""
 
     _space: tuple[SearchParam, ...] = PrivateAttr(default=())
@@ -114,7 +117,7 @@ class _SpecFile(FileModel):
     def _dataset(cls, dataset: str, info: ValidationInfo) -> str:
         return _check_dataset(dataset, (info.context or {}).get("path"))
 
-    @field_validator("feature_service", "registered_model")
+    @field_validator("feature_service")
     @classmethod
     def _not_blank(cls, name: str) -> str:
         if not name.strip():
@@ -167,8 +170,24 @@ def parse_experiment_spec(values: Any, name: str, path: Path | None = None) -> E
     ``dataset`` file is looked up beside ``path`` too."""
     origin = str(path) if path is not None else name
     checked = validate(_SpecFile, values, ConfigError, origin, context={"path": path})
+    label = checked.dataset if checked.dataset in NAMED_DATASETS else Path(checked.dataset).name
+    default = lineage.registered_model_name(label, checked.model)
+    registered = checked.registered_model.strip() or default
+    if registered == lineage.SHOP_MODEL and label not in lineage.WORKSPACE_DATASETS:
+        raise ConfigError(
+            f"{origin}: key 'registered_model', value {checked.registered_model!r}: "
+            f"{lineage.SHOP_MODEL} holds only models trained on the workspace (dataset: "
+            f"generated), this spec trains on {label!r}; leave registered_model out (it becomes "
+            f"{default!r}) or name another model"
+        )
     fields = {key: getattr(checked, key) for key in _SpecFile.model_fields}
-    fields.update(search_space=checked._space, params=dict(checked.params), name=name, path=path)
+    fields.update(
+        search_space=checked._space,
+        params=dict(checked.params),
+        registered_model=registered,
+        name=name,
+        path=path,
+    )
     return ExperimentSpec.model_construct(**fields)
 
 

@@ -19,41 +19,20 @@ from features.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
+#: Experiment tags MLflow's UI reads: the description, and the kind that opens the classic
+#: training view (runs, metrics, models) instead of the GenAI view of MLflow 3 (its UI reads
+#: ``mlflow.experimentKind`` and knows ``custom_model_development`` and ``genai_development``).
+NOTE_TAG = "mlflow.note.content"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+#: The models-from-code files MLflow copies into a logged pyfunc model and runs when loading it.
+RECOMMENDER_CODE = Path(__file__).with_name("pyfunc_model.py")
+SEGMENTER_CODE = Path(__file__).with_name("pyfunc_segmenter.py")
+#: Artifact names the pyfunc files read their saved model from (``context.artifacts``).
 BUNDLE_ARTIFACT = "bundle"
-
-
-class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
-    """A saved :class:`models.bundle.ModelBundle` behind MLflow's pyfunc interface.
-
-    Input: a frame with ``user_id`` and ``k``. Output: one row per recommended item with
-    ``user_id, item_id, rank, score, strategy`` (cold users get popular items).
-    """
-
-    def load_context(self, context: Any) -> None:
-        from models.bundle import ModelBundle
-        from serving.logic import Scorer
-
-        bundle = ModelBundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
-        self._scorer = Scorer.from_bundle(bundle, label=bundle.model_name)
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
-        from serving.logic import RecommendRequest, recommend
-
-        rows = []
-        for record in model_input.to_dict(orient="records"):
-            request = RecommendRequest(user_id=str(record["user_id"]), k=int(record.get("k", 10)))
-            answer = recommend(self._scorer, request)
-            for rank, item in enumerate(answer.items, start=1):
-                rows.append(
-                    {
-                        "user_id": answer.user_id,
-                        "item_id": item.item_id,
-                        "rank": rank,
-                        "score": item.score,
-                        "strategy": item.strategy,
-                    }
-                )
-        return pd.DataFrame(rows, columns=["user_id", "item_id", "rank", "score", "strategy"])
+SEGMENTER_ARTIFACT = "segmenter"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def configure(ws: Workspace) -> str:
@@ -65,16 +44,13 @@ def configure(ws: Workspace) -> str:
     return uri
 
 
-def experiment(ws: Workspace, name: str) -> str:
-    """Get or create an experiment whose artifacts live in the workspace."""
-    client = MlflowClient()
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        mlflow.set_experiment(name)
-        return found.experiment_id
-    experiment_id = client.create_experiment(
-        name, artifact_location=f"{ws.mlflow_artifacts_uri}/{name}"
-    )
+def experiment(ws: Workspace, name: str, description: str | None = None) -> str:
+    """Get or create an experiment whose artifacts live in the workspace, and make it active.
+
+    The experiment carries :data:`EXPERIMENT_KIND` (MLflow's training view) and, when given,
+    ``description`` as its note (the spec's description), also when it existed already.
+    """
+    experiment_id = ensure_experiment(ws, name, description)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
@@ -101,8 +77,56 @@ def log_figure(figure: Any, artifact_file: str) -> None:
     mlflow.log_figure(figure, artifact_file)
 
 
-def log_bundle(bundle_dir: Path, example_users: list[str], k: int) -> mlflow.models.model.ModelInfo:
-    """Log a saved bundle as a pyfunc model with signature and input example."""
+def code_packages(code_file: Path) -> list[Path]:
+    """The repository's top-level packages ``code_file`` needs, following their imports.
+
+    A logged pyfunc carries them (``code_paths``), so it loads where this checkout is absent.
+    Read from the source (``ast``), so moving an import changes what is logged with it.
+    """
+    import ast
+
+    local = {p.name for p in REPO_ROOT.iterdir() if (p / "__init__.py").is_file()}
+    needed: set[str] = set()
+    todo = [code_file]
+    while todo:
+        tree = ast.parse(todo.pop().read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {name.split(".")[0] for name in names} & local - needed:
+                needed.add(top)
+                todo.extend((REPO_ROOT / top).rglob("*.py"))
+    return [REPO_ROOT / name for name in sorted(needed)]
+
+
+def _log_pyfunc(
+    name: str,
+    code_file: Path,
+    artifacts: dict[str, str],
+    example: pd.DataFrame,
+    output: pd.DataFrame,
+) -> mlflow.models.model.ModelInfo:
+    """Log ``code_file`` as a models-from-code pyfunc named ``name`` with the packages it
+    imports: no pickled object, and it loads without this checkout on the path."""
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(code_file),
+        artifacts=artifacts,
+        code_paths=[str(path) for path in code_packages(code_file)],
+        signature=infer_signature(example, output),
+        input_example=example,
+    )
+
+
+def log_bundle(
+    bundle_dir: Path, example_users: list[str], k: int, name: str
+) -> mlflow.models.model.ModelInfo:
+    """Log a saved bundle as the pyfunc model ``name`` (the model's name, e.g. ``ease``) with
+    signature and input example (:mod:`training.pyfunc_model`)."""
     example = pd.DataFrame({"user_id": example_users, "k": np.full(len(example_users), k)})
     output = pd.DataFrame(
         {
@@ -113,13 +137,8 @@ def log_bundle(bundle_dir: Path, example_users: list[str], k: int) -> mlflow.mod
             "strategy": ["model"],
         }
     )
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=RecommenderPyfunc(),
-        artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
-        signature=infer_signature(example, output),
-        input_example=example,
-    )
+    artifacts = {BUNDLE_ARTIFACT: str(bundle_dir)}
+    return _log_pyfunc(name, RECOMMENDER_CODE, artifacts, example, output)
 
 
 def register(
@@ -151,16 +170,23 @@ def find_run(run_id: str) -> mlflow.entities.Run | None:
         raise
 
 
-def run_has_model(run: mlflow.entities.Run, artifact_path: str) -> bool:
-    """Whether the run logged a model named ``artifact_path`` (MLflow 3 logged model, or an
-    MLflow 2 style ``MLmodel`` folder among the run's artifacts)."""
+def logged_model_names(run: mlflow.entities.Run) -> list[str]:
+    """Names of the models the run logged: MLflow 3 logged models, else MLflow 2 style
+    ``<name>/MLmodel`` folders among the run's artifacts."""
     client = MlflowClient()
     outputs = run.outputs.model_outputs if run.outputs is not None else []
-    for output in outputs:
-        if client.get_logged_model(output.model_id).name == artifact_path:
-            return True
-    listed = client.list_artifacts(run.info.run_id, artifact_path)
-    return any(a.path == f"{artifact_path}/MLmodel" for a in listed)
+    names = [client.get_logged_model(output.model_id).name for output in outputs]
+    if names:
+        return sorted(set(names))
+    return sorted(
+        folder.path
+        for folder in client.list_artifacts(run.info.run_id)
+        if folder.is_dir
+        and any(
+            a.path == f"{folder.path}/MLmodel"
+            for a in client.list_artifacts(run.info.run_id, folder.path)
+        )
+    )
 
 
 def register_run_model(
@@ -205,14 +231,22 @@ def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
         client.set_model_version_tag(name, str(version), key, str(value))
 
 
-def ensure_experiment(ws: Workspace, name: str) -> str:
+def ensure_experiment(ws: Workspace, name: str, description: str | None = None) -> str:
     """Get or create an experiment (artifacts in the workspace) without making it active, so a
-    caller's own active experiment and run stay as they are."""
+    caller's own active experiment and run stay as they are; tags as :func:`experiment`."""
     client = MlflowClient()
+    tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+    if description:
+        tags[NOTE_TAG] = description
     found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    return client.create_experiment(name, artifact_location=f"{ws.mlflow_artifacts_uri}/{name}")
+    if found is None:
+        return client.create_experiment(
+            name, artifact_location=f"{ws.mlflow_artifacts_uri}/{name}", tags=tags
+        )
+    for key, value in tags.items():
+        if found.tags.get(key) != value:
+            client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
 
 
 def log_detached_run(
@@ -342,42 +376,14 @@ def log_artifact(path: Path, artifact_path: str | None = None) -> None:
 
 
 # -- segmentation: the segmenter as a pyfunc model ------------------------------------------
-SEGMENTER_ARTIFACT = "segmenter"
-
-
-class SegmenterPyfunc(mlflow.pyfunc.PythonModel):
-    """A saved :class:`models.segments.Segmenter` behind MLflow's pyfunc interface.
-
-    Input: a frame with the segmenter's feature columns (``feature_names``). Output: one row per
-    input row with ``segment_id`` (int64) and ``segment_label``.
-    """
-
-    def load_context(self, context: Any) -> None:
-        from models.segments import Segmenter
-
-        self._segmenter = Segmenter.load(Path(context.artifacts[SEGMENTER_ARTIFACT]))
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
-        segmenter = self._segmenter
-        index = segmenter.predict(model_input[segmenter.feature_names].to_numpy(dtype=float))
-        return pd.DataFrame(
-            {
-                "segment_id": segmenter.ids[index].astype(np.int64),
-                "segment_label": np.asarray(segmenter.labels, dtype=object)[index],
-            }
-        )
-
-
-def log_segmenter(model_dir: Path, example: pd.DataFrame) -> mlflow.models.model.ModelInfo:
-    """Log a saved segmenter as the pyfunc model ``model`` with signature and input example."""
+def log_segmenter(
+    model_dir: Path, example: pd.DataFrame, name: str = "segmenter"
+) -> mlflow.models.model.ModelInfo:
+    """Log a saved segmenter as the pyfunc model ``name`` with signature and input example
+    (:mod:`training.pyfunc_segmenter`)."""
     output = pd.DataFrame({"segment_id": np.array([0], dtype=np.int64), "segment_label": ["s"]})
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=SegmenterPyfunc(),
-        artifacts={SEGMENTER_ARTIFACT: str(model_dir)},
-        signature=infer_signature(example, output),
-        input_example=example,
-    )
+    artifacts = {SEGMENTER_ARTIFACT: str(model_dir)}
+    return _log_pyfunc(name, SEGMENTER_CODE, artifacts, example, output)
 
 
 def log_table(frame: pd.DataFrame, artifact_file: str) -> None:

@@ -295,7 +295,7 @@ def run_tuning(
     started = time.perf_counter()
 
     tracking.configure(ws)
-    experiment_id = tracking.experiment(ws, spec.name)
+    experiment_id = tracking.experiment(ws, spec.name, spec.description or None)
     study = open_study(spec, storage_url)
     parent_run_id = _parent_run(study, spec, experiment_id, storage_url)
     before = _counts(study)
@@ -404,7 +404,7 @@ def _parent_run(
         return known
     run_id = tracking.create_run(
         experiment_id,
-        f"study-{spec.name}",
+        lineage.run_name(f"{spec.model} study", spec.params, dataset_label(spec)),
         {
             "optuna.study_name": spec.name,
             "optuna.storage": mask_url(storage_url),

@@ -90,7 +90,7 @@ def finish_study(
         lineage.SPLIT_FINGERPRINT: lineage.split_fingerprint(
             data.outer_train, data.outer_test, ["user_id", "item_id"]
         ),
-        lineage.METRIC: f"test_{metric}",
+        lineage.METRIC: metric,  # the test value, under the name training and benchmarks use
         lineage.DIRECTION: spec.direction,
         lineage.FEATURE_SERVICE: spec.feature_service,
         lineage.GIT_COMMIT: lineage.git_commit(),
@@ -99,25 +99,17 @@ def finish_study(
     }
     with tracking.resume_run(result.parent_run_id):
         tracking.set_tags(tags)
-        tracking.log_params(
-            {
-                "model": spec.model,
-                "dataset": dataset_label(spec),
-                "protocol": spec.protocol,
-                "metric": metric,
-                "direction": spec.direction,
-            }
-        )
         # Tags, not params: a resumed study may run with another pruner or sampler seed.
         tracking.set_tags({"tailor.pruner": spec.pruner, "tailor.sampler_seed": str(spec.seed)})
         # Tags, not params: a resumed study may find other best values for the same parent run.
         tracking.set_tags({f"best.{key}": str(v) for key, v in model.config.__dict__.items()})
         # Metrics, not params: a resumed study logs new values into the same parent run.
-        test_metrics = {f"test_{key}": v for key, v in test_report.items()}
-        tracking.log_metrics({key: v for key, v in test_metrics.items() if math.isfinite(v)})
+        # The test values under the names `tailor train` and `tailor benchmark` use, so
+        # `tailor compare` ranks studies and training runs on one metric (issue #10 item 14).
+        tracking.log_metrics({key: v for key, v in test_report.items() if math.isfinite(v)})
         tracking.log_metrics(
             {
-                f"default_test_{metric}": default_report[metric],
+                f"default_{metric}": default_report[metric],
                 f"best_val_{metric}": result.best_value,
                 "n_trials": result.n_trials,
                 "n_complete": result.n_complete,
@@ -132,7 +124,9 @@ def finish_study(
         close_figures(figures)
         with tempfile.TemporaryDirectory() as tmp:
             bundle_dir = bundle.save(Path(tmp) / "bundle")
-            info = tracking.log_bundle(bundle_dir, list(bundle.users.ids[:2]), spec.k)
+            info = tracking.log_bundle(
+                bundle_dir, list(bundle.users.ids[:2]), spec.k, name=spec.model
+            )
     result = replace(
         result,
         test_value=test_report[metric],

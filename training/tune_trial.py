@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from training import tracking
+from training import lineage, tracking
 from training.spec import ExperimentSpec
 from training.tuning_data import TuneData, fit_and_score
 
@@ -128,11 +128,15 @@ class Objective:
     ) -> None:
         tags = {"tailor.trial_state": state, "optuna.trial_number": str(number)}
         tags["optuna.study_name"] = self.spec.name
+        tags[lineage.MODEL] = self.spec.model
         if error:
             tags["tailor.error"] = error[:5000]
         try:
-            with tracking.start_child_run(self.parent_run_id, f"trial-{number}", tags):
-                tracking.log_params({"model": self.spec.model, **self.spec.params, **params})
+            shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in params.items())  # fmt: skip
+            name = f"trial {number} {self.spec.model} {shown}".strip()
+            with tracking.start_child_run(self.parent_run_id, name, tags):
+                tracking.log_params({**self.spec.params, **params})
                 # Per-epoch values as steps, prefixed so the model's own ``val_ndcg_at_10``
                 # curve is not mistaken for the trial's value on the validation part.
                 tracking.log_metric_steps(

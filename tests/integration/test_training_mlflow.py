@@ -33,7 +33,7 @@ def test_run_holds_params_metrics_dataset_plot_and_contract_tag(trained_workspac
     run = client.get_run(trained_workspace.result.run_id)
     k = trained_workspace.config.k
     assert run.data.tags["feast.feature_service"] == "user_profile_v1"
-    assert run.data.params["model"] == "ease"
+    assert run.data.tags["model"] == "ease"
     assert run.data.params["model.l2"] == "500.0"
     for name in (f"ndcg_at_{k}", f"baseline_ndcg_at_{k}", "train_seconds", "feature_coverage"):
         assert name in run.data.metrics
@@ -121,3 +121,24 @@ def test_bundle_round_trip_through_the_registry_keeps_scores(trained_workspace, 
         bundle.model.recommend(users, bundle.history[users], k=10)[0],
         copy.model.recommend(users, copy.history[users], k=10)[0],
     )
+
+
+def test_the_run_reads_well_in_the_mlflow_ui(trained_workspace, client):
+    """Issue #10 item 13: the experiment opens MLflow 3's training view and says what it holds;
+    the run name says model, data set and time (not ``ease-vs-popularity``); each value is logged
+    once, as a tag or a param; the logged model is named after the model."""
+    result = trained_workspace.result
+    run = client.get_run(result.run_id)
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "workspace's events" in experiment.tags["mlflow.note.content"]
+    assert run.info.run_name.startswith("ease · workspace-events · 20")
+    assert run.info.run_name.endswith("(vs popularity)")
+    params, tags = run.data.params, run.data.tags
+    assert not {"model", "feature_service", "experiment", "params"} & set(params)
+    assert params["baseline"] == "popularity" and "baseline" not in tags
+    assert "protocol" not in tags and tags["tailor.protocol"] == "temporal-global-cut-5d"
+    models = client.search_logged_models([experiment.experiment_id])
+    assert {m.name for m in models if m.source_run_id == result.run_id} == {"ease"}
+    version = client.get_model_version("tailor-recommender", result.registered_version)
+    assert version.source.startswith("models:/")  # registered from the logged model "ease"

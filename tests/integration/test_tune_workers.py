@@ -62,7 +62,7 @@ def _check_study(ws: Workspace, name: str, storage: str, result, n_trials: int) 
     client = MlflowClient(ws.mlflow_uri)
     parent = client.get_run(result.parent_run_id)
     assert parent.data.tags["optuna.study_name"] == name
-    assert parent.data.metrics["test_ndcg_at_10"] == pytest.approx(result.test_value)
+    assert parent.data.metrics["ndcg_at_10"] == pytest.approx(result.test_value)
 
 
 def test_two_workers_share_one_sqlite_study_and_register(tmp_path):
@@ -75,7 +75,7 @@ def test_two_workers_share_one_sqlite_study_and_register(tmp_path):
     client = MlflowClient(ws.mlflow_uri)
     parent = client.get_run(result.parent_run_id)
     assert parent.data.tags["tailor.split_fingerprint"] and parent.data.tags["tailor.dataset"]
-    assert "default_test_ndcg_at_10" in parent.data.metrics
+    assert "default_ndcg_at_10" in parent.data.metrics
     assert parent.data.metrics["n_trials"] == 6
     plots = {a.path for a in client.list_artifacts(result.parent_run_id, "plots")}
     assert "plots/optimization_history.png" in plots

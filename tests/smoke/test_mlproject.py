@@ -86,3 +86,24 @@ def test_entry_point_calls_a_real_command_with_real_options(name):
 def _takes_value(command, option: str) -> bool:
     found = [p for p in command.params if option in p.opts]
     return bool(found) and not getattr(found[0], "is_flag", False)
+
+
+def test_the_tune_entry_point_keeps_movielens_out_of_the_shop_recommender():
+    """Issue #10 item 11: the ``tune`` entry's default spec trains on MovieLens, so it registers
+    under a name of its own, never as a version of ``tailor-recommender``."""
+    from training.spec import load_experiment_spec
+
+    default = ENTRY_POINTS["tune"]["parameters"]["spec"]["default"]
+    spec = load_experiment_spec(ROOT / default)
+    assert spec.dataset == "movielens-100k"
+    assert spec.registered_model == "movielens-100k-ease"
+
+
+def test_the_benchmark_entry_point_writes_to_the_workspace_by_default():
+    """Issue #10 item 12: the ``benchmark`` entry names no result path, and the command's own
+    default is the workspace, so ``mlflow run . -e benchmark`` leaves experiments/results alone."""
+    tokens = _commands(ENTRY_POINTS["benchmark"])[0]
+    assert "--out" not in tokens
+    _, command, _ = _resolve(tokens)
+    out = next(p for p in command.params if p.name == "out")
+    assert out.default is None and "<home>/results" in out.help

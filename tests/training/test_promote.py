@@ -75,7 +75,7 @@ def _log_run(bundle: ModelBundle | None, ndcg: float, tags: dict[str, str]) -> s
         if bundle is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 saved = bundle.save(Path(tmp) / "bundle")
-                tracking.log_bundle(saved, list(bundle.users.ids[:2]), 5)
+                tracking.log_bundle(saved, list(bundle.users.ids[:2]), 5, name="ease")
     return run.info.run_id
 
 
@@ -214,7 +214,7 @@ def test_clear_errors_for_unknown_runs_missing_models_tags_and_challenger(store,
     ws, runs = store
     with pytest.raises(PromotionError, match="no run 'feedbeef' in the tracking store"):
         register_run(ws, "feedbeef", "m-errors")
-    with pytest.raises(PromotionError, match="logged no model named 'model'"):
+    with pytest.raises(PromotionError, match=r"logged 0 models \(none\); a registrable run"):
         register_run(ws, runs["no_model"], "m-errors")
     with pytest.raises(PromotionError) as missing:
         register_run(ws, runs["no_tags"], "m-errors")
@@ -247,3 +247,34 @@ def test_register_and_promote_commands(store):
 
     unknown = runner.invoke(app, ["register", "feedbeef", *home])
     assert unknown.exit_code == 1 and "no run 'feedbeef'" in unknown.output
+
+
+def test_the_shop_recommender_takes_only_workspace_models(store, client):
+    """Issue #10 item 11: a run trained on another data set than the workspace's events is not
+    registered as a version of ``tailor-recommender``; the error names the name to use."""
+    ws, runs = store
+    with pytest.raises(PromotionError, match=r"trained on 'tiny'.*register it as 'tiny-ease'"):
+        register_run(ws, runs["base"], "tailor-recommender")
+    assert client.search_registered_models(filter_string="name = 'tailor-recommender'") == []
+
+
+def test_a_study_logged_before_the_metric_rename_still_races_a_new_one(store, client):
+    """Issue #10 item 14: ``test_ndcg_at_10`` (tune studies before) and ``ndcg_at_10`` (now)
+    are one metric: a new challenger is compared with an old champion, not refused."""
+    ws, runs = store
+    tracking.configure(ws)
+    tracking.experiment(ws, "tests-promote")
+    with tracking.start_run("new-style") as run:
+        tracking.set_tags(_lineage(SPLIT, **{lineage.METRIC: "ndcg_at_10"}))
+        tracking.log_metrics({"ndcg_at_10": 0.45})
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle = _tiny_bundle()
+            saved = bundle.save(Path(tmp) / "bundle")
+            tracking.log_bundle(saved, list(bundle.users.ids[:2]), 5, name="ease")
+    register_run(ws, runs["better"], "m-renamed")  # old style, 0.40: champion
+    promote(ws, "m-renamed")
+    register_run(ws, run.info.run_id, "m-renamed")
+    decision = promote(ws, "m-renamed")
+    assert decision.promoted is True, decision.reason
+    assert decision.champion_value == pytest.approx(0.40)
+    assert decision.challenger_value == pytest.approx(0.45)
