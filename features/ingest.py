@@ -1,8 +1,14 @@
 """Idempotent, lossless ingestion of event files into the event log.
 
-Every input row ends up in exactly one of three places: the log (accepted), nowhere because its
-``event_id`` is already known (duplicate), or the quarantine file with its row number, field and
-reason (rejected). The three counts always add up to the input.
+Every input row ends up in exactly one of four places: the log (accepted), nowhere because the
+log already holds the same event (duplicate: same ``event_id``, same content), or the quarantine
+with its row number, field and reason: rejected (it failed validation, see
+:class:`features.schema.Event` and :class:`features.schema.EventLimits`) or a conflict (its
+``event_id`` is stored with other content). The four counts always add up to the input.
+
+Files are decoded row by row: UTF-8 (a byte-order mark is skipped) or UTF-16 (told by its mark);
+a row with bytes that are not text in that encoding is quarantined, the others are read. A file
+that is not an event file at all raises :class:`EventFileError`, one line naming what is wrong.
 """
 
 from __future__ import annotations
@@ -13,15 +19,17 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
+import pyarrow as pa
 from pydantic import ValidationError
 
 from features.eventlog import EventLog
-from features.schema import EVENT_COLUMNS, Event
+from features.quarantine import Quarantine
+from features.schema import DEFAULT_LIMITS, EVENT_COLUMNS, Event, EventLimits
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +40,14 @@ FORMATS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
 }
+#: Columns every event file must have (one of user_id / anonymous_id is checked per row).
+REQUIRED_COLUMNS = ("event_id", "event_type", "timestamp", "session_id")
+# Undecodable bytes, read with errors="surrogateescape", become U+DC80..U+DCFF.
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+class EventFileError(ValueError):
+    """The file is not an event file at all (binary, another table, no event columns)."""
 
 
 @dataclass
@@ -42,6 +58,17 @@ class Rejection:
     field: str
     reason: str
     raw: dict[str, Any] | str
+    #: The raw row holds bytes that were not text, written as ``\xNN`` (replay refuses it
+    #: until an operator fixed them and removed the record's ``undecodable`` mark).
+    undecodable: bool = False
+
+
+@dataclass(frozen=True)
+class RawRow:
+    """An input row with its own row number (when the reader knows it better than a count)."""
+
+    row: int
+    data: dict[str, Any]
 
 
 @dataclass
@@ -50,25 +77,43 @@ class IngestReport:
     total: int = 0
     accepted: int = 0
     duplicate: int = 0
+    #: Rows whose ``event_id`` was stored with different content (quarantined, in rejections).
+    conflict: int = 0
     rejected: int = 0
     quarantine_path: Path | None = None
     files_written: list[Path] = field(default_factory=list)
+    #: The rejected and the conflicting rows, in input order.
     rejections: list[Rejection] = field(default_factory=list)
     #: The accepted events as appended (columns ``EVENT_COLUMNS``), so callers such as
     #: ``/events`` need not read the new parts back; None when nothing was accepted.
     appended: pd.DataFrame | None = None
+    #: Input row numbers that ended in the log or were already there (for replay).
+    stored_rows: list[int] = field(default_factory=list, repr=False)
 
     def check(self) -> None:
-        if self.accepted + self.duplicate + self.rejected != self.total:
+        if self.accepted + self.duplicate + self.conflict + self.rejected != self.total:
             raise AssertionError(f"ingestion lost rows: {self}")
 
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, pd.Timestamp | datetime):
         return value.isoformat()
-    if value is None or isinstance(value, str | int | float | bool | dict | list):
+    if isinstance(value, str):
+        return _escaped(value)
+    if value is None or isinstance(value, int | float | bool):
         return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
     return str(value)
+
+
+def _escaped(text: str) -> str:
+    """Undecodable bytes as ``\\xNN`` text (a lone surrogate is not valid UTF-8 in a file)."""
+    if not _UNDECODABLE.search(text):
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _format_of(path: Path, fmt: str | None) -> str:
@@ -85,55 +130,159 @@ def _format_of(path: Path, fmt: str | None) -> str:
     return FORMATS[suffix]
 
 
-def read_rows(path: Path, fmt: str | None = None) -> Iterator[dict[str, Any] | Rejection]:
-    """Yield raw rows of a CSV, Parquet or JSON Lines file; unparseable lines as Rejections."""
+# -- reading --------------------------------------------------------------------------------
+def _encoding(path: Path) -> str:
+    """UTF-8 unless the file starts with a UTF-16 byte-order mark or looks like UTF-16 text."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head.startswith(b"\xef\xbb\xbf"):
+        return "utf-8-sig"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    if len(head) == 4 and head[1] == 0 and head[3] == 0 and head[0] and head[2]:
+        return "utf-16-le"  # no mark, but ASCII letters with zero high bytes
+    if len(head) == 4 and head[0] == 0 and head[2] == 0 and head[1] and head[3]:
+        return "utf-16-be"
+    return "utf-8"
+
+
+def _open_text(path: Path, newline: str | None = None) -> tuple[IO[str], str]:
+    encoding = _encoding(path)
+    handle = path.open(encoding=encoding, errors="surrogateescape", newline=newline)
+    return handle, encoding.removesuffix("-sig")
+
+
+def _not_text(path: Path, what: str) -> EventFileError:
+    return EventFileError(
+        f"{path.name} is not an event file: {what}; expected CSV with a header "
+        f"({', '.join(REQUIRED_COLUMNS)}, ...), JSON Lines or Parquet in UTF-8 or UTF-16"
+    )
+
+
+def _check_columns(path: Path, columns: list[str]) -> None:
+    """One clear error for a table that is not events, instead of every row rejected."""
+    known = [c for c in columns if c in EVENT_COLUMNS]
+    shown = ", ".join(repr(c[:40]) for c in columns[:6]) + (" ..." if len(columns) > 6 else "")
+    if not known:
+        raise _not_text(path, f"none of its columns ({shown or 'none'}) is an event column")
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise EventFileError(
+            f"{path.name} lacks the event columns {', '.join(missing)} (it has {shown}); "
+            f"every event file needs {', '.join(REQUIRED_COLUMNS)}"
+        )
+
+
+def _undecodable(text: str, encoding: str) -> str | None:
+    """Why ``text`` is not text in ``encoding``, or None when it is."""
+    bad = _UNDECODABLE.search(text)
+    if bad is None:
+        return None
+    byte = ord(bad.group()) - 0xDC00
+    return f"not {encoding.upper()} text: byte 0x{byte:02X} at character {bad.start()}"
+
+
+def read_rows(path: Path, fmt: str | None = None) -> Iterator[dict[str, Any] | RawRow | Rejection]:
+    """Yield the raw rows of a CSV, Parquet or JSON Lines file; rows that cannot be read
+    (undecodable bytes, malformed lines) as Rejections with their row number.
+
+    Raises :class:`EventFileError` when the file is not an event file at all.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"events file not found: {path}")
     kind = _format_of(path, fmt)
     if kind == "jsonl":
-        with path.open(encoding="utf-8") as handle:
-            row = 0
-            for line in handle:
-                if not line.strip():
-                    continue
-                row += 1
-                try:
-                    parsed = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield Rejection(row, "<line>", f"invalid JSON: {exc.msg}", line.rstrip("\n"))
-                    continue
-                if not isinstance(parsed, dict):
-                    yield Rejection(row, "<line>", "a JSON object is required", line.rstrip("\n"))
-                    continue
-                yield parsed
-        return
-    if kind == "csv":
+        yield from _jsonl_rows(path)
+    elif kind == "csv":
         yield from _csv_rows(path)
-        return
-    frame = pd.read_parquet(path)
-    frame = frame.astype(object).where(frame.notna(), None)
-    yield from frame.to_dict(orient="records")
+    else:
+        try:
+            frame = pd.read_parquet(path)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise _not_text(path, f"not a Parquet file ({exc})") from None
+        _check_columns(path, [str(c) for c in frame.columns])
+        frame = frame.astype(object).where(frame.notna(), None)
+        yield from frame.to_dict(orient="records")
 
 
-def _csv_rows(path: Path) -> Iterator[dict[str, Any] | Rejection]:
-    """Stream a CSV as text cells (ids stay text; '' means missing); ragged lines are rejected."""
-    with path.open(encoding="utf-8", newline="") as handle:
+def _jsonl_rows(path: Path) -> Iterator[RawRow | Rejection]:
+    handle, encoding = _open_text(path)
+    objects = lines = 0
+    with handle:
+        for row, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            lines += 1
+            text = line.rstrip("\n")
+            if "\x00" in text and lines == 1:
+                raise _not_text(path, "binary content on line 1")
+            reason = _undecodable(text, encoding)
+            if reason is not None:
+                yield Rejection(row, "<line>", reason, _escaped(text), undecodable=True)
+                continue
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield Rejection(row, "<line>", f"invalid JSON: {exc.msg}", text)
+                continue
+            except RecursionError:
+                yield Rejection(row, "<line>", "invalid JSON: nested too deeply", text)
+                continue
+            if not isinstance(parsed, dict):
+                yield Rejection(row, "<line>", "a JSON object is required", text)
+                continue
+            objects += 1
+            yield RawRow(row, parsed)
+    if lines and not objects:
+        raise _not_text(path, f"none of its {lines} lines is a JSON object")
+
+
+def _csv_rows(path: Path) -> Iterator[RawRow | Rejection]:
+    """Stream a CSV as text cells (ids stay text; '' means missing), each data row numbered from
+    1 (a CSV's line is row + 1 when no cell spans lines). Ragged, undecodable or unparseable
+    rows are rejected; the header decides whether this is an event file at all."""
+    handle, encoding = _open_text(path, newline="")
+    with handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
+        try:
+            header = next(reader, None)
+        except csv.Error as exc:
+            raise _not_text(path, f"its first line is not a CSV header ({exc})") from None
         if header is None:
             return
+        if any("\x00" in cell or _UNDECODABLE.search(cell) for cell in header):
+            raise _not_text(path, f"its first line is binary, not {encoding.upper()} text")
+        header = [cell.strip() for cell in header]
+        _check_columns(path, header)
         width = len(header)
-        for number, cells in enumerate(reader, start=1):
+        number = 0
+        while True:
+            number += 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield Rejection(number, "<line>", f"unreadable CSV: {exc}", "")
+                continue
             if not cells:
                 continue
             if len(cells) != width:
                 reason = f"{len(cells)} cells but the header has {width}"
-                yield Rejection(number, "<line>", reason, ",".join(cells))
+                yield Rejection(number, "<line>", reason, _escaped(",".join(cells)))
                 continue
-            yield dict(zip(header, cells, strict=True))
+            data = dict(zip(header, cells, strict=True))
+            bad = next((c for c in header if _UNDECODABLE.search(data[c])), None)
+            if bad is not None:
+                reason = f"{bad}: {_undecodable(data[bad], encoding)}"
+                raw = {k: _escaped(v) for k, v in data.items()}
+                yield Rejection(number, bad, reason, raw, undecodable=True)
+                continue
+            yield RawRow(number, data)
 
 
+# -- validating -----------------------------------------------------------------------------
 _REQUIRED = re.compile(r"^(?:Value error, )?(\w+) is required")
 
 
@@ -148,16 +297,22 @@ def _error_field(error: dict) -> str:
     return match.group(1) if match else "<row>"
 
 
-def validate_rows(rows: Iterator[dict[str, Any] | Rejection]) -> tuple[list[dict], list[Rejection]]:
-    """Validate each row with :class:`Event`; bad rows become Rejections, never exceptions."""
+def validate_rows(
+    rows: Iterator[dict[str, Any] | RawRow | Rejection], limits: EventLimits | None = None
+) -> tuple[list[dict], list[Rejection]]:
+    """Validate each row with :class:`Event` within ``limits`` (default
+    :data:`features.schema.DEFAULT_LIMITS`, the clock read once for the batch); bad rows become
+    Rejections, never exceptions. Valid rows carry their row number as ``_row``."""
+    context = (limits or DEFAULT_LIMITS).context()
     valid: list[dict] = []
     rejected: list[Rejection] = []
-    for number, raw in enumerate(rows, start=1):
-        if isinstance(raw, Rejection):
-            rejected.append(raw)
+    for position, item in enumerate(rows, start=1):
+        if isinstance(item, Rejection):
+            rejected.append(item)
             continue
+        number, raw = (item.row, item.data) if isinstance(item, RawRow) else (position, item)
         try:
-            valid.append(Event.model_validate(raw).to_row() | {"_row": number})
+            valid.append(Event.model_validate(raw, context=context).to_row() | {"_row": number})
         except ValidationError as exc:
             errors = exc.errors()
             where = _error_field(errors[0])
@@ -166,27 +321,53 @@ def validate_rows(rows: Iterator[dict[str, Any] | Rejection]) -> tuple[list[dict
     return valid, rejected
 
 
-def ingest_rows(
-    rows: Iterator[dict[str, Any] | Rejection],
+def _same_event(stored: dict[str, Any], row: dict[str, Any]) -> bool:
+    """Whether a stored row and a validated one hold the same event (``properties`` compared as
+    JSON values, so key order does not matter)."""
+    for column in EVENT_COLUMNS:
+        old, new = stored.get(column), row.get(column)
+        if column == "properties" and old is not None and new is not None:
+            old, new = json.loads(old), json.loads(new)
+        if old != new:
+            return False
+    return True
+
+
+def _conflict(row: dict[str, Any]) -> Rejection:
+    reason = f"event_id {row['event_id']!r} already stored with different content"
+    raw = {column: _jsonable(row[column]) for column in EVENT_COLUMNS if row[column] is not None}
+    return Rejection(row["_row"], "event_id", reason, raw)
+
+
+# -- storing --------------------------------------------------------------------------------
+def store_rows(
+    rows: Iterator[dict[str, Any] | RawRow | Rejection],
     log: EventLog,
-    quarantine_dir: Path,
     source: str,
     progress: Callable[[int], None] | None = None,
+    *,
+    limits: EventLimits | None = None,
 ) -> IngestReport:
-    """Validate, de-duplicate by ``event_id`` and append; write rejections to quarantine."""
+    """Validate, append the new events and sort out the rest (duplicate, conflict, rejected),
+    without writing the quarantine: :func:`ingest_rows` and the replay do that."""
     report = IngestReport(source=source)
-    valid, rejected = validate_rows(_counting(rows, progress))
+    valid, rejected = validate_rows(_counting(rows, progress), limits)
     report.total = len(valid) + len(rejected)
+    conflicts: list[Rejection] = []
     with log.writer():  # no other writer between the duplicate check and the append
-        in_log = log.existing(row["event_id"] for row in valid)
-        seen: set[str] = set()
+        stored = log.stored(row["event_id"] for row in valid)
+        seen: dict[str, dict] = {}
         fresh: list[dict] = []
         for row in valid:
-            if row["event_id"] in in_log or row["event_id"] in seen:
+            earlier = stored.get(row["event_id"]) or seen.get(row["event_id"])
+            if earlier is None:
+                seen[row["event_id"]] = row
+                fresh.append(row)
+            elif _same_event(earlier, row):
                 report.duplicate += 1
-                continue
-            seen.add(row["event_id"])
-            fresh.append(row)
+                report.stored_rows.append(row["_row"])
+            else:
+                conflicts.append(_conflict(row))
         if fresh:
             frame = pd.DataFrame.from_records(fresh, columns=list(EVENT_COLUMNS))
             frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
@@ -194,31 +375,42 @@ def ingest_rows(
             frame["price"] = frame["price"].astype("float64")
             report.files_written = log.append(frame)
             report.appended = frame
+            report.stored_rows.extend(row["_row"] for row in fresh)
     report.accepted = len(fresh)
+    report.conflict = len(conflicts)
     report.rejected = len(rejected)
-    report.rejections = rejected
-    if rejected:
-        quarantine_dir.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        path = quarantine_dir / f"{stamp}-{Path(source).name}.jsonl"
-        with path.open("w", encoding="utf-8") as handle:
-            for item in rejected:
-                raw = (
-                    {k: _jsonable(v) for k, v in item.raw.items()}
-                    if isinstance(item.raw, dict)
-                    else item.raw
-                )
-                record = {
-                    "source": source,
-                    "row": item.row,
-                    "field": item.field,
-                    "reason": item.reason,
-                }
-                handle.write(json.dumps(record | {"raw": raw}) + "\n")
-        report.quarantine_path = path
+    report.rejections = sorted([*rejected, *conflicts], key=lambda r: r.row)
     report.check()
+    return report
+
+
+def ingest_rows(
+    rows: Iterator[dict[str, Any] | RawRow | Rejection],
+    log: EventLog,
+    quarantine_dir: Path | Quarantine,
+    source: str,
+    progress: Callable[[int], None] | None = None,
+    *,
+    limits: EventLimits | None = None,
+) -> IngestReport:
+    """Validate, de-duplicate by ``event_id`` and append; write rejections and conflicts to the
+    quarantine (a folder with the default bounds, or a :class:`Quarantine`)."""
+    report = store_rows(rows, log, source, progress, limits=limits)
+    if report.rejections:
+        quarantine = (
+            quarantine_dir if isinstance(quarantine_dir, Quarantine) else Quarantine(quarantine_dir)
+        )
+        report.quarantine_path = quarantine.write(source, _records(source, report.rejections))
     logger.info("ingested %s: %s", source, report)
     return report
+
+
+def _records(source: str, rejections: list[Rejection]) -> Iterator[dict[str, Any]]:
+    for item in rejections:
+        record = {"source": source, "row": item.row, "field": item.field, "reason": item.reason}
+        if item.undecodable:
+            record["undecodable"] = True
+        yield record | {"raw": _jsonable(item.raw)}
 
 
 def _counting(rows: Iterator, progress: Callable[[int], None] | None) -> Iterator:
@@ -231,21 +423,99 @@ def _counting(rows: Iterator, progress: Callable[[int], None] | None) -> Iterato
 def ingest_file(
     path: Path,
     log: EventLog,
-    quarantine_dir: Path,
+    quarantine_dir: Path | Quarantine,
     fmt: str | None = None,
     progress: Callable[[int], None] | None = None,
+    *,
+    limits: EventLimits | None = None,
 ) -> IngestReport:
     """Ingest one CSV / Parquet / JSON Lines file in the event schema."""
-    return ingest_rows(read_rows(Path(path), fmt), log, quarantine_dir, str(path), progress)
+    return ingest_rows(
+        read_rows(Path(path), fmt), log, quarantine_dir, str(path), progress, limits=limits
+    )
 
 
 def ingest_frame(
     frame: pd.DataFrame,
     log: EventLog,
-    quarantine_dir: Path,
+    quarantine_dir: Path | Quarantine,
     source: str,
     progress: Callable[[int], None] | None = None,
+    *,
+    limits: EventLimits | None = None,
 ) -> IngestReport:
     """Ingest an in-memory frame (the generator's output, a test's rows)."""
     clean = frame.astype(object).where(frame.notna(), None)
-    return ingest_rows(iter(clean.to_dict(orient="records")), log, quarantine_dir, source, progress)
+    rows = iter(clean.to_dict(orient="records"))
+    return ingest_rows(rows, log, quarantine_dir, source, progress, limits=limits)
+
+
+# -- replaying the quarantine ---------------------------------------------------------------
+@dataclass
+class ReplayReport:
+    files: int = 0
+    replayed: int = 0  # appended to the log now
+    already_stored: int = 0  # the same event was in the log (a duplicate): out of quarantine
+    still_quarantined: int = 0
+    files_removed: int = 0
+
+
+def replay_quarantine(
+    log: EventLog,
+    quarantine: Quarantine,
+    name: str | None = None,
+    *,
+    limits: EventLimits | None = None,
+) -> ReplayReport:
+    """Validate the quarantined rows again (after an operator fixed their ``raw`` in the file,
+    or with other ``limits``) and ingest them: rows now stored leave the quarantine, the others
+    stay with their new reason. ``name`` picks one quarantine file; default all."""
+    report = ReplayReport()
+    paths = [quarantine.find(name)] if name else [f.path for f in quarantine.files()]
+    for path in paths:
+        records = quarantine.records(path)
+        if not records:
+            continue
+        rows = [_replayable(index, record) for index, record in enumerate(records, start=1)]
+        report.files += 1
+        stored = store_rows(iter(rows), log, f"replay:{path.name}", limits=limits)
+        done = set(stored.stored_rows)
+        validated = {row.row for row in rows if isinstance(row, RawRow)}
+        why = {r.row: r for r in stored.rejections if r.row in validated}
+        kept = []
+        for index, record in enumerate(records, start=1):
+            if index in done:
+                continue
+            if index in why:  # validated again and still bad: today's reason
+                record = record | {"field": why[index].field, "reason": why[index].reason}
+            kept.append(record)
+        quarantine.rewrite(path, kept)
+        report.replayed += stored.accepted
+        report.already_stored += stored.duplicate
+        report.still_quarantined += len(kept)
+        report.files_removed += not kept
+    return report
+
+
+def _replayable(index: int, record: dict[str, Any]) -> RawRow | Rejection:
+    """A quarantine record as an input row (numbered by its line in the file), or a Rejection
+    saying what the operator must fix first."""
+    if "omitted" in record:
+        return Rejection(index, "<row>", record.get("reason", "rows not kept"), "")
+    if record.get("undecodable"):
+        reason = (
+            "the raw row held bytes that were not text (written as \\xNN): fix them and remove "
+            '"undecodable" from the record, then replay'
+        )
+        return Rejection(index, record.get("field") or "<row>", reason, "")
+    raw = record.get("raw")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except (json.JSONDecodeError, RecursionError):
+            pass
+    if isinstance(raw, dict):
+        return RawRow(index, raw)
+    what = "was cut to fit the quarantine" if record.get("truncated") else "is not a JSON object"
+    reason = f"the raw row {what}: edit it into an event object in the file, then replay"
+    return Rejection(index, record.get("field") or "<row>", reason, "")
