@@ -32,6 +32,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -112,8 +113,9 @@ class EventLog:
                     by_part.setdefault(part, []).append(event_id)
         rows: dict[str, dict[str, Any]] = {}
         for part, ids in by_part.items():
-            table = pq.read_table(part, filters=[("event_id", "in", ids)])
-            for row in table.select(list(EVENT_COLUMNS)).to_pylist():
+            table = pq.read_table(part, columns=list(EVENT_COLUMNS))
+            table = table.filter(pc.is_in(table.column("event_id"), value_set=pa.array(ids)))
+            for row in table.to_pylist():
                 rows.setdefault(row["event_id"], row)
         return rows
 

@@ -326,9 +326,10 @@ def _same_event(stored: dict[str, Any], row: dict[str, Any]) -> bool:
     JSON values, so key order does not matter)."""
     for column in EVENT_COLUMNS:
         old, new = stored.get(column), row.get(column)
-        if column == "properties" and old is not None and new is not None:
-            old, new = json.loads(old), json.loads(new)
         if old != new:
+            if column == "properties" and old is not None and new is not None:
+                if json.loads(old) == json.loads(new):
+                    continue
             return False
     return True
 
