@@ -17,8 +17,9 @@ from typing import Any
 import pandas as pd
 
 from features.context import activity_rows
+from features.event_files import Rejection
 from features.eventlog import EventLog
-from features.ingest import Rejection, ingest_rows
+from features.ingest import ingest_rows
 from features.schema import EventLimits
 from serving.schemas import MAX_EVENTS, EventRejection, EventsResponse
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from features.event_files import EventFileError
 from features.eventlog import EventLog
-from features.ingest import EventFileError, ingest_file
+from features.ingest import ingest_file
 
 HEADER = "event_id,event_type,timestamp,user_id,session_id,country"
 GOOD = [
