@@ -48,7 +48,8 @@ class IngestReport:
     #: The accepted events as appended (columns ``EVENT_COLUMNS``), so callers such as
     #: ``/events`` need not read the new parts back; None when nothing was accepted.
     appended: pd.DataFrame | None = None
-    #: Input row numbers that ended in the log or were already there (for replay).
+    #: Input row numbers that ended in the log or were already there (kept for a replay only:
+    #: ``store_rows(..., keep_rows=True)``).
     stored_rows: list[int] = field(default_factory=list, repr=False)
 
     def check(self) -> None:
@@ -136,6 +137,7 @@ def store_rows(
     progress: Callable[[int], None] | None = None,
     *,
     limits: EventLimits | None = None,
+    keep_rows: bool = False,
 ) -> IngestReport:
     """Validate, append the new events and sort out the rest (duplicate, conflict, rejected),
     without writing the quarantine: :func:`ingest_rows` and the replay do that."""
@@ -154,7 +156,8 @@ def store_rows(
                 fresh.append(row)
             elif _same_event(earlier, row):
                 report.duplicate += 1
-                report.stored_rows.append(row["_row"])
+                if keep_rows:
+                    report.stored_rows.append(row["_row"])
             else:
                 conflicts.append(_conflict(row))
         if fresh:
@@ -164,7 +167,8 @@ def store_rows(
             frame["price"] = frame["price"].astype("float64")
             report.files_written = log.append(frame)
             report.appended = frame
-            report.stored_rows.extend(row["_row"] for row in fresh)
+            if keep_rows:
+                report.stored_rows.extend(row["_row"] for row in fresh)
     report.accepted = len(fresh)
     report.conflict = len(conflicts)
     report.rejected = len(rejected)
@@ -267,7 +271,7 @@ def replay_quarantine(
             continue
         rows = [_replayable(index, record) for index, record in enumerate(records, start=1)]
         report.files += 1
-        stored = store_rows(iter(rows), log, f"replay:{path.name}", limits=limits)
+        stored = store_rows(iter(rows), log, f"replay:{path.name}", limits=limits, keep_rows=True)
         done = set(stored.stored_rows)
         validated = {row.row for row in rows if isinstance(row, RawRow)}
         why = {r.row: r for r in stored.rejections if r.row in validated}

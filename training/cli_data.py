@@ -6,7 +6,7 @@ Registered on :data:`training.cli_base.app` when :mod:`training.cli` imports thi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +20,9 @@ from training.cli_base import (
     summary_table,
     workspace,
 )
+
+if TYPE_CHECKING:
+    from features.schema import EventLimits
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -100,7 +103,7 @@ MaxFutureOption = Annotated[
 ]
 
 
-def _limits(earliest: str | None, max_future_days: float | None):
+def _limits(earliest: str | None, max_future_days: float | None) -> EventLimits:
     """The accepted time window from the command's options (the defaults when none given)."""
     from datetime import UTC, datetime, timedelta
 
