@@ -135,8 +135,11 @@ def data_import(
     max_future_days: MaxFutureOption = None,
     home: HomeOption = None,
 ) -> None:
-    """Validate and append an events file to the event log (idempotent by event_id); bad rows
-    and conflicting ids go to the quarantine (see ``tailor data quarantine``)."""
+    """Validate and append an events file to the event log (idempotent by event_id).
+
+    Bad rows and conflicting ids (known with other content) go to the quarantine: see
+    'tailor data quarantine'.
+    """
     from features.eventlog import EventLog
     from features.ingest import ingest_file
 
@@ -251,8 +254,11 @@ def quarantine_replay(
     max_future_days: MaxFutureOption = None,
     home: HomeOption = None,
 ) -> None:
-    """Validate quarantined rows again and import the good ones (after fixing their "raw" in the
-    quarantine file, or with a wider time window); rows still bad stay with their new reason."""
+    """Validate quarantined rows again and import the good ones.
+
+    Fix a row's "raw" in its quarantine file, or widen the time window, then replay: rows now
+    stored leave the quarantine, rows still bad stay with their new reason.
+    """
     from features.eventlog import EventLog
     from features.ingest import replay_quarantine
     from features.quarantine import Quarantine
