@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
@@ -110,17 +111,49 @@ def validate_rows(
     return valid, rejected
 
 
-def _same_event(stored: dict[str, Any], row: dict[str, Any]) -> bool:
-    """Whether a stored row and a validated one hold the same event (``properties`` compared as
-    JSON values, so key order does not matter)."""
+def _same_event(earlier: dict[str, Any], row: dict[str, Any]) -> bool:
+    """Whether two validated rows hold the same event (``properties`` compared as JSON values,
+    so key order does not matter)."""
     for column in EVENT_COLUMNS:
-        old, new = stored.get(column), row.get(column)
+        old, new = earlier.get(column), row.get(column)
         if old != new:
             if column == "properties" and old is not None and new is not None:
                 if json.loads(old) == json.loads(new):
                     continue
             return False
     return True
+
+
+def _as_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Validated rows as the log stores them (columns :data:`EVENT_COLUMNS`)."""
+    frame = pd.DataFrame.from_records(rows, columns=list(EVENT_COLUMNS))
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).astype("datetime64[ns, UTC]")
+    frame["quantity"] = frame["quantity"].astype("Int64")
+    frame["price"] = frame["price"].astype("float64")
+    return frame
+
+
+def _same_as_stored(valid: list[dict[str, Any]], stored: pd.DataFrame) -> dict[int, bool]:
+    """``{position in valid: same event as the stored one}`` for the rows whose id is stored,
+    column by column over whole columns (a re-import repeats millions of ids); ``properties``
+    that differ as text are compared as JSON values, so key order does not matter."""
+    known = set(stored["event_id"])
+    positions = [i for i, row in enumerate(valid) if row["event_id"] in known]
+    if not positions:
+        return {}
+    new = _as_frame([valid[i] for i in positions])
+    old = stored.set_index("event_id").loc[new["event_id"]].reset_index()
+    equal = np.ones(len(new), dtype=bool)
+    for column in EVENT_COLUMNS:
+        a, b = old[column], new[column]
+        missing = a.isna().to_numpy() & b.isna().to_numpy()
+        same = a.eq(b).fillna(False).to_numpy(dtype=bool) | missing
+        if column == "properties":
+            texts = ~same & a.notna().to_numpy() & b.notna().to_numpy()
+            for k in np.flatnonzero(texts):
+                same[k] = json.loads(a.iat[k]) == json.loads(b.iat[k])
+        equal &= same
+    return dict(zip(positions, equal.tolist(), strict=True))
 
 
 def _conflict(row: dict[str, Any]) -> Rejection:
@@ -146,25 +179,26 @@ def store_rows(
     report.total = len(valid) + len(rejected)
     conflicts: list[Rejection] = []
     with log.writer():  # no other writer between the duplicate check and the append
-        stored = log.stored(row["event_id"] for row in valid)
+        as_stored = _same_as_stored(valid, log.stored(row["event_id"] for row in valid))
         seen: dict[str, dict] = {}
         fresh: list[dict] = []
-        for row in valid:
-            earlier = stored.get(row["event_id"]) or seen.get(row["event_id"])
-            if earlier is None:
-                seen[row["event_id"]] = row
-                fresh.append(row)
-            elif _same_event(earlier, row):
+        for position, row in enumerate(valid):
+            same = as_stored.get(position)
+            if same is None:  # not in the log: new, or a repeat within this batch
+                earlier = seen.get(row["event_id"])
+                if earlier is None:
+                    seen[row["event_id"]] = row
+                    fresh.append(row)
+                    continue
+                same = _same_event(earlier, row)
+            if same:
                 report.duplicate += 1
                 if keep_rows:
                     report.stored_rows.append(row["_row"])
             else:
                 conflicts.append(_conflict(row))
         if fresh:
-            frame = pd.DataFrame.from_records(fresh, columns=list(EVENT_COLUMNS))
-            frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
-            frame["quantity"] = frame["quantity"].astype("Int64")
-            frame["price"] = frame["price"].astype("float64")
+            frame = _as_frame(fresh)
             report.files_written = log.append(frame)
             report.appended = frame
             if keep_rows:

@@ -16,6 +16,7 @@ import pytest
 from features.eventlog import EventLog
 from features.generate import generate_clickstream
 from features.ingest import ingest_frame
+from features.schema import EVENT_COLUMNS
 
 
 def view(event_id: str, **overrides) -> dict:
@@ -105,6 +106,8 @@ def test_stored_reads_only_the_parts_holding_the_ids(
         eventlog.pq, "read_table", lambda path, **kw: reads.append(path) or read_table(path, **kw)
     )
     found = log.stored(["b", "zz"])
-    assert list(found) == ["b"] and found["b"]["user_id"] == "u1"
+    assert found["event_id"].tolist() == ["b"] and found["user_id"].tolist() == ["u1"]
+    assert list(found.columns) == list(EVENT_COLUMNS)
+    assert str(found["timestamp"].dtype) == "datetime64[ns, UTC]"
     assert [Path(p).parent.name for p in reads] == ["event_date=2024-03-11"]
-    assert log.stored(["zz"]) == {} and len(reads) == 1
+    assert log.stored(["zz"]).empty and len(reads) == 1
