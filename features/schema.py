@@ -181,7 +181,7 @@ class Event(BaseModel):
     product_id: str | None = None
     category: str | None = None
     price: float | None = Field(
-        default=None, ge=0, allow_inf_nan=False, description="Unit price; finite, at least 0."
+        default=None, ge=0, allow_inf_nan=False, description="Price; finite, at least 0."
     )
     quantity: int | None = Field(
         default=None, ge=1, le=INT64_MAX, description="Units (at most EventLimits.max_quantity)."
@@ -220,8 +220,9 @@ class Event(BaseModel):
         if value is None:
             raise ValueError("timestamp is required")
         parsed = parse_timestamp(value)
-        window = info.context if info.context and "earliest" in info.context else None
-        window = window or DEFAULT_LIMITS.context()  # validated alone, not in a batch
+        context = info.context or {}
+        # validated alone, not in a batch: the default window, the clock read for this event
+        window = context if "earliest" in context else DEFAULT_LIMITS.context()
         if not window["earliest"] <= parsed <= window["latest"]:
             raise ValueError(
                 f"timestamp {value!r} ({parsed.isoformat()}) is outside the accepted window "
