@@ -8,7 +8,10 @@ Because parts are immutable and only added, an ``EventLog`` keeps an index of th
 it has read: each de-duplication lists the part files (a directory scan) and reads the
 ``event_id`` column of new parts only, whoever wrote them (this instance, another worker, another
 process), instead of the whole log (~2 ms per part: seconds for a long-running ``/events``).
-Should a part disappear (a log rebuilt by hand), the index is rebuilt from scratch.
+Should a part disappear (a log rebuilt by hand), the index is rebuilt from scratch. The index
+maps each id to its part, so that :meth:`EventLog.stored` reads back only the parts that hold the
+ids asked for: ingestion compares a repeated id's content (a duplicate, or a conflict) without a
+content hash in the log or the whole log in memory.
 
 De-duplication and append are one step under :meth:`EventLog.writer`, an exclusive lock on
 ``<root>/.append.lock`` (``flock``) held across threads and processes on this machine: two
@@ -28,6 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -43,7 +47,7 @@ class EventLog:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._ids: set[str] = set()  # every event_id in the parts of self._indexed
+        self._ids: dict[str, str] = {}  # every event_id in self._indexed -> its part's path
         self._indexed: set[str] = set()  # paths of the parts read into self._ids
         self._index_lock = threading.Lock()
         self._writer = threading.RLock()  # this process's threads; flock orders the processes
@@ -93,6 +97,30 @@ class EventLog:
             self._refresh_index()
             return {event_id for event_id in event_ids if event_id in self._ids}
 
+    def stored(self, event_ids: Iterable[str]) -> pd.DataFrame:
+        """The stored events among ``event_ids`` (columns :data:`EVENT_COLUMNS`, typed as
+        :meth:`read` gives them), one row per id found, in no particular order.
+
+        Only the parts holding one of them are read (the index knows which).
+        """
+        with self._index_lock:
+            self._refresh_index()
+            by_part: dict[str, list[str]] = {}
+            for event_id in event_ids:
+                part = self._ids.get(event_id)
+                if part is not None:
+                    by_part.setdefault(part, []).append(event_id)
+        tables = []
+        for part, ids in by_part.items():
+            table = pq.read_table(part, columns=list(EVENT_COLUMNS))
+            tables.append(table.filter(pc.is_in(table.column("event_id"), pa.array(ids))))
+        if not tables:
+            return EVENT_ARROW_SCHEMA.empty_table().to_pandas()
+        frame = pa.concat_tables(tables).cast(EVENT_ARROW_SCHEMA).to_pandas()
+        frame["timestamp"] = frame["timestamp"].astype("datetime64[ns, UTC]")
+        frame["quantity"] = frame["quantity"].astype("Int64")
+        return frame.drop_duplicates("event_id").reset_index(drop=True)
+
     def _part_paths(self) -> set[str]:
         # os.scandir: a tenth of Path.glob's cost per file, and the log has one part per append
         prefix = f"{PARTITION}="
@@ -112,7 +140,8 @@ class EventLog:
             self._ids.clear()
             self._indexed.clear()
         for path in sorted(present - self._indexed):
-            self._ids.update(pq.read_table(path, columns=["event_id"]).column(0).to_pylist())
+            ids = pq.read_table(path, columns=["event_id"]).column(0).to_pylist()
+            self._ids.update(dict.fromkeys(ids, path))
             self._indexed.add(path)
 
     def append(self, events: pd.DataFrame) -> list[Path]:
@@ -133,7 +162,7 @@ class EventLog:
             tmp.rename(target)  # readers never see a half-written file
             written.append(target)
             with self._index_lock:  # indexed without reading it back
-                self._ids.update(part["event_id"].tolist())
+                self._ids.update(dict.fromkeys(part["event_id"].tolist(), str(target)))
                 self._indexed.add(str(target))
         return written
 

@@ -90,7 +90,7 @@ __all__ = [
     "LOGGED_OUT_SESSION_SHARE", "MAIN_DEVICE_SHARE", "MAX_SESSION_EVENTS", "N_CANDIDATES",
     "N_STYLES", "OWN_STYLE_SHARE", "PAGE", "PERSONAS", "PERSONA_SPECS", "PRICE_TIERS", "REMOVE",
     "SEARCH", "SESSION_FOCUS_SHARE", "STYLE_BONUS", "TIER_CUTS", "VIEW", "ZIPF_EXPONENT",
-    "GeneratedData", "PersonaSpec", "generate_clickstream", "write_generated",
+    "GeneratedData", "PersonaSpec", "event_id_prefix", "generate_clickstream", "write_generated",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,8 @@ def generate_clickstream(
     over ``days`` days from ``start``: about 3.7 events per user per day, sorted by timestamp.
 
     ``start`` defaults to 2026-01-01 00:00 UTC so that the output depends on the arguments only.
-    The same arguments give identical frames.
+    The same arguments give identical frames. Event ids carry seed and size
+    (:func:`event_id_prefix`): data sets of other arguments never share one.
     """
     if n_users < 1 or days < 1 or seed < 0:
         raise ValueError(f"need n_users >= 1, days >= 1, seed >= 0; got {n_users}, {days}, {seed}")
@@ -159,7 +160,7 @@ def generate_clickstream(
     e_sess, e_vis, state = e_sess[order], e_vis[order], state[order]
     product, quantity = product[order], quantity[order]
     columns = {
-        "event_id": pad_ids("e", len(order), 7),
+        "event_id": pad_ids(event_id_prefix(seed, n_users, days), len(order), 7),
         "event_type": np.array(EVENT_TYPES, dtype=object)[state],
         "timestamp": pd.to_datetime(ts_ms[order] * 1_000_000 + _epoch_ns(start), utc=True),
         "user_id": user_id[order],
@@ -194,6 +195,12 @@ def generate_clickstream(
         "generated %d events in %d sessions of %d users", len(events), len(start_ms), n_users
     )
     return GeneratedData(events=events, personas=personas, catalogue=catalogue)
+
+
+def event_id_prefix(seed: int, n_users: int, days: int) -> str:
+    """``g<seed>-<users>x<days>-e``: generated event ids carry the data set's seed and size, so
+    two generated data sets imported into one workspace share no id (``g7-2000x30-e0000001``)."""
+    return f"g{seed}-{n_users}x{days}-e"
 
 
 def _epoch_ns(moment: datetime) -> int:

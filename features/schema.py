@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 EVENT_TYPES = ("page_view", "product_view", "search", "add_to_cart", "remove_from_cart", "purchase")
 DEVICE_TYPES = ("desktop", "mobile", "tablet", "other")
@@ -66,6 +75,52 @@ EVENT_ARROW_SCHEMA = pa.schema(
 
 
 _ID_FIELDS = frozenset({"event_id", "user_id", "anonymous_id", "session_id", "product_id"})
+#: Longest id accepted (as for the ids of ``/recommend``).
+MAX_ID_LENGTH = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: The largest integer the log's ``quantity`` column (int64) holds.
+INT64_MAX = 2**63 - 1
+# pandas' nanosecond timestamps end here; the log and the feature pipeline use them.
+_PANDAS_MIN = datetime(1677, 9, 22, tzinfo=UTC)
+_PANDAS_MAX = datetime(2262, 4, 11, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class EventLimits:
+    """The ranges an event must fall in, checked before anything is stored.
+
+    A timestamp must lie in ``[earliest, now + max_future]`` (the clock is read once per batch,
+    see :meth:`context`); a quantity may not exceed ``max_quantity``. The defaults accept any
+    shop's history since 1990 and a client clock a day fast. Pass another instance through the
+    ``limits`` keyword of :mod:`features.ingest` (``tailor data import --earliest``) to import
+    older data; the bounds must stay inside what the log can store (pandas' 1677-2262, int64).
+    """
+
+    earliest: datetime = datetime(1990, 1, 1, tzinfo=UTC)
+    max_future: timedelta = timedelta(days=1)
+    max_quantity: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if self.earliest.tzinfo is None:
+            raise ValueError(f"earliest {self.earliest!r} has no time zone; give UTC")
+        if not _PANDAS_MIN < self.earliest < _PANDAS_MAX:
+            raise ValueError(
+                f"earliest {self.earliest.isoformat()} is outside the storable range "
+                f"{_PANDAS_MIN.year + 1}..{_PANDAS_MAX.year - 1}"
+            )
+        if self.max_future < timedelta(0):
+            raise ValueError(f"max_future {self.max_future} is negative")
+        if not 1 <= self.max_quantity <= INT64_MAX:
+            raise ValueError(f"max_quantity {self.max_quantity} is not in 1..{INT64_MAX}")
+
+    def context(self, now: datetime | None = None) -> dict[str, Any]:
+        """The validation context of one batch: ``Event.model_validate(raw, context=...)``."""
+        now = datetime.now(UTC) if now is None else now
+        latest = min(now + self.max_future, _PANDAS_MAX - timedelta(days=1))
+        return {"earliest": self.earliest, "latest": latest, "max_quantity": self.max_quantity}
+
+
+DEFAULT_LIMITS = EventLimits()
 
 
 def _blank_to_none(value: Any) -> Any:
@@ -125,8 +180,12 @@ class Event(BaseModel):
     country: str | None = Field(default=None, description="ISO 3166-1 alpha-2 code.")
     product_id: str | None = None
     category: str | None = None
-    price: float | None = Field(default=None, ge=0)
-    quantity: int | None = Field(default=None, ge=1)
+    price: float | None = Field(
+        default=None, ge=0, allow_inf_nan=False, description="Price; finite, at least 0."
+    )
+    quantity: int | None = Field(
+        default=None, ge=1, le=INT64_MAX, description="Units (at most EventLimits.max_quantity)."
+    )
     query: str | None = None
     page: str | None = None
     properties: dict[str, Any] | None = None
@@ -157,17 +216,49 @@ class Event(BaseModel):
 
     @field_validator("timestamp", mode="before")
     @classmethod
-    def _timestamp(cls, value: Any) -> datetime:
+    def _timestamp(cls, value: Any, info: ValidationInfo) -> datetime:
         if value is None:
             raise ValueError("timestamp is required")
-        return parse_timestamp(value)
+        parsed = parse_timestamp(value)
+        context = info.context or {}
+        # validated alone, not in a batch: the default window, the clock read for this event
+        window = context if "earliest" in context else DEFAULT_LIMITS.context()
+        if not window["earliest"] <= parsed <= window["latest"]:
+            raise ValueError(
+                f"timestamp {value!r} ({parsed.isoformat()}) is outside the accepted window "
+                f"{window['earliest'].isoformat()} .. {window['latest'].isoformat()}"
+            )
+        return parsed
+
+    @field_validator("event_id", "user_id", "anonymous_id", "session_id", "product_id")
+    @classmethod
+    def _id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if len(value) > MAX_ID_LENGTH:
+            raise ValueError(f"id of {len(value)} characters; at most {MAX_ID_LENGTH} allowed")
+        control = _CONTROL.search(value)
+        if control:
+            raise ValueError(
+                f"id {value[:40]!r} holds the control character {control.group()!r} "
+                f"at position {control.start()}"
+            )
+        return value
+
+    @field_validator("quantity")
+    @classmethod
+    def _quantity(cls, value: int | None, info: ValidationInfo) -> int | None:
+        limit = (info.context or {}).get("max_quantity", DEFAULT_LIMITS.max_quantity)
+        if value is not None and value > limit:
+            raise ValueError(f"quantity {value} is over the limit of {limit}")
+        return value
 
     @field_validator("country")
     @classmethod
     def _country(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if len(value) != 2 or not value.isalpha():
+        if len(value) != 2 or not value.isascii() or not value.isalpha():
             raise ValueError(f"country {value!r} is not an ISO 3166-1 alpha-2 code such as 'US'")
         return value.upper()
 

@@ -17,8 +17,10 @@ from typing import Any
 import pandas as pd
 
 from features.context import activity_rows
+from features.event_files import Rejection
 from features.eventlog import EventLog
-from features.ingest import Rejection, ingest_rows
+from features.ingest import ingest_rows
+from features.schema import EventLimits
 from serving.schemas import MAX_EVENTS, EventRejection, EventsResponse
 
 logger = logging.getLogger(__name__)
@@ -59,11 +61,18 @@ def ingest_events(
     push: Push,
     source: str = "api:/events",
     fold: Fold | None = None,
+    *,
+    limits: EventLimits | None = None,
 ) -> EventsResponse:
     """Append one event or a batch; push the new events' activity rows to the online store, and
-    hand the appended events (never the duplicates) to ``fold``, the persona update."""
+    hand the appended events (never the duplicates) to ``fold``, the persona update.
+
+    An event out of ``limits`` (default :data:`features.schema.DEFAULT_LIMITS`) is rejected
+    alone, the rest stored. An ``event_id`` already stored with other content is a conflict:
+    quarantined and counted in ``rejected`` with its reason in ``rejections`` (the response has
+    no field of its own for it), never in ``duplicate``."""
     rows = _non_objects(as_batch(payload))
-    report = ingest_rows(iter(rows), log, quarantine_dir, source)
+    report = ingest_rows(iter(rows), log, quarantine_dir, source, limits=limits)
     rejections = [
         EventRejection(row=r.row, field=r.field, reason=r.reason) for r in report.rejections
     ]
@@ -83,7 +92,7 @@ def ingest_events(
     return EventsResponse(
         accepted=report.accepted,
         duplicate=report.duplicate,
-        rejected=report.rejected,
+        rejected=report.rejected + report.conflict,
         pushed=pushed,
         personas=personas,
         rejections=rejections,

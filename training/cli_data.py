@@ -6,7 +6,7 @@ Registered on :data:`training.cli_base.app` when :mod:`training.cli` imports thi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +20,9 @@ from training.cli_base import (
     summary_table,
     workspace,
 )
+
+if TYPE_CHECKING:
+    from features.schema import EventLimits
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -85,16 +88,62 @@ def data_fetch(
     )
 
 
+EarliestOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Oldest accepted event time, ISO date or time (UTC unless a zone is given); "
+        "default 1990-01-01."
+    ),
+]
+MaxFutureOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0, help="How many days after now an event time may be (client clocks); default 1."
+    ),
+]
+
+
+def _limits(earliest: str | None, max_future_days: float | None) -> EventLimits:
+    """The accepted time window from the command's options (the defaults when none given)."""
+    from datetime import UTC, datetime, timedelta
+
+    from features.schema import DEFAULT_LIMITS, EventLimits
+
+    if earliest is None and max_future_days is None:
+        return DEFAULT_LIMITS
+    start = DEFAULT_LIMITS.earliest
+    if earliest is not None:
+        try:
+            start = datetime.fromisoformat(earliest.replace("Z", "+00:00"))
+        except ValueError:
+            fail(f"--earliest {earliest!r} is not an ISO date or time such as 1985-01-01")
+        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    future = DEFAULT_LIMITS.max_future
+    if max_future_days is not None:
+        future = timedelta(days=max_future_days)
+    try:
+        return EventLimits(earliest=start, max_future=future)
+    except ValueError as exc:
+        fail(str(exc))
+
+
 @data_app.command("import")
 def data_import(
     file: Annotated[Path, typer.Argument(help="Events file: .csv, .parquet or .jsonl.")],
     fmt: Annotated[str | None, typer.Option("--format", help="csv, parquet or jsonl.")] = None,
+    earliest: EarliestOption = None,
+    max_future_days: MaxFutureOption = None,
     home: HomeOption = None,
 ) -> None:
-    """Validate and append an events file to the event log (idempotent by event_id)."""
+    """Validate and append an events file to the event log (idempotent by event_id).
+
+    Bad rows and conflicting ids (known with other content) go to the quarantine: see
+    'tailor data quarantine'.
+    """
     from features.eventlog import EventLog
     from features.ingest import ingest_file
 
+    limits = _limits(earliest, max_future_days)
     ws = workspace(home)
     try:
         with progress_bar() as progress:
@@ -105,6 +154,7 @@ def data_import(
                 ws.quarantine_dir,
                 fmt,
                 progress=lambda n: progress.advance(task, n),
+                limits=limits,
             )
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
@@ -112,6 +162,7 @@ def data_import(
         "input rows": report.total,
         "accepted": report.accepted,
         "duplicate": report.duplicate,
+        "conflict": report.conflict,
         "rejected": report.rejected,
     }
     if report.quarantine_path:
@@ -119,8 +170,119 @@ def data_import(
     console.print(summary_table(f"import {file.name}", rows))
     for rejection in report.rejections[:5]:
         console.print(f"  row {rejection.row}: [yellow]{rejection.field}[/] {rejection.reason}")
-    if report.rejected > 5:
-        console.print(f"  … {report.rejected - 5} more in the quarantine file")
+    if len(report.rejections) > 5:
+        console.print(f"  … {len(report.rejections) - 5} more in the quarantine file")
+
+
+# -- data quarantine -------------------------------------------------------------------------
+quarantine_app = typer.Typer(
+    help="Rows that imports and /events rejected: list them, purge them, replay them after a fix."
+)
+data_app.add_typer(quarantine_app, name="quarantine")
+FileOption = Annotated[
+    str | None,
+    typer.Option("--file", help="One quarantine file (its name as listed); default all."),
+]
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    file: FileOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many rows.")] = 50,
+    home: HomeOption = None,
+) -> None:
+    """List quarantined rows: file, row in its source, field and reason."""
+    from rich.table import Table
+
+    from features.quarantine import Quarantine
+
+    quarantine = Quarantine(workspace(home).quarantine_dir)
+    try:
+        paths = [quarantine.find(file)] if file else [f.path for f in quarantine.files()]
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    table = Table(title=f"quarantine: {quarantine.folder}")
+    for column in ("file", "row", "field", "reason"):
+        table.add_column(column, overflow="fold")
+    shown = total = 0
+    for path in paths:
+        for record in quarantine.records(path):
+            total += 1
+            if shown < limit:
+                shown += 1
+                row = record.get("row")
+                reason = str(record.get("reason", ""))
+                table.add_row(
+                    path.name,
+                    "" if row is None else str(row),
+                    str(record.get("field", "")),
+                    reason if len(reason) <= 200 else reason[:200] + "…",
+                )
+    console.print(table)
+    console.print(
+        f"{total} rows in {len(paths)} files" + (f", {shown} shown" if shown < total else "")
+    )
+
+
+@quarantine_app.command("purge")
+def quarantine_purge(
+    everything: Annotated[
+        bool, typer.Option("--all", help="Remove every quarantine file.")
+    ] = False,
+    older_than: Annotated[
+        float | None,
+        typer.Option(min=0, help="Remove the files written more than this many days ago."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Remove quarantined rows: all of them, or the files older than some days."""
+    from datetime import timedelta
+
+    from features.quarantine import Quarantine
+
+    if everything == (older_than is not None):
+        fail("give either --all or --older-than DAYS")
+    quarantine = Quarantine(workspace(home).quarantine_dir)
+    files, records = quarantine.purge(None if everything else timedelta(days=older_than))
+    console.print(summary_table("quarantine purged", {"files": files, "rows": records}))
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    file: FileOption = None,
+    earliest: EarliestOption = None,
+    max_future_days: MaxFutureOption = None,
+    home: HomeOption = None,
+) -> None:
+    """Validate quarantined rows again and import the good ones.
+
+    Fix a row's "raw" in its quarantine file, or widen the time window, then replay: rows now
+    stored leave the quarantine, rows still bad stay with their new reason.
+    """
+    from features.eventlog import EventLog
+    from features.ingest import replay_quarantine
+    from features.quarantine import Quarantine
+
+    limits = _limits(earliest, max_future_days)
+    ws = workspace(home)
+    try:
+        report = replay_quarantine(
+            EventLog(ws.event_log_dir), Quarantine(ws.quarantine_dir), file, limits=limits
+        )
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    console.print(
+        summary_table(
+            "quarantine replay",
+            {
+                "files": report.files,
+                "imported": report.replayed,
+                "already stored": report.already_stored,
+                "still quarantined": report.still_quarantined,
+                "files emptied": report.files_removed,
+            },
+        )
+    )
 
 
 # -- features ------------------------------------------------------------------------------

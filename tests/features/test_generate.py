@@ -92,7 +92,7 @@ def test_every_row_validates_against_the_schema(small: GeneratedData) -> None:
 def test_event_ids_unique_and_events_sorted_by_time(small: GeneratedData) -> None:
     events = small.events
     assert events["event_id"].is_unique
-    assert events["event_id"].iloc[0] == "e0000001"
+    assert events["event_id"].iloc[0] == "g11-60x7-e0000001"  # seed 11, 60 users, 7 days
     assert events["timestamp"].is_monotonic_increasing
     assert events.index.equals(pd.RangeIndex(len(events)))
 

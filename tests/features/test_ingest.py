@@ -1,7 +1,8 @@
 """Ingestion of CSV, Parquet and JSON Lines event files into the event log.
 
-Every file mixes good rows, duplicates (within the file and against the log) and bad rows, so each
-test checks the exact accepted / duplicate / rejected counts and the quarantine file line by line.
+Every file mixes good rows, duplicates (within the file and against the log), a conflict (a known
+``event_id`` with other content) and bad rows, so each test checks the exact accepted / duplicate /
+conflict / rejected counts and the quarantine file line by line.
 """
 
 from __future__ import annotations
@@ -53,15 +54,18 @@ def quarantine_records(report: IngestReport) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
-def assert_counts(report: IngestReport, total: int, accepted: int, duplicate: int) -> None:
-    rejected = total - accepted - duplicate
-    assert (report.total, report.accepted, report.duplicate, report.rejected) == (
-        total,
-        accepted,
-        duplicate,
-        rejected,
-    )
-    assert report.accepted + report.duplicate + report.rejected == report.total
+def assert_counts(
+    report: IngestReport, total: int, accepted: int, duplicate: int, conflict: int = 0
+) -> None:
+    rejected = total - accepted - duplicate - conflict
+    assert (
+        report.total,
+        report.accepted,
+        report.duplicate,
+        report.conflict,
+        report.rejected,
+    ) == (total, accepted, duplicate, conflict, rejected)
+    assert report.accepted + report.duplicate + report.conflict + report.rejected == report.total
 
 
 # ---------------------------------------------------------------------------------------- CSV
@@ -91,23 +95,27 @@ CSV_ROWS: list[dict[str, str]] = [
         "device_type": "desktop",
         "page": "/home",
     },
-    # 3: duplicate of row 1 within the file.
+    # 3: duplicate of row 1 within the file (the same event, its instant written in UTC).
     {
         "event_id": "e1",
-        "event_type": "page_view",
-        "timestamp": "2024-03-10T11:00:00Z",
+        "event_type": "product_view",
+        "timestamp": "2024-03-10T10:00:00Z",
         "user_id": "007",
-        "session_id": "s1",
-        "device_type": "tablet",
+        "session_id": "0001",
+        "device_type": "mobile",
+        "country": "US",
+        "product_id": "0042",
+        "category": "shoes",
+        "price": "19.990",
     },
-    # 4: duplicate of an event already in the log.
+    # 4: duplicate of the event already in the log.
     {
         "event_id": SEED_ID,
         "event_type": "page_view",
-        "timestamp": "2024-03-10T11:00:00Z",
+        "timestamp": "2024-03-01T00:00:00Z",
         "user_id": "u0",
         "session_id": "s0",
-        "device_type": "tablet",
+        "device_type": "other",
     },
     # 5: rejected: naive timestamp.
     {
@@ -158,6 +166,15 @@ CSV_ROWS: list[dict[str, str]] = [
         "device_type": "tablet",
         "query": "red shoes",
     },
+    # 10: conflict: the log's event id with other content.
+    {
+        "event_id": SEED_ID,
+        "event_type": "page_view",
+        "timestamp": "2024-03-10T11:00:00Z",
+        "user_id": "u0",
+        "session_id": "s0",
+        "device_type": "tablet",
+    },
 ]
 
 
@@ -182,7 +199,7 @@ def test_csv_counts_quarantine_and_stored_values(
 
     report = ingest_file(path, log, quarantine)
 
-    assert_counts(report, total=9, accepted=4, duplicate=2)
+    assert_counts(report, total=10, accepted=4, duplicate=2, conflict=1)
     assert len(log) == 1 + 4
     assert log.event_ids() == {SEED_ID, "e1", "e2", "e4", "e7"}
 
@@ -191,17 +208,21 @@ def test_csv_counts_quarantine_and_stored_values(
         (5, "timestamp"),
         (7, "country"),
         (8, "device_type"),
+        (10, "event_id"),
     ]
     assert "no time zone" in records[0]["reason"]
     assert "alpha-2" in records[1]["reason"]
     assert "device_type" in records[2]["reason"]
+    assert records[3]["reason"] == "event_id 'seed-1' already stored with different content"
+    assert records[3]["raw"]["timestamp"] == "2024-03-10T11:00:00+00:00"  # the row, validated
+    records = records[:3]
     assert all(r["source"] == str(path) for r in records)
     # The raw row is the file's cells, blanks included, so it can be fixed and re-imported.
     for record, row_number in zip(records, (5, 7, 8), strict=True):
         expected_raw = {column: "" for column in CSV_COLUMNS} | CSV_ROWS[row_number - 1]
         assert record["raw"] == expected_raw
     assert [(r.row, r.field) for r in report.rejections] == [
-        (r["row"], r["field"]) for r in records
+        (r["row"], r["field"]) for r in quarantine_records(report)
     ]
 
     stored = log.read().set_index("event_id")
@@ -237,11 +258,11 @@ def write_parquet(path: Path) -> Path:
                 "search",
                 "click",
             ],
-            "timestamp": [
+            "timestamp": [  # rows 3 and 4 repeat events of the file and the log, same instants
                 "2024-03-10T10:00:00Z",
                 "2024-03-10T10:00:00Z",
-                "2024-03-10T10:05:00Z",
                 "1710064800000",
+                "2024-03-01T01:00:00+01:00",
                 "2024-03-10T10:00:00Z",
                 "1710064800000",
                 "2024-03-10T10:00:00Z",
@@ -302,13 +323,13 @@ JSONL_LINES = [
     ),
     # 2: rejected: malformed JSON.
     '{"event_id": "j9", "event_type": ',
-    # 3: duplicate within the file.
+    # 3: duplicate within the file (row 1 as text: the same event).
     json.dumps(
         {
             "event_id": "j1",
             "event_type": "page_view",
             "timestamp": "2024-03-10T10:00:00Z",
-            "user_id": "u1",
+            "user_id": "7",
             "session_id": "s1",
         }
     ),
@@ -317,7 +338,7 @@ JSONL_LINES = [
         {
             "event_id": SEED_ID,
             "event_type": "page_view",
-            "timestamp": "2024-03-10T10:00:00Z",
+            "timestamp": "2024-03-01T00:00:00Z",
             "user_id": "u0",
             "session_id": "s0",
         }
@@ -403,7 +424,8 @@ def test_reimport_is_idempotent(tmp_path: Path, log: EventLog, quarantine: Path,
 
     again = ingest_file(path, log, quarantine)
 
-    assert_counts(again, total=first.total, accepted=0, duplicate=first.total - first.rejected)
+    stored = first.total - first.rejected - first.conflict
+    assert_counts(again, total=first.total, accepted=0, duplicate=stored, conflict=first.conflict)
     assert again.rejected == first.rejected
     assert again.files_written == []
     assert len(log) == length_before
@@ -438,7 +460,7 @@ def test_format_option_overrides_the_suffix(
 ) -> None:
     path = write_csv(tmp_path / "export.txt")
     report = ingest_file(path, log, quarantine, fmt="csv")
-    assert_counts(report, total=9, accepted=4, duplicate=2)
+    assert_counts(report, total=10, accepted=4, duplicate=2, conflict=1)
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path, log: EventLog, quarantine: Path) -> None:

@@ -1,5 +1,6 @@
 """``/events`` logic (issue #5): validate, append idempotently, push activity, count and explain."""
 
+import json
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -98,3 +99,48 @@ def test_oversize_batch_names_the_limit() -> None:
     assert len(as_batch([{}] * MAX_EVENTS)) == MAX_EVENTS
     with pytest.raises(BatchTooLargeError, match=f"at most {MAX_EVENTS} events, got 1001"):
         as_batch([{}] * (MAX_EVENTS + 1))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"timestamp": "2300-01-01T00:00:00Z"}, "timestamp"),
+        ({"timestamp": "0001-01-01T00:00:00Z"}, "timestamp"),
+        ({"timestamp": 253402300799000}, "timestamp"),
+        ({"event_type": "purchase", "quantity": 2**63}, "quantity"),
+        ({"price": float("inf")}, "price"),
+        ({"user_id": "u" * 257}, "user_id"),
+        ({"product_id": "p\x00"}, "product_id"),
+        ({"country": "ÄÖ"}, "country"),
+    ],
+    ids=["2300", "0001", "epoch-9999", "quantity-2^63", "price-inf", "long-id", "nul", "country"],
+)
+def test_one_bad_event_never_fails_the_batch(tmp_path, overrides: dict, field: str) -> None:
+    """Issue #10 item 1: 999 good events + 1 bad → 999 stored and pushed, 1 rejected with its
+    field (before: an exception, so a 500 and 0 stored on every retry)."""
+    log, store = EventLog(tmp_path / "events"), _Store()
+    batch = [_event(f"e{n:04d}", user_id=f"u{n % 40}") for n in range(999)]
+    batch.insert(10, _event("bad", **overrides))
+    answer = ingest_events(batch, log, tmp_path / "quarantine", store.push)
+    assert (answer.accepted, answer.duplicate, answer.rejected) == (999, 0, 1)
+    assert [(r.row, r.field) for r in answer.rejections] == [(11, field)]
+    assert len(log) == 999 and "bad" not in log.event_ids()
+    assert answer.pushed == len(store.pushed[0]) > 0 and answer.degraded is None
+
+
+def test_a_known_event_id_with_other_content_is_a_conflict_not_a_duplicate(tmp_path) -> None:
+    """Issue #10 item 3: /events keeps its response fields; a conflict is counted in
+    ``rejected`` with its reason (never in ``duplicate``) and quarantined."""
+    log, store = EventLog(tmp_path / "events"), _Store()
+    ingest_events([_event("e1"), _event("e2")], log, tmp_path / "q", store.push)
+    again = ingest_events(
+        [_event("e1"), _event("e2", price=4.0), _event("e3")], log, tmp_path / "q", store.push
+    )
+    assert (again.accepted, again.duplicate, again.rejected) == (1, 1, 1)
+    assert [(r.row, r.field, r.reason) for r in again.rejections] == [
+        (2, "event_id", "event_id 'e2' already stored with different content")
+    ]
+    assert log.read().set_index("event_id").loc["e2", "price"] == 3.0  # the stored one stays
+    (path,) = (tmp_path / "q").glob("*.jsonl")
+    (record,) = [json.loads(line) for line in path.read_text().splitlines()]
+    assert record["raw"]["price"] == 4.0 and record["field"] == "event_id"

@@ -99,3 +99,36 @@ def test_fetch_movielens_gives_the_published_counts(tmp_path):
     assert re.search(r"items\s*│\s*1682\b", result.output)
     unknown = runner.invoke(app, ["data", "fetch", "netflix", "--home", str(tmp_path)])
     assert unknown.exit_code == 1 and "allowed: movielens-100k, cdnow" in unknown.output
+
+
+def test_data_import_errors_and_quarantine_commands(tmp_path):
+    """Issue #10 items 2 and 4: a file that is not events is one ``error:`` line; quarantined
+    rows are listed, replayed with a wider time window, and purged."""
+    home = tmp_path / "ws"
+    image = tmp_path / "photo.csv"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    result = runner.invoke(app, ["data", "import", str(image), "--home", str(home)])
+    assert result.exit_code == 1
+    assert result.output.count("error:") == 1
+    assert "error: photo.csv is not an event file" in result.output
+    assert "Traceback" not in result.output
+
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "event_id,event_type,timestamp,user_id,session_id\n"
+        "a1,page_view,2024-03-10T10:00:00Z,u1,s1\n"
+        "a2,page_view,1985-03-10T10:00:00Z,u1,s1\n"
+        "a3,click,2024-03-10T10:00:00Z,u1,s1\n"
+    )
+    imported = _run(["data", "import", str(events)], home)
+    assert re.search(r"accepted\s*│\s*1\b", imported) and re.search(r"rejected\s*│\s*2", imported)
+    listed = _run(["data", "quarantine", "list"], home)
+    assert "2 rows in 1 files" in listed and "timestamp" in listed and "event_type" in listed
+    replayed = _run(["data", "quarantine", "replay", "--earliest", "1980-01-01"], home)
+    assert re.search(r"imported\s*│\s*1\b", replayed)
+    assert re.search(r"still quarantined\s*│\s*1\b", replayed)
+    bad = runner.invoke(app, ["data", "quarantine", "purge", "--home", str(home)])
+    assert bad.exit_code == 1 and "give either --all or --older-than DAYS" in bad.output
+    purged = _run(["data", "quarantine", "purge", "--all"], home)
+    assert re.search(r"rows\s*│\s*1\b", purged)
+    assert "0 rows in 0 files" in _run(["data", "quarantine", "list"], home)
