@@ -237,9 +237,9 @@ def test_persona_updates_failed_under_a_lock_are_reapplied_from_the_log(local_st
 # ----------------------------------------------------------------------------- over HTTP
 
 
-def _timed_post(url: str, body: dict) -> tuple[int, float, dict]:
+def _timed_post(client: httpx.Client, url: str, body: dict) -> tuple[int, float, dict]:
     started = time.perf_counter()
-    response = httpx.post(f"{url}/recommend", json=body, timeout=30)
+    response = client.post(f"{url}/recommend", json=body, timeout=30)
     return response.status_code, time.perf_counter() - started, response.json()
 
 
@@ -259,9 +259,11 @@ def test_recommend_under_an_exclusive_lock_is_fast_degraded_and_never_5xx(
 
     def ask_until(deadline: float) -> list[tuple[int, float, dict]]:
         out, i = [], 0
-        while time.monotonic() < deadline:
-            out.append(_timed_post(served.url, {"user_id": users[i % len(users)], "k": 5}))
-            i += 1
+        with httpx.Client() as client:
+            while time.monotonic() < deadline:
+                body = {"user_id": users[i % len(users)], "k": 5}
+                out.append(_timed_post(client, served.url, body))
+                i += 1
         return out
 
     with exclusive_lock(served.ws.feast_dir / "online_store.db", 30):
@@ -280,9 +282,11 @@ def test_recommend_under_an_exclusive_lock_is_fast_degraded_and_never_5xx(
     assert {status for status, _, _ in answers} == {200}
     assert {body.get("degraded") for _, _, body in answers} == {STORE_UNAVAILABLE}
     assert all(body["personalized"] is False for _, _, body in answers)
+    # bounds for a loaded 2-core machine (load average ~6 while these were set); before the
+    # fix each answer and /healthz waited ~10 s (SQLite's busy timeout, ours then Feast's)
     assert max(seconds for _, seconds, _ in answers) < 1.0
     assert health and {status for status, _ in health} == {200}
-    assert max(seconds for _, seconds in health) < 0.5
+    assert max(seconds for _, seconds in health) < 1.0
     assert (readyz.status_code, readyz.text) == (200, "degraded: online store unavailable\n")
 
     time.sleep(1.2)  # past the retry interval: the next request reads the store again
