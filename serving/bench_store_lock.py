@@ -7,10 +7,11 @@ each side). Meanwhile ``/healthz`` is timed every 0.2 s. The service's own count
 (``tailor_requests_total``) says how many answers of the locked run were marked degraded.
 
 Prints the locked / normal throughput ratio and writes a table that starts with the exact
-command (default ``experiments/results/store-lock.md``). The service works on a copy of the
-workspace, so nothing of the real one is touched::
+command to ``--out`` (the committed one is ``experiments/results/store-lock.md``). The service
+works on a copy of the workspace, so nothing of the real one is touched::
 
-    python -m serving.bench_store_lock --home /tmp/store-bench/ws
+    python -m serving.bench_store_lock --home /tmp/store-bench/ws \
+        --out experiments/results/store-lock.md
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ import httpx
 
 from features.workspace import Workspace
 from serving import wrk
-from serving.process import PROJECT_ROOT, running_service
+from serving.process import running_service
 
-DEFAULT_OUT = PROJECT_ROOT / "experiments" / "results" / "store-lock.md"
+DEFAULT_OUT = Path("experiments") / "results" / "store-lock.md"
 #: The issue's target: locked throughput at least this share of normal.
 TARGET_RATIO = 0.5
 #: Holds an exclusive lock on an SQLite file until killed or ``seconds`` pass.
@@ -251,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="normal run, seconds")
     parser.add_argument("--lock-seconds", type=float, default=25.0, help="lock held, seconds")
     parser.add_argument("--users", type=int, default=500, help="known users to rotate through")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file to write")
+    parser.add_argument(
+        "--out", type=Path, required=True, help=f"markdown file to write (e.g. {DEFAULT_OUT})"
+    )
     args = parser.parse_args(argv)
     command = shlex.join(["python", "-m", "serving.bench_store_lock", *sys.argv[1:]])
     ws = Workspace(home=args.home).ensure()

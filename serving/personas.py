@@ -80,14 +80,17 @@ class PendingPersonas:
         with self._lock:
             for person in people:
                 self._people[person] = None
+            dropped = 0
             while len(self._people) > self.limit:
-                dropped = next(iter(self._people))
-                del self._people[dropped]
-                logger.warning(
-                    "more than %d people wait for their persona; the oldest waits "
-                    "for `tailor features build`",
-                    self.limit,
-                )
+                del self._people[next(iter(self._people))]
+                dropped += 1
+        if dropped:
+            logger.warning(
+                "more than %d people wait for their persona: the %d oldest wait for "
+                "`tailor features build` instead",
+                self.limit,
+                dropped,
+            )
 
     def take(self) -> list[str]:
         """Everyone pending, now no longer pending (:meth:`add` them back on failure)."""
