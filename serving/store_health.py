@@ -1,11 +1,13 @@
 """The online store's health as the service sees it, and what ``/readyz`` says about it.
 
 A read of a locked or stalled online store is bounded by the read timeout
-(``TAILOR_ONLINE_READ_TIMEOUT_MS``, see :mod:`features.online_read`). After a failed read the
-store counts as unavailable for :data:`RETRY_SECONDS`: requests meanwhile skip the read and are
-answered with popularity at once (``degraded`` says so), and the first request after that tries
-the store again. So a store locked for minutes costs one bounded read per retry interval, not one
-per request, and the event loop (which also answers ``/healthz``) is never held for long.
+(``TAILOR_ONLINE_READ_TIMEOUT_MS``, see :mod:`features.online_read`); that request is answered
+with popularity, ``degraded`` saying so. After :data:`FAILURES_TO_SKIP` failed reads in a row
+(one could be a commit that held the lock a moment too long on a busy machine) the store counts
+as unavailable for :data:`RETRY_SECONDS`: requests meanwhile skip the read and are answered with
+popularity at once, and the first request after that tries the store again. So a store locked
+for minutes costs one bounded read per retry interval, not one per request, and the event loop
+(which also answers ``/healthz``) is never held for long.
 
 ``/readyz`` stays 200 while the store is unavailable: every request is still answered (degraded),
 and all replicas share the store, so taking them out of a load balancer would turn degraded
@@ -24,6 +26,8 @@ from typing import Any
 
 #: Seconds a failed online read keeps the store marked unavailable before the next try.
 RETRY_SECONDS = 1.0
+#: Failed reads in a row that mark the store unavailable.
+FAILURES_TO_SKIP = 2
 #: Environment variable overriding :data:`RETRY_SECONDS`.
 RETRY_ENV = "TAILOR_ONLINE_RETRY_SECONDS"
 #: The ``degraded`` reason clients see when the online store could not be read (fixed text:
@@ -49,17 +53,23 @@ def retry_seconds(raw: str | None) -> float:
 class OnlineHealth:
     """Whether the online store is worth reading now (see the module docstring)."""
 
-    def __init__(self, retry: float = RETRY_SECONDS, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        retry: float = RETRY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        failures_to_skip: int = FAILURES_TO_SKIP,
+    ) -> None:
         self.retry = retry
+        self.failures_to_skip = failures_to_skip
         self._clock = clock
         self._lock = threading.Lock()
         self._next_try = -math.inf
-        self.down_since: float | None = None  # clock time of the first failure in a row
+        self.down_since: float | None = None  # when the store was marked unavailable
         self.failures = 0  # failed reads in a row
 
     @property
     def degraded(self) -> bool:
-        """The last read failed (until a read succeeds again)."""
+        """The store is marked unavailable (until a read succeeds again)."""
         return self.down_since is not None
 
     def should_read(self) -> bool:
@@ -77,14 +87,17 @@ class OnlineHealth:
     def failed(self) -> None:
         with self._lock:
             now = self._clock()
+            self.failures += 1
+            if self.failures < self.failures_to_skip:
+                return
             if self.down_since is None:
                 self.down_since = now
-            self.failures += 1
             self._next_try = now + self.retry
 
     def succeeded(self) -> bool:
         """Mark the store up; True when it was down (a recovery)."""
         if self.down_since is None:
+            self.failures = 0
             return False
         with self._lock:
             recovered = self.down_since is not None

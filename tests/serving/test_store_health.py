@@ -24,10 +24,15 @@ class _Clock:
         return self.now
 
 
-def test_a_failed_read_skips_the_store_until_the_retry_time_then_one_caller_tries():
+def test_failed_reads_skip_the_store_until_the_retry_time_then_one_caller_tries():
     clock = _Clock()
     health = OnlineHealth(retry=1.0, clock=clock)
     assert health.should_read() and not health.degraded
+    health.failed()  # one failure (a slow commit?) is not yet an outage
+    assert not health.degraded and health.should_read()
+    health.succeeded()
+    health.failed()  # the count starts again after a success
+    assert not health.degraded
     health.failed()
     assert health.degraded
     assert [health.should_read() for _ in range(3)] == [False] * 3
@@ -81,7 +86,7 @@ def _app(status: int):
 
 
 def test_readyz_says_degraded_while_the_store_is_down_and_nothing_else_changes():
-    health = OnlineHealth()
+    health = OnlineHealth(failures_to_skip=1)
     ready = ReadinessNoteMiddleware(_app(200), health_of=lambda: health)
     assert _get(ready, "/readyz") == (
         200,
