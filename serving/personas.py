@@ -39,6 +39,8 @@ ReadEvents = Callable[[list[str]], pd.DataFrame]
 PERSONAS_NOT_UPDATED = "personas not updated: online store unavailable (re-applied when it is back)"
 #: People kept for re-application at most; past it the oldest wait for `tailor features build`.
 MAX_PENDING = 100_000
+#: People re-applied per online read, log scan and push.
+REAPPLY_BATCH = 500
 
 
 def update_personas(
@@ -112,21 +114,26 @@ def reapply_personas(
     """Fold each person's events in the log again from the empty state and push the states;
     returns the people pushed (those with events). Raises what the store raises.
 
-    The stored state is read only for its ``as_of``: the new one is later, so a store that keeps
-    the newest row (Redis) takes it."""
+    The stored states are read first: a store still unavailable fails before the log is
+    scanned. They are used only for their ``as_of``: the new one is later, so a store that keeps
+    the newest row (Redis) takes it. Callers pass at most :data:`REAPPLY_BATCH` people (one
+    query parameter per person and view)."""
     if not people:
         return 0
+    states = read(people)
+    stored = {p: row.get("persona_state") for p, row in zip(people, states, strict=True)}
     events = read_events(people)
     if events.empty:
         return 0
     by_person = dict(tuple(events.groupby(person_keys(events).to_numpy(), sort=True)))
-    found = [person for person in people if person in by_person]
     rows = []
-    for person, row in zip(found, read(found), strict=True):
+    for person in people:
+        if person not in by_person:
+            continue
         state = fold(PersonaState(), by_person[person], config)
-        stored = PersonaState.from_json(row.get("persona_state")).as_of
-        if stored and pd.Timestamp(state.as_of) <= pd.Timestamp(stored):
-            later = pd.Timestamp(stored) + pd.Timedelta(microseconds=1)
+        as_of = PersonaState.from_json(stored.get(person)).as_of
+        if as_of and pd.Timestamp(state.as_of) <= pd.Timestamp(as_of):
+            later = pd.Timestamp(as_of) + pd.Timedelta(microseconds=1)
             state = dataclasses.replace(state, as_of=later.isoformat())
         rows.append(state_row(person, state, config))
     push(persona_frame(rows))

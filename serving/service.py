@@ -54,6 +54,7 @@ from serving.loader import (
 )
 from serving.metrics import service_metrics
 from serving.personas import (
+    REAPPLY_BATCH,
     PendingPersonas,
     reapply_personas,
     unknown_rule_personas,
@@ -286,25 +287,32 @@ class Tailor:
         return updated, degraded
 
     def _reapply_personas(self) -> int:
-        """Fold the pending people's events again from the log and push them (call under the
-        log's writer lock); on failure they stay pending."""
+        """Fold the pending people's events again from the log and push them, REAPPLY_BATCH
+        people at a time (call under the log's writer lock); on a failure the people not done
+        stay pending."""
         people = self.pending_personas.take()
-        try:
-            done = reapply_personas(
-                people,
-                self.log.read_people,
-                self._read_personas,
-                self._push_personas,
-                self.personas,
-            )
-        except Exception as exc:
-            self.pending_personas.add(people)
-            logger.warning(
-                "re-applying %d pending personas failed: %s", len(people), type(exc).__name__
-            )
-            return 0
-        logger.info("re-applied the personas of %d people from the event log", done)
-        self.metrics.persona_updates.labels(outcome="updated").inc(done)
+        done = 0
+        for start in range(0, len(people), REAPPLY_BATCH):
+            batch = people[start : start + REAPPLY_BATCH]
+            try:
+                done += reapply_personas(
+                    batch,
+                    self.log.read_people,
+                    self._read_personas,
+                    self._push_personas,
+                    self.personas,
+                )
+            except Exception as exc:
+                self.pending_personas.add(people[start:])
+                logger.warning(
+                    "re-applying %d pending personas failed: %s",
+                    len(people) - start,
+                    type(exc).__name__,
+                )
+                break
+        if done:
+            logger.info("re-applied the personas of %d people from the event log", done)
+            self.metrics.persona_updates.labels(outcome="updated").inc(done)
         return done
 
     def _retry_personas(self) -> None:
