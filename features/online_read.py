@@ -7,7 +7,9 @@ the SQLite table layout, ``FeatureStore._fvs_for_push_source_or_raise``) is test
 Feast :data:`FEAST_TESTED` only. At import the installed Feast is checked: another version turns
 the fast path off (a warning says so) and :mod:`features.store` uses Feast's public
 ``get_online_features`` and ``push``, as it does when ``TAILOR_FAST_ONLINE_READ=0``
-(:func:`fast_path_enabled`, read when a reader is built, never at import).
+(:func:`fast_path_enabled`, read when a reader is built, never at import). The read timeout
+(``TAILOR_ONLINE_READ_TIMEOUT_MS``) bounds the fast path only: Feast's own read of a locked
+SQLite store waits its busy timeout (5 s) before it fails.
 
 Feast's ``get_online_features`` rebuilds the feature service, its views and their fields from
 the registry proto on every call (with typeguard checks on each ``Field``) and runs on-demand
