@@ -195,3 +195,30 @@ class EventLog:
             frame["quantity"] = frame["quantity"].astype("Int64")
         frame = frame.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
         return frame.loc[:, wanted]
+
+    def read_people(self, people: Iterable[str]) -> pd.DataFrame:
+        """Every event of these people (person keys: a ``user_id``, or ``anon:`` and an
+        ``anonymous_id``; see :mod:`features.ids`), sorted like :meth:`read`. The log is
+        filtered while it is read, so a few people cost a scan, not the whole log in memory."""
+        from features.ids import ANON_PREFIX, person_keys
+
+        wanted = set(people)
+        users = sorted(p for p in wanted if not p.startswith(ANON_PREFIX))
+        anons = sorted(p[len(ANON_PREFIX) :] for p in wanted if p.startswith(ANON_PREFIX))
+        files = self._files()
+        if not files or not wanted:
+            return EVENT_ARROW_SCHEMA.empty_table().to_pandas()
+        dataset = ds.dataset([str(p) for p in files], schema=EVENT_ARROW_SCHEMA, format="parquet")
+        conditions = [
+            ds.field(column).isin(pa.array(values, pa.string()))
+            for column, values in (("user_id", users), ("anonymous_id", anons))
+            if values
+        ]
+        condition = conditions[0] if len(conditions) == 1 else conditions[0] | conditions[1]
+        frame = dataset.to_table(filter=condition).to_pandas()
+        if not frame.empty:  # an anonymous_id match with a user_id is that user's
+            frame = frame[person_keys(frame).isin(wanted).to_numpy()]
+        frame["timestamp"] = frame["timestamp"].astype("datetime64[ns, UTC]")
+        frame["quantity"] = frame["quantity"].astype("Int64")
+        frame = frame.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
+        return frame.loc[:, list(EVENT_COLUMNS)]

@@ -1,4 +1,15 @@
-"""The service's online read, resolved once per store (used by :mod:`features.store`).
+"""The service's online read, resolved once per store (used by :mod:`features.store`), and
+the one module that uses Feast's private API.
+
+Everything here past Feast's public surface (``FeatureStore._get_provider``, the provider's
+``online_read`` / ``ingest_df``, ``SqliteOnlineStore._get_db_path``, ``compute_table_id`` and
+the SQLite table layout, ``FeatureStore._fvs_for_push_source_or_raise``) is tested against
+Feast :data:`FEAST_TESTED` only. At import the installed Feast is checked: another version turns
+the fast path off (a warning says so) and :mod:`features.store` uses Feast's public
+``get_online_features`` and ``push``, as it does when ``TAILOR_FAST_ONLINE_READ=0``
+(:func:`fast_path_enabled`, read when a reader is built, never at import). The read timeout
+(``TAILOR_ONLINE_READ_TIMEOUT_MS``) bounds the fast path only: Feast's own read of a locked
+SQLite store waits its busy timeout (5 s) before it fails.
 
 Feast's ``get_online_features`` rebuilds the feature service, its views and their fields from
 the registry proto on every call (with typeguard checks on each ``Field``) and runs on-demand
@@ -25,11 +36,61 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+import feast
+import pandas as pd
 from feast import FeatureStore
 from feast.type_map import feast_value_type_to_python_type
 from feast.value_type import ValueType
 
 logger = logging.getLogger(__name__)
+
+#: The Feast release line whose private API this module was written and tested against.
+FEAST_TESTED = "0.67"
+#: Whether the installed Feast is that line (checked once, at import).
+FEAST_SUPPORTED = feast.__version__.split(".")[:2] == FEAST_TESTED.split(".")
+if not FEAST_SUPPORTED:
+    logger.warning(
+        "Feast %s is installed; the fast online read and push were tested on %s.x only, so "
+        "Feast's public get_online_features and push are used instead",
+        feast.__version__,
+        FEAST_TESTED,
+    )
+#: ``0`` turns the fast path off: Feast's public read and push answer every call.
+FAST_PATH_ENV = "TAILOR_FAST_ONLINE_READ"
+#: How long one SQLite online read waits for a lock held by a writer before it gives up.
+READ_TIMEOUT_MS = 100.0
+#: Environment variable overriding :data:`READ_TIMEOUT_MS`.
+READ_TIMEOUT_ENV = "TAILOR_ONLINE_READ_TIMEOUT_MS"
+
+
+class OnlineStoreUnavailable(RuntimeError):
+    """The online store did not answer within the read timeout (locked, busy)."""
+
+
+def fast_path_enabled() -> bool:
+    """Whether the fast read and push are used: the Feast version is the tested one and
+    ``$TAILOR_FAST_ONLINE_READ`` is not ``0`` (``1`` or unset: on)."""
+    text = os.environ.get(FAST_PATH_ENV, "").strip()
+    if text not in ("", "0", "1"):
+        raise ValueError(f"{FAST_PATH_ENV}={text!r}: expected 1 (fast path) or 0 (Feast's read)")
+    return FEAST_SUPPORTED and text != "0"
+
+
+def read_timeout_seconds() -> float:
+    """The SQLite read's lock wait: ``$TAILOR_ONLINE_READ_TIMEOUT_MS``, else the default."""
+    text = os.environ.get(READ_TIMEOUT_ENV, "").strip()
+    if not text:
+        return READ_TIMEOUT_MS / 1e3
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 60_000:
+        raise ValueError(
+            f"{READ_TIMEOUT_ENV}={text!r}: expected milliseconds, more than 0 and at most 60000"
+        )
+    return value / 1e3
+
 
 #: On-demand outputs memoised per reader before the memo starts over.
 MEMO_LIMIT = 10_000
@@ -221,6 +282,7 @@ class SqliteViews:
         self._values: dict[tuple[int, str, bytes], Any] = {}  # (table, feature, blob) -> value
         self._local = threading.local()
         self.answer_limit = answer_cache_size()
+        self.timeout = read_timeout_seconds()
 
     @classmethod
     def for_views(cls, config: Any, provider: Any, views: list) -> SqliteViews | None:
@@ -241,7 +303,11 @@ class SqliteViews:
 
     def read(self, rows: list[dict]) -> list[dict] | None:
         """The stored features of ``rows``, or None when the query fails (no file or table yet):
-        the views are then read by Feast, which answers or raises as it would."""
+        the views are then read by Feast, which answers or raises as it would.
+
+        A lock held longer than the read timeout (a writer, ``BEGIN EXCLUSIVE`` elsewhere)
+        raises :class:`OnlineStoreUnavailable` instead: Feast's own read would wait 5 s more on
+        the same lock."""
         keys = [self._key(row[self.join_key]) for row in rows]
         try:
             local = self._thread()
@@ -257,6 +323,13 @@ class SqliteViews:
                 return [answer]
             found = local.connection.execute(self._query(len(keys)), keys * len(self._select))
             found = found.fetchall()
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                raise OnlineStoreUnavailable(
+                    f"online store locked for more than {self.timeout * 1e3:g} ms"
+                ) from exc
+            logger.debug("SQLite online read failed, reading through Feast: %s", exc)
+            return None
         except sqlite3.Error as exc:
             logger.debug("SQLite online read failed, reading through Feast: %s", exc)
             return None
@@ -321,8 +394,17 @@ class SqliteViews:
         local = getattr(self._local, "read", None)
         if local is None:
             # check_same_thread (the default): this connection is only ever used by this thread
-            local = self._local.read = _ThreadRead(sqlite3.connect(self.uri, uri=True))
+            connection = sqlite3.connect(self.uri, uri=True, timeout=self.timeout)
+            local = self._local.read = _ThreadRead(connection)
         return local
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 class _ThreadRead:
@@ -366,10 +448,15 @@ _PUSH_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def online_reader(store: FeatureStore, service: str) -> OnlineReader | None:
-    """The store's cached reader for ``service``; None when only Feast's read can answer it."""
+    """The store's cached reader for ``service``; None when only Feast's read can answer it
+    (a service this reader does not handle, or the fast path off: see :func:`fast_path_enabled`).
+    """
     readers = _READERS.setdefault(store, {})
     reader = readers.get(service, False)
     if reader is False or (reader and time.monotonic() - reader.built > READER_TTL_SECONDS):
+        if not fast_path_enabled():
+            readers[service] = None
+            return None
         try:
             reader = OnlineReader(store, service)
         except _Unsupported as exc:
@@ -388,6 +475,25 @@ def push_views(store: FeatureStore, source: str) -> list:
         views = sorted(store._fvs_for_push_source_or_raise(source, True), key=lambda v: v.name)
         cached = _PUSH_VIEWS[store][source] = (time.monotonic(), views)
     return cached[1]
+
+
+def push_online(store: FeatureStore, source: str, rows: pd.DataFrame) -> None:
+    """Rows into the online store through push source ``source``.
+
+    With the fast path they go to the views as Feast's ``push`` would write them
+    (``provider.ingest_df``), with the views cached (see :func:`push_views`): the push views
+    are plain feature views (nothing to transform on write) in no precomputed feature service.
+    Without it, through Feast's public ``push``."""
+    if rows.empty:
+        return
+    if not fast_path_enabled():
+        from feast.data_source import PushMode
+
+        store.push(source, rows, to=PushMode.ONLINE)
+        return
+    provider = store._get_provider()
+    for view in push_views(store, source):
+        provider.ingest_df(view, rows)
 
 
 def forget_readers(store: FeatureStore) -> None:

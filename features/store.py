@@ -3,8 +3,9 @@
 The declarations live in ``feature_repo/``; this module renders the profile's
 ``feature_store.yaml`` into the workspace's Feast folder, applies the declarations, writes the
 offline tables, materializes, and reads historical (point-in-time) and online features. The
-online read machinery (readers resolved once per store, the SQLite fast path) lives in
-:mod:`features.online_read`; callers use :func:`online_features` here.
+online read machinery (readers resolved once per store, the SQLite fast path) and every use of
+Feast's private API live in :mod:`features.online_read`; callers use :func:`online_features`
+here.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 from feast import FeatureStore
 from feast.data_source import PushMode
 
-from features.online_read import forget_readers, online_reader, push_views
+from features.online_read import forget_readers, online_reader, push_online
 from features.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -182,21 +183,13 @@ def push_personas(store: FeatureStore, rows: pd.DataFrame, offline: bool = False
 
 
 def _push(store: FeatureStore, source: str, rows: pd.DataFrame, offline: bool) -> None:
-    """Rows into the views of push source ``source``.
-
-    Online only, they go to the views as Feast's ``push`` would write them
-    (``provider.ingest_df``), with the views cached (see :func:`features.online_read.push_views`;
-    Feast's ``push`` rebuilds every view and service per call): the push views are plain feature
-    views (nothing to transform on write) in no precomputed feature service. With ``offline``
-    the rows also go to the offline store, through Feast's ``push``."""
+    """Rows into the views of push source ``source``: online only through
+    :func:`features.online_read.push_online` (Feast's ``push`` rebuilds every view and service
+    per call); with ``offline`` also to the offline store, through Feast's ``push``."""
     if offline:
         store.push(source, rows, to=PushMode.ONLINE_AND_OFFLINE)
         return
-    if rows.empty:
-        return
-    provider = store._get_provider()
-    for view in push_views(store, source):
-        provider.ingest_df(view, rows)
+    push_online(store, source, rows)
 
 
 # -- micro-segments (`tailor micro-segments`): their own table, view and service --------------

@@ -33,6 +33,7 @@ from serving.schemas import (  # re-exported: callers import the contract from h
     SimilarItemsRequest,
     SimilarItemsResponse,
 )
+from serving.store_health import STORE_UNAVAILABLE
 
 __all__ = [
     "MAX_K",
@@ -139,12 +140,13 @@ def clean_features(features: dict[str, Any] | None) -> dict[str, Any]:
 
 def read_features(read: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], str | None]:
     """``(features, None)``, or ``({}, reason)`` when the online store fails: the request is then
-    answered in degraded mode (popularity) instead of failing."""
+    answered in degraded mode (popularity) instead of failing. The reason is a fixed text
+    (:data:`serving.store_health.STORE_UNAVAILABLE`); what failed is logged, never answered."""
     try:
         return read(), None
     except Exception as exc:
         logger.warning("online store read failed: %s: %s", type(exc).__name__, exc)
-        return {}, f"online store unavailable: {type(exc).__name__}: {exc}"
+        return {}, STORE_UNAVAILABLE
 
 
 def cold_start_category(features: dict[str, Any]) -> str:

@@ -5,15 +5,20 @@ twice), the previous states are read in one online read of ``user_persona_v1``, 
 are folded (:func:`features.personas.fold`) and the new states pushed through the persona push
 source, so the next ``/recommend`` reads the persona in its single ``user_profile_v1`` read.
 
-A failed read or push never fails the request nor loses events (they are in the log already, and
-the next ``tailor features build`` folds them offline); the answer's ``degraded`` says the
-personas were not updated.
+A failed read or push never fails the request nor loses events (they are in the log already);
+the answer's ``degraded`` says the personas were not updated, and the people are kept in
+:class:`PendingPersonas`. When the store answers again (the next successful update, or the
+service's periodic check) :func:`reapply_personas` folds each pending person's events again from
+the event log, from the empty state, as ``tailor features build`` does offline, and pushes the
+result: the same persona as if no update had failed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pandas as pd
@@ -27,6 +32,15 @@ logger = logging.getLogger(__name__)
 #: ``people -> one row per person`` with their stored ``persona_state`` (None when unknown).
 ReadStates = Callable[[list[str]], list[dict[str, Any]]]
 Push = Callable[[pd.DataFrame], None]
+#: ``people -> their events in the event log`` (:meth:`features.eventlog.EventLog.read_people`).
+ReadEvents = Callable[[list[str]], pd.DataFrame]
+#: The ``degraded`` reason of a call whose persona update failed (fixed text: the error is
+#: logged, never sent).
+PERSONAS_NOT_UPDATED = "personas not updated: online store unavailable (re-applied when it is back)"
+#: People kept for re-application at most; past it the oldest wait for `tailor features build`.
+MAX_PENDING = 100_000
+#: People re-applied per online read, log scan and push.
+REAPPLY_BATCH = 500
 
 
 def update_personas(
@@ -49,9 +63,81 @@ def update_personas(
             rows.append(state_row(person, fold(state, by_person[person], config), config))
         push(persona_frame(rows))
     except Exception as exc:  # the events are safe in the log; say the personas lag behind
-        logger.exception("updating the personas of %d people failed", len(people))
-        return 0, f"personas not updated: {type(exc).__name__}: {exc}"
+        logger.warning(
+            "updating the personas of %d people failed: %s", len(people), type(exc).__name__
+        )
+        return 0, PERSONAS_NOT_UPDATED
     return len(people), None
+
+
+class PendingPersonas:
+    """People whose persona update failed, waiting to be folded again from the event log."""
+
+    def __init__(self, limit: int = MAX_PENDING) -> None:
+        self.limit = limit
+        self._people: dict[str, None] = {}  # insertion-ordered: the oldest dropped first
+        self._lock = threading.Lock()
+
+    def add(self, people: Iterable[str]) -> None:
+        with self._lock:
+            for person in people:
+                self._people[person] = None
+            dropped = 0
+            while len(self._people) > self.limit:
+                del self._people[next(iter(self._people))]
+                dropped += 1
+        if dropped:
+            logger.warning(
+                "more than %d people wait for their persona: the %d oldest wait for "
+                "`tailor features build` instead",
+                self.limit,
+                dropped,
+            )
+
+    def take(self) -> list[str]:
+        """Everyone pending, now no longer pending (:meth:`add` them back on failure)."""
+        with self._lock:
+            people, self._people = list(self._people), {}
+        return people
+
+    def __len__(self) -> int:
+        return len(self._people)
+
+
+def reapply_personas(
+    people: list[str],
+    read_events: ReadEvents,
+    read: ReadStates,
+    push: Push,
+    config: PersonaConfig,
+) -> int:
+    """Fold each person's events in the log again from the empty state and push the states;
+    returns the people pushed (those with events). Raises what the store raises.
+
+    The stored states are read first: a store still unavailable fails before the log is
+    scanned. They are used only for their ``as_of``: the new one is later, so a store that keeps
+    the newest row (Redis) takes it. Callers pass at most :data:`REAPPLY_BATCH` people (one
+    query parameter per person and view)."""
+    if not people:
+        return 0
+    states = read(people)
+    stored = {p: row.get("persona_state") for p, row in zip(people, states, strict=True)}
+    events = read_events(people)
+    if events.empty:
+        return 0
+    by_person = dict(tuple(events.groupby(person_keys(events).to_numpy(), sort=True)))
+    rows = []
+    for person in people:
+        if person not in by_person:
+            continue
+        state = fold(PersonaState(), by_person[person], config)
+        as_of = PersonaState.from_json(stored.get(person)).as_of
+        if as_of and pd.Timestamp(state.as_of) <= pd.Timestamp(as_of):
+            later = pd.Timestamp(as_of) + pd.Timedelta(microseconds=1)
+            state = dataclasses.replace(state, as_of=later.isoformat())
+        rows.append(state_row(person, state, config))
+    push(persona_frame(rows))
+    return len(rows)
 
 
 def unknown_rule_personas(rules: RuleSet, personas: PersonaConfig) -> list[str]:

@@ -11,7 +11,10 @@ Environment read when the service starts: ``TAILOR_HOME``, ``MLFLOW_TRACKING_URI
 packaged ``serving/rules.yaml``) and ``TAILOR_PERSONAS`` (default the packaged
 ``features/personas.yaml``). ``TAILOR_BENTO_MODEL`` (set inside a Bento built by
 ``tailor build``) names a BentoML model to serve instead of the registry's champion; that model
-is fixed, so nothing is watched.
+is fixed, so nothing is watched. ``TAILOR_ONLINE_READ_TIMEOUT_MS`` (default 100) bounds one
+online read and ``TAILOR_ONLINE_RETRY_SECONDS`` (default 1) is how long a failed read keeps the
+store marked unavailable (:mod:`serving.store_health`); ``TAILOR_FAST_ONLINE_READ=0`` reads
+through Feast's public API only (:mod:`features.online_read`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import gc
 import logging
 import math
 import os
+import threading
 import time
 import uuid
 from http import HTTPStatus
@@ -34,6 +38,7 @@ from pydantic import Field
 
 from features import store as feature_store
 from features.eventlog import EventLog
+from features.ids import person_keys
 from features.persona_rules import configured_personas
 from features.workspace import Workspace
 from serving import logic
@@ -48,7 +53,13 @@ from serving.loader import (
     load_registered,
 )
 from serving.metrics import service_metrics
-from serving.personas import unknown_rule_personas, update_personas
+from serving.personas import (
+    REAPPLY_BATCH,
+    PendingPersonas,
+    reapply_personas,
+    unknown_rule_personas,
+    update_personas,
+)
 from serving.rules import load_rules
 from serving.schemas import (
     MAX_EVENTS,
@@ -59,6 +70,13 @@ from serving.schemas import (
     SegmentResponse,
     SimilarItemsRequest,
     SimilarItemsResponse,
+)
+from serving.store_health import (
+    RETRY_ENV,
+    STORE_UNAVAILABLE,
+    OnlineHealth,
+    ReadinessNoteMiddleware,
+    retry_seconds,
 )
 from serving.watcher import POLL_ENV, ModelHolder, poll_seconds
 
@@ -71,6 +89,8 @@ RULES_ENV = "TAILOR_RULES"
 #: reader rebuilt from the registry ~20 ms) it runs in one thread, as a sync api would, for
 #: OFF_LOOP_SECONDS, so a stalled store stalls the loop (health checks, timeouts) once at most.
 SLOW_READ_SECONDS, OFF_LOOP_SECONDS = 0.25, 30.0
+#: Seconds between the checks that re-apply personas whose update failed (serving.personas).
+PERSONA_RETRY_SECONDS = 5.0
 
 EventsPayload = Annotated[
     list[dict[str, Any]] | dict[str, Any],
@@ -112,6 +132,10 @@ class Tailor:
         self._segments_recheck = poll_seconds(os.environ.get(POLL_ENV))
         self._off_loop_until = -math.inf  # see SLOW_READ_SECONDS
         self._off_loop: anyio.CapacityLimiter | None = None  # made on the event loop
+        self.online = OnlineHealth(retry_seconds(os.environ.get(RETRY_ENV)))
+        self.pending_personas = PendingPersonas()
+        self._stop_retry = threading.Event()
+        threading.Thread(target=self._retry_personas, name="persona-retry", daemon=True).start()
 
         def load_checked() -> LoadedModel:
             new = load_registered(ws, name, alias)
@@ -145,6 +169,7 @@ class Tailor:
     @bentoml.on_shutdown
     def _stop_watching(self) -> None:
         self.models.stop()
+        self._stop_retry.set()
 
     def _features(self, person: str, device: str, service: str) -> dict:
         rows = [{"user_id": person, "device_type": device}]
@@ -175,18 +200,27 @@ class Tailor:
     async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
         """Top-k items for one person (user_id or anonymous_id) in a request context, with the
         strategy and rule behind each item, the rules that fired and the content variant."""
+        if not self.online.should_read():  # the store failed a moment ago: popularity at once
+            return self._recommend(request, read=False)
         if time.monotonic() < self._off_loop_until:
             if self._off_loop is None:
                 self._off_loop = anyio.CapacityLimiter(1)  # one thread: no read contention
             return await anyio.to_thread.run_sync(self._recommend, request, limiter=self._off_loop)
         return self._recommend(request)
 
-    def _recommend(self, request: RecommendRequest) -> RecommendResponse:
+    def _recommend(self, request: RecommendRequest, read: bool = True) -> RecommendResponse:
         started = time.perf_counter()
         model = self.models.current  # one read: a swap mid-request does not mix models
-        features, degraded = logic.read_features(
-            lambda: self._features(request.person, request.device, model.feature_service)
-        )
+        if read:
+            features, degraded = logic.read_features(
+                lambda: self._features(request.person, request.device, model.feature_service)
+            )
+            if degraded:
+                self.online.failed()
+            else:
+                self.online.succeeded()
+        else:
+            features, degraded = {}, STORE_UNAVAILABLE
         if time.perf_counter() - started > SLOW_READ_SECONDS:
             self._off_loop_until = time.monotonic() + OFF_LOOP_SECONDS
         answer = logic.recommend(model.scorer, request, features, self.rules, degraded)
@@ -229,21 +263,64 @@ class Tailor:
         self.metrics.observe("/similar_items", strategy, time.perf_counter() - started, False)
         return answer
 
+    def _read_personas(self, people: list[str]) -> list[dict]:
+        rows = [{"user_id": person} for person in people]
+        return feature_store.online_features(self.store, rows, feature_store.PERSONA_SERVICE)
+
+    def _push_personas(self, rows) -> None:
+        feature_store.push_personas(self.store, rows)
+
     def _fold_personas(self, appended) -> tuple[int, str | None]:
         """Fold the events a call appended into their people's personas (one online read, one
-        push); a store failure is returned as the reason, never raised."""
+        push); a store failure is returned as the reason, never raised, and the people wait in
+        :attr:`pending_personas`. After a success, the people waiting are re-applied too."""
         updated, degraded = update_personas(
-            appended,
-            lambda people: feature_store.online_features(
-                self.store, [{"user_id": p} for p in people], feature_store.PERSONA_SERVICE
-            ),
-            lambda rows: feature_store.push_personas(self.store, rows),
-            self.personas,
+            appended, self._read_personas, self._push_personas, self.personas
         )
         self.metrics.persona_updates.labels(outcome="updated").inc(updated)
         if degraded:
             self.metrics.persona_updates.labels(outcome="failed").inc()
+            if not appended.empty:
+                self.pending_personas.add(person_keys(appended).unique().tolist())
+        elif len(self.pending_personas):
+            self._reapply_personas()
         return updated, degraded
+
+    def _reapply_personas(self) -> int:
+        """Fold the pending people's events again from the log and push them, REAPPLY_BATCH
+        people at a time (call under the log's writer lock); on a failure the people not done
+        stay pending."""
+        people = self.pending_personas.take()
+        done = 0
+        for start in range(0, len(people), REAPPLY_BATCH):
+            batch = people[start : start + REAPPLY_BATCH]
+            try:
+                done += reapply_personas(
+                    batch,
+                    self.log.read_people,
+                    self._read_personas,
+                    self._push_personas,
+                    self.personas,
+                )
+            except Exception as exc:
+                self.pending_personas.add(people[start:])
+                logger.warning(
+                    "re-applying %d pending personas failed: %s",
+                    len(people) - start,
+                    type(exc).__name__,
+                )
+                break
+        if done:
+            logger.info("re-applied the personas of %d people from the event log", done)
+            self.metrics.persona_updates.labels(outcome="updated").inc(done)
+        return done
+
+    def _retry_personas(self) -> None:
+        """Every PERSONA_RETRY_SECONDS, re-apply the pending personas if the store answers."""
+        while not self._stop_retry.wait(PERSONA_RETRY_SECONDS):
+            if len(self.pending_personas):
+                with self.log.writer():  # no /events fold in between: the log is complete
+                    self._reapply_personas()
 
     @bentoml.api(route="/events")
     def events(self, payload: EventsPayload, /) -> EventsResponse:
@@ -275,3 +352,7 @@ class Tailor:
 
 
 Tailor.add_asgi_middleware(ErrorShapeMiddleware)
+Tailor.add_asgi_middleware(
+    ReadinessNoteMiddleware,
+    health_of=lambda: getattr(bentoml.get_current_service(), "online", None),
+)

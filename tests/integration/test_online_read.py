@@ -140,9 +140,15 @@ def test_a_push_by_another_store_object_is_seen(local_store, trained_workspace, 
     assert after["last_product_id"] == "p-elsewhere"
 
 
-def test_reads_in_another_thread_never_see_half_a_push(local_store, trained_workspace):
+def test_reads_in_another_thread_never_see_half_a_push(local_store, trained_workspace, monkeypatch):
     """/recommend reads on the event loop while /events pushes in a worker thread: every read
-    is the answer before or after a push (the push writes 4 features in one transaction)."""
+    is the answer before or after a push (the push writes 4 features in one transaction).
+
+    Reads here wait out the pushes: with the default 100 ms bound (issue #10 item 6), a read
+    meeting a commit that holds the lock longer (a loaded machine) fails as unavailable, which
+    is not what this test is about."""
+    monkeypatch.setenv(online_read.READ_TIMEOUT_ENV, "10000")
+    store.forget_readers(local_store)
     person = trained_workspace.generated.events["user_id"].dropna().iloc[3]
     row = {"user_id": person, "device_type": "mobile"}
     _same_as_feast(local_store, [row])

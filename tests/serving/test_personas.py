@@ -14,7 +14,7 @@ from features.persona_rules import load_personas
 from features.personas import PersonaState
 from serving.events import ingest_events
 from serving.logic import RecommendRequest, recommend
-from serving.personas import update_personas
+from serving.personas import PERSONAS_NOT_UPDATED, update_personas
 from serving.rules import Facts, RulesError, load_rules, parse_rules
 from tests.serving.test_logic import _scorer
 
@@ -85,10 +85,12 @@ def test_appended_events_are_folded_onto_the_stored_state_once(tmp_path):
 
 
 def test_a_failed_push_keeps_the_events_and_says_so(tmp_path):
+    """issue #10 item 7: the reason is a fixed text, never the store's error."""
     log = EventLog(tmp_path / "events")
     answer, (updated, degraded) = _ingest([_event("e1", 1)], log, tmp_path, _Store(fail=True))
     assert answer.accepted == 1 and len(log) == 1
-    assert (updated, degraded) == (0, "personas not updated: ConnectionError: store down")
+    assert (updated, degraded) == (0, PERSONAS_NOT_UPDATED)
+    assert "store down" not in degraded and "ConnectionError" not in degraded
 
 
 # ----------------------------------------------------------------------------- rules
