@@ -19,7 +19,7 @@ import pandas as pd
 from features.context import activity_rows
 from features.eventlog import EventLog
 from features.ingest import Rejection, ingest_rows
-from serving.schemas import MAX_EVENTS, EventRejection, EventsResponse
+from serving.schemas import MAX_EVENTS, STORE_NOT_UPDATED, EventRejection, EventsResponse
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +73,9 @@ def ingest_events(
         try:
             push(activity)
             pushed = len(activity)
-        except Exception as exc:  # the events are safe in the log; say the store missed them
+        except Exception:  # the events are safe in the log; say the store missed them
             logger.exception("pushing %d activity rows failed", len(activity))
-            degraded = f"online store not updated: {type(exc).__name__}: {exc}"
+            degraded = STORE_NOT_UPDATED
     personas = 0
     if fold is not None and report.appended is not None:
         personas, reason = fold(report.appended)

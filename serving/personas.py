@@ -21,6 +21,7 @@ import pandas as pd
 from features.ids import person_keys
 from features.personas import PersonaConfig, PersonaState, fold, persona_frame, state_row
 from serving.rules import RuleSet
+from serving.schemas import PERSONAS_NOT_UPDATED
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +49,9 @@ def update_personas(
             state = PersonaState.from_json(row.get("persona_state"))
             rows.append(state_row(person, fold(state, by_person[person], config), config))
         push(persona_frame(rows))
-    except Exception as exc:  # the events are safe in the log; say the personas lag behind
+    except Exception:  # the events are safe in the log; say the personas lag behind
         logger.exception("updating the personas of %d people failed", len(people))
-        return 0, f"personas not updated: {type(exc).__name__}: {exc}"
+        return 0, PERSONAS_NOT_UPDATED
     return len(people), None
 
 
