@@ -1,15 +1,79 @@
-"""Error bodies in the shape the OpenAPI schema documents: ``{"error": text, "detail": text}``.
+"""Error bodies in the documented shape ``{"error": text, "detail": object}``, and the checks
+every POST body passes before anything parses it (issue #10 items 4, 5, 8 and 16).
 
 BentoML answers a pydantic validation error with ``detail`` as a list and its own 4xx exceptions
-as a one-element list, while its OpenAPI document declares an object whose ``detail`` is text;
-clients (and schemathesis) rely on the document. :class:`ErrorShapeMiddleware` rewrites 4xx JSON
-bodies into that shape, and puts the fields at fault into ``error`` so the message names them.
+as a one-element list; :class:`ErrorShapeMiddleware` rewrites 4xx JSON bodies into the documented
+object, and puts the fields at fault into ``error`` so the message names them. Before a POST
+body reaches BentoML the middleware refuses, each with one WARNING log line and no request
+content: a body larger than its route's limit (413, from ``Content-Length`` before reading, or
+while a streamed body arrives), a Content-Type other than JSON (415), JSON nested deeper than
+:data:`MAX_JSON_DEPTH` (400, found by a scan of the brackets, so no parser recurses that deep)
+and malformed JSON (400). :class:`ClientErrorLogFilter` turns BentoML's ERROR-with-traceback for
+a client error into one WARNING line.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
+
+logger = logging.getLogger(__name__)
+
+#: Deepest nesting of arrays and objects a request body may have: every documented body is at
+#: most 3 deep (``/recommend``'s ``context``, an ``/events`` batch of objects).
+MAX_JSON_DEPTH = 32
+EVENTS_ROUTE = "/events"
+EVENTS_LIMIT_ENV = "TAILOR_MAX_EVENTS_BYTES"
+REQUEST_LIMIT_ENV = "TAILOR_MAX_REQUEST_BYTES"
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """The largest request body accepted, in bytes: ``events`` for ``/events`` batches (1000
+    events of ~1 KiB), ``other`` for every other POST (a ``/recommend`` is ~200 bytes)."""
+
+    events: int = 1 << 20
+    other: int = 64 << 10
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BodyLimits:
+        """Limits from ``$TAILOR_MAX_EVENTS_BYTES`` and ``$TAILOR_MAX_REQUEST_BYTES`` (positive
+        byte counts), else the defaults; read by the service constructor."""
+        default = cls()
+        return cls(
+            events=_positive_bytes(env, EVENTS_LIMIT_ENV, default.events),
+            other=_positive_bytes(env, REQUEST_LIMIT_ENV, default.other),
+        )
+
+    def for_path(self, path: str) -> int:
+        return self.events if path.rstrip("/") == EVENTS_ROUTE else self.other
+
+
+def _positive_bytes(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name}={raw!r} must be a positive number of bytes, e.g. {default}")
+    return value
+
+
+def error_json(message: str, detail: dict[str, Any] | None = None) -> bytes:
+    """The documented error body: ``error`` a text, ``detail`` (when given) an object."""
+    body: dict[str, Any] = {"error": message}
+    if detail is not None:
+        body["detail"] = detail
+    return json.dumps(body, default=str).encode()
 
 
 def _where(error: dict[str, Any]) -> str:
@@ -18,30 +82,31 @@ def _where(error: dict[str, Any]) -> str:
 
 
 def error_body(raw: bytes) -> bytes:
-    """A 4xx JSON body as ``{"error": message naming the fields, "detail": text}``."""
+    """A 4xx JSON body as ``{"error": message naming the fields, "detail": object}``; a
+    validation error's detail is ``{"errors": [{"field", "message", "type"}, ...]}``."""
     try:
         data = json.loads(raw or b"{}")
     except ValueError:
-        return json.dumps({"error": raw.decode("utf-8", "replace") or "bad request"}).encode()
+        return error_json(raw.decode("utf-8", "replace") or "bad request")
     if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
         data = data[0]
     if not isinstance(data, dict):
-        return json.dumps({"error": "bad request", "detail": json.dumps(data)}).encode()
+        return error_json("bad request", {"body": data})
     error = str(data.get("error", "bad request"))
     detail = data.get("detail")
     if isinstance(detail, list):  # pydantic errors: name each field and say why
-        parts = []
-        for item in detail:
-            if isinstance(item, dict):
-                where = _where(item)
-                message = str(item.get("msg", ""))
-                parts.append(f"{where}: {message}" if where else message)
+        errors = [
+            {"field": _where(item), "message": str(item.get("msg", "")), "type": item.get("type")}
+            for item in detail
+            if isinstance(item, dict)
+        ]
+        parts = [f"{e['field']}: {e['message']}" if e["field"] else e["message"] for e in errors]
         if parts:
             error = "; ".join(parts)
-    out: dict[str, str] = {"error": error}
-    if detail is not None:
-        out["detail"] = detail if isinstance(detail, str) else json.dumps(detail, default=str)
-    return json.dumps(out).encode()
+        detail = {"errors": errors}
+    elif detail is not None and not isinstance(detail, dict):
+        detail = {"message": str(detail)}
+    return error_json(error, detail)
 
 
 def unsupported_media_type(method: str, content_type: str) -> bytes | None:
@@ -52,20 +117,55 @@ def unsupported_media_type(method: str, content_type: str) -> bytes | None:
     media = content_type.split(";")[0].strip().lower()
     if media == "application/json":
         return None
-    error = f"Content-Type must be application/json, got {media!r}"
-    return json.dumps({"error": error}).encode()
+    return error_json(f"Content-Type must be application/json, got {media!r}")
 
 
-def invalid_json(body: bytes) -> bytes | None:
-    """The 400 body for a POST body that is not JSON (BentoML answers some with a 500), else
-    None. An empty body is left to BentoML (it reads it as ``{}``)."""
-    if not body:
-        return None
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENING = frozenset(b"[{")
+
+
+def nesting_depth_over(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON text nests arrays or objects deeper than ``max_depth``: brackets inside
+    strings are dropped, the rest counted, in C-speed passes but for the bracket walk (which
+    stops at the first bracket too deep)."""
+    if body.count(b"[") + body.count(b"{") <= max_depth:
+        return False  # too few brackets to be that deep
+    depth = 0
+    for byte in _STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
+        if byte in _OPENING:
+            depth += 1
+            if depth > max_depth:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def invalid_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> bytes | None:
+    """The 400 body for a POST body that is not JSON or nests deeper than ``max_depth`` (BentoML
+    answers some with a 500, and a ~1,000-deep one after a 30 s hang), else None. An empty body
+    is refused too: every API documents its body as required (BentoML would read it as ``{}``)."""
+    if not body.strip():
+        return error_json("a JSON request body is required")
+    if nesting_depth_over(body, max_depth):
+        return error_json(
+            f"Invalid JSON: nested deeper than {max_depth} levels", {"max_depth": max_depth}
+        )
     try:
         json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return json.dumps({"error": f"Invalid JSON: {exc}"}).encode()
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return error_json(f"Invalid JSON: {exc}")
     return None
+
+
+def too_large(path: str, limit: int) -> bytes:
+    """The 413 body for a request body over ``limit`` bytes."""
+    advice = "; split the batch" if path.rstrip("/") == EVENTS_ROUTE else ""
+    return error_json(
+        f"request body larger than {limit} bytes, the limit for {path}{advice}",
+        {"limit_bytes": limit},
+    )
 
 
 async def _reply(send: Any, status: int, body: bytes) -> None:
@@ -75,29 +175,50 @@ async def _reply(send: Any, status: int, body: bytes) -> None:
 
 
 class ErrorShapeMiddleware:
-    """ASGI middleware: 415 for non-JSON bodies, 400 for malformed JSON, and
-    :func:`error_body` for every 4xx JSON response."""
+    """ASGI middleware: 413 for bodies over the route's limit, 415 for non-JSON bodies, 400 for
+    malformed or too deeply nested JSON, and :func:`error_body` for every 4xx JSON response.
 
-    def __init__(self, app: Any) -> None:
+    ``limits`` is called per request (the service constructor reads the settings, after this
+    middleware is built); without it the :class:`BodyLimits` defaults apply.
+    """
+
+    def __init__(self, app: Any, limits: Callable[[], BodyLimits] | None = None) -> None:
         self.app = app
+        self.limits = limits or BodyLimits
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
         if scope.get("method") == "POST":
-            content_type = _header(scope.get("headers", ()), b"content-type").decode("latin-1")
-            refused = unsupported_media_type("POST", content_type)
+            path = scope.get("path", "")
+            headers = scope.get("headers", ())
+            refused = unsupported_media_type(
+                "POST", _header(headers, b"content-type").decode("latin-1")
+            )
             if refused is not None:
-                await _reply(send, 415, refused)
+                await _refuse(send, 415, refused, path, "a body that is not JSON")
                 return
-            body = await _read_body(receive)
+            limit = self.limits().for_path(path)
+            declared = _header(headers, b"content-length")
+            if declared.isdigit() and int(declared) > limit:  # refused before reading
+                await _refuse(send, 413, too_large(path, limit), path, f"over {limit} bytes")
+                return
+            body = await _read_body(receive, limit)
+            if body is None:  # a streamed body that went past the limit
+                await _refuse(send, 413, too_large(path, limit), path, f"over {limit} bytes")
+                return
             bad = invalid_json(body)
             if bad is not None:
-                await _reply(send, 400, bad)
+                await _refuse(send, 400, bad, path, "malformed or too deeply nested JSON")
                 return
             receive = _replay(body)
         await self.app(scope, receive, _reshaping(send))
+
+
+async def _refuse(send: Any, status: int, body: bytes, path: str, why: str) -> None:
+    logger.warning("client error %d on %s [POST]: %s", status, path, why)
+    await _reply(send, status, body)
 
 
 def _header(headers: Any, name: bytes) -> bytes:
@@ -109,13 +230,19 @@ def _header(headers: Any, name: bytes) -> bytes:
     return found
 
 
-async def _read_body(receive: Any) -> bytes:
-    parts = []
+async def _read_body(receive: Any, limit: int) -> bytes | None:
+    """The whole body, or None as soon as more than ``limit`` bytes arrived (the rest is never
+    read)."""
+    parts, size = [], 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
-        parts.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(parts)
@@ -163,3 +290,38 @@ def _reshaping(send: Any) -> Any:
         await send({"type": "http.response.body", "body": body})
 
     return wrapped
+
+
+def client_error_status(exc: BaseException | None) -> int | None:
+    """The 4xx status a request failure answers, or None for a server fault: pydantic's
+    validation errors are 400, an exception carrying an ``error_code`` below 500 (BentoML's
+    ``NotFound``, ``InvalidArgument``, ...) that code."""
+    if isinstance(exc, ValidationError):
+        return 400
+    code = getattr(exc, "error_code", None)
+    value = getattr(code, "value", code)
+    if isinstance(value, int) and 400 <= value < 500:
+        return value
+    return None
+
+
+class ClientErrorLogFilter(logging.Filter):
+    """BentoML logs every failed request as ERROR with a traceback, whose last line echoes the
+    input (user ids, item ids). A client error becomes one WARNING line with the route, the
+    status and the kind of error (for validation errors the pydantic error types, never the
+    fields' names or values, which come from the request); server faults pass unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        status = client_error_status(exc)
+        if status is None:
+            return True
+        where = record.getMessage().removeprefix("Exception on ")
+        kind = type(exc).__name__
+        if isinstance(exc, ValidationError):
+            types = sorted({str(e.get("type")) for e in exc.errors(include_input=False)})
+            kind = f"{kind}, {exc.error_count()} error(s): {', '.join(types)}"
+        record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        record.msg, record.args = "client error %d on %s: %s", (status, where, kind)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True

@@ -21,7 +21,7 @@ from features.event_files import Rejection
 from features.eventlog import EventLog
 from features.ingest import ingest_rows
 from features.schema import EventLimits
-from serving.schemas import MAX_EVENTS, EventRejection, EventsResponse
+from serving.schemas import MAX_EVENTS, STORE_NOT_UPDATED, EventRejection, EventsResponse
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ def ingest_events(
 
     An event out of ``limits`` (default :data:`features.schema.DEFAULT_LIMITS`) is rejected
     alone, the rest stored. An ``event_id`` already stored with other content is a conflict:
-    quarantined and counted in ``rejected`` with its reason in ``rejections`` (the response has
-    no field of its own for it), never in ``duplicate``."""
+    quarantined and counted in ``conflict`` with its reason in ``rejections``, never in
+    ``duplicate``."""
     rows = _non_objects(as_batch(payload))
     report = ingest_rows(iter(rows), log, quarantine_dir, source, limits=limits)
     rejections = [
@@ -82,9 +82,9 @@ def ingest_events(
         try:
             push(activity)
             pushed = len(activity)
-        except Exception as exc:  # the events are safe in the log; say the store missed them
+        except Exception:  # the events are safe in the log; say the store missed them
             logger.exception("pushing %d activity rows failed", len(activity))
-            degraded = f"online store not updated: {type(exc).__name__}: {exc}"
+            degraded = STORE_NOT_UPDATED
     personas = 0
     if fold is not None and report.appended is not None:
         personas, reason = fold(report.appended)
@@ -92,7 +92,8 @@ def ingest_events(
     return EventsResponse(
         accepted=report.accepted,
         duplicate=report.duplicate,
-        rejected=report.rejected + report.conflict,
+        rejected=report.rejected,
+        conflict=report.conflict,
         pushed=pushed,
         personas=personas,
         rejections=rejections,

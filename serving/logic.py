@@ -27,13 +27,14 @@ from serving.ranking import Candidate, boost, candidates, diversify, iter_candid
 from serving.rules import CONTEXT_CATEGORY, Decision, Facts, RuleSet, load_rules
 from serving.schemas import (  # re-exported: callers import the contract from here
     MAX_K,
+    MODEL_FAILED,
+    STORE_UNAVAILABLE,
     RecommendedItem,
     RecommendRequest,
     RecommendResponse,
     SimilarItemsRequest,
     SimilarItemsResponse,
 )
-from serving.store_health import STORE_UNAVAILABLE
 
 __all__ = [
     "MAX_K",
@@ -146,7 +147,7 @@ def read_features(read: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], s
         return read(), None
     except Exception as exc:
         logger.warning("online store read failed: %s: %s", type(exc).__name__, exc)
-        return {}, STORE_UNAVAILABLE
+        return {}, STORE_UNAVAILABLE  # the cause stays in the log, never in an answer
 
 
 def cold_start_category(features: dict[str, Any]) -> str:
@@ -300,9 +301,9 @@ def recommend(
         try:
             primary, strategy = _model(ctx, user_idx, decision.source_rule)
             personalized = True
-        except Exception as exc:  # a broken model must not break the answer
+        except Exception:  # a broken model must not break the answer
             logger.exception("model %s failed for %s", scorer.label, request.person)
-            degraded = f"model failed: {type(exc).__name__}: {exc}"
+            degraded = MODEL_FAILED
             source = "popular_in_context"
     elif source == "model":  # the rules asked for the model, but it has never seen this person
         source = "popular_in_context"

@@ -26,6 +26,7 @@ import pandas as pd
 from features.ids import person_keys
 from features.personas import PersonaConfig, PersonaState, fold, persona_frame, state_row
 from serving.rules import RuleSet
+from serving.schemas import PERSONAS_NOT_UPDATED
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +35,6 @@ ReadStates = Callable[[list[str]], list[dict[str, Any]]]
 Push = Callable[[pd.DataFrame], None]
 #: ``people -> their events in the event log`` (:meth:`features.eventlog.EventLog.read_people`).
 ReadEvents = Callable[[list[str]], pd.DataFrame]
-#: The ``degraded`` reason of a call whose persona update failed (fixed text: the error is
-#: logged, never sent).
-PERSONAS_NOT_UPDATED = "personas not updated: online store unavailable (re-applied when it is back)"
 #: People kept for re-application at most; past it the oldest wait for `tailor features build`.
 MAX_PENDING = 100_000
 #: People re-applied per online read, log scan and push.

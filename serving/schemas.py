@@ -3,17 +3,25 @@
 Plain pydantic, so the decisions in :mod:`serving.logic` are tested without BentoML. Unknown keys
 are errors that name the key; ``device_type`` at the top level is the older flat form of
 ``context.device_type`` and still accepted.
+
+What the OpenAPI document says is what is checked (issue #10 item 10): values are taken as sent
+(no whitespace stripped before a length check), ids match :data:`ID_PATTERN`, a country matches
+:data:`COUNTRY_PATTERN`, and a top-level optional field is left out rather than sent as ``null``
+(BentoML's document declares those as plain types, so a ``null`` would contradict it).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -26,6 +34,36 @@ MAX_K = 200
 #: The most ids one request may exclude, and the most events one ``/events`` call may carry.
 MAX_EXCLUDE = 1000
 MAX_EVENTS = 1000
+#: An id: 1 to 256 characters, no control characters, no space at either end.
+ID_PATTERN = r"^[^\x00-\x20\x7f](?:[^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?$"
+COUNTRY_PATTERN = r"^[A-Za-z]{2}$"
+
+#: The ``degraded`` reasons an answer may carry: fixed public texts, never exception text (the
+#: cause is in the service log).
+STORE_UNAVAILABLE = "online store unavailable"
+MODEL_FAILED = "model failed"
+STORE_NOT_UPDATED = "online store not updated"
+PERSONAS_NOT_UPDATED = "personas not updated (re-applied from the event log when the store is back)"
+
+
+def _id_text(value: str) -> str:
+    if not re.fullmatch(ID_PATTERN, value):
+        raise ValueError("an id holds no control characters and no space at either end")
+    return value
+
+
+#: An id as the document declares it (the pattern) and as it is checked (with that message).
+Id = Annotated[
+    str,
+    Field(min_length=1, max_length=256, json_schema_extra={"pattern": ID_PATTERN}),
+    AfterValidator(_id_text),
+]
+
+
+def _not_null(value: Any, info: ValidationInfo) -> Any:
+    if value is None:
+        raise ValueError(f"{info.field_name} may be left out but not null")
+    return value
 
 
 class _Answer(BaseModel):
@@ -43,11 +81,15 @@ class _Answer(BaseModel):
 class RequestContext(BaseModel):
     """What is known about the request itself (not the person)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
     device_type: DeviceType | None = Field(default=None, description="Device of this request.")
     country: str | None = Field(
-        default=None, min_length=2, max_length=2, description="ISO 3166-1 alpha-2 code."
+        default=None,
+        min_length=2,
+        max_length=2,
+        description="ISO 3166-1 alpha-2 code (either case).",
+        json_schema_extra={"pattern": COUNTRY_PATTERN},  # checked by _country, with its message
     )
     page: str | None = Field(default=None, max_length=256, description="Page being viewed.")
     category: str | None = Field(default=None, max_length=256, description="Category in view.")
@@ -57,20 +99,35 @@ class RequestContext(BaseModel):
     def _country(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not value.isascii() or not value.isalpha():
+        if not re.fullmatch(COUNTRY_PATTERN, value):
             raise ValueError(f"country {value!r} is not an ISO 3166-1 alpha-2 code such as 'US'")
         return value.upper()
 
 
-class RecommendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+#: A request the documented example shows; it succeeds for any model (an unknown person gets
+#: the popular items of their context).
+RECOMMEND_EXAMPLE = {
+    "user_id": "u-1001",
+    "k": 5,
+    "context": {"country": "US", "device_type": "mobile", "category": "beauty"},
+}
 
-    user_id: str | None = Field(
-        default=None, min_length=1, max_length=256, description="Authenticated user id."
+
+#: A /recommend request names a person: user_id, anonymous_id or both (JSON Schema).
+PERSON_REQUIRED = [{"required": ["user_id"]}, {"required": ["anonymous_id"]}]
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": PERSON_REQUIRED,
+            "example": RECOMMEND_EXAMPLE,
+        },
     )
-    anonymous_id: str | None = Field(
-        default=None, min_length=1, max_length=256, description="Device or cookie id."
-    )
+
+    user_id: Id | None = Field(default=None, description="Authenticated user id (or anonymous_id).")
+    anonymous_id: Id | None = Field(default=None, description="Device or cookie id (or user_id).")
     k: int = Field(default=10, ge=1, le=MAX_K, description="How many items to return.")
     context: RequestContext = Field(default_factory=RequestContext)
     exclude: list[str] = Field(
@@ -79,6 +136,8 @@ class RecommendRequest(BaseModel):
     device_type: DeviceType | None = Field(
         default=None, description="Flat form of context.device_type (older clients)."
     )
+
+    _no_nulls = field_validator("user_id", "anonymous_id", "device_type", mode="before")(_not_null)
 
     @model_validator(mode="after")
     def _person(self) -> RecommendRequest:
@@ -122,16 +181,20 @@ class RecommendResponse(_Answer):
         default_factory=dict, description="Content variant per slot (e.g. hero_banner)."
     )
     degraded: str | None = Field(
-        default=None, description="Why the answer fell back to popularity (store or model down)."
+        default=None,
+        description=(
+            "Why the answer fell back to popularity: "
+            f"'{STORE_UNAVAILABLE}' or '{MODEL_FAILED}' (details in the service log)."
+        ),
     )
     features: dict[str, Any] = Field(default_factory=dict, description="Features read online.")
     request_id: str
 
 
 class SegmentRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
-    user_id: str = Field(min_length=1, max_length=256, description="Person key (user id).")
+    user_id: Id = Field(description="Person key (user id).")
 
 
 class SegmentResponse(_Answer):
@@ -143,9 +206,9 @@ class SegmentResponse(_Answer):
 
 
 class SimilarItemsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
-    item_id: str = Field(min_length=1, max_length=256, description="The item to match.")
+    item_id: Id = Field(description="The item to match.")
     k: int = Field(default=10, ge=1, le=MAX_K, description="How many items to return.")
 
 
@@ -166,9 +229,18 @@ class EventsResponse(_Answer):
     accepted: int = Field(description="New events appended to the event log.")
     duplicate: int = Field(description="Events whose event_id the log already had (skipped).")
     rejected: int = Field(description="Events that failed validation (see rejections).")
+    conflict: int = Field(
+        default=0,
+        description="Events whose event_id the log already had with other content (quarantined, "
+        "not stored; see rejections).",
+    )
     pushed: int = Field(description="Real-time activity rows pushed to the online store.")
     personas: int = Field(default=0, description="People whose real-time persona was updated.")
     rejections: list[EventRejection] = Field(default_factory=list)
     degraded: str | None = Field(
-        default=None, description="Why the online store was not updated, when it was not."
+        default=None,
+        description=(
+            "Why the online store was not updated, when it was not: "
+            f"'{STORE_NOT_UPDATED}' and/or '{PERSONAS_NOT_UPDATED}' (joined by '; ')."
+        ),
     )

@@ -8,8 +8,10 @@ swaps models without dropping requests (:mod:`serving.watcher`).
 Environment read when the service starts: ``TAILOR_HOME``, ``MLFLOW_TRACKING_URI``,
 ``TAILOR_MODEL_NAME`` (default ``tailor-recommender``), ``TAILOR_MODEL_ALIAS`` (default
 ``champion``), ``TAILOR_MODEL_POLL_SECONDS`` (default 30), ``TAILOR_RULES`` (default the
-packaged ``serving/rules.yaml``) and ``TAILOR_PERSONAS`` (default the packaged
-``features/personas.yaml``). ``TAILOR_BENTO_MODEL`` (set inside a Bento built by
+packaged ``serving/rules.yaml``), ``TAILOR_PERSONAS`` (default the packaged
+``features/personas.yaml``), ``TAILOR_MAX_EVENTS_BYTES`` and ``TAILOR_MAX_REQUEST_BYTES`` (the
+largest ``/events`` and other request bodies, default 1 MiB and 64 KiB: larger ones are 413).
+``TAILOR_BENTO_MODEL`` (set inside a Bento built by
 ``tailor build``) names a BentoML model to serve instead of the registry's champion; that model
 is fixed, so nothing is watched. ``TAILOR_ONLINE_READ_TIMEOUT_MS`` (default 100) bounds one
 online read and ``TAILOR_ONLINE_RETRY_SECONDS`` (default 1) is how long a failed read keeps the
@@ -20,6 +22,7 @@ through Feast's public API only (:mod:`features.online_read`).
 from __future__ import annotations
 
 import gc
+import importlib.metadata
 import logging
 import math
 import os
@@ -32,7 +35,16 @@ from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
+import attr
 import bentoml
+from bentoml._internal.service.openapi.specification import (
+    Info,
+    MediaType,
+    OpenAPISpecification,
+    Reference,
+    Response,
+    Schema,
+)
 from bentoml.exceptions import BentoMLException, NotFound
 from pydantic import Field
 
@@ -43,7 +55,7 @@ from features.persona_rules import configured_personas
 from features.workspace import Workspace
 from serving import logic
 from serving.bento import BENTO_MODEL_ENV, load_bento_model
-from serving.errors import ErrorShapeMiddleware
+from serving.errors import MAX_JSON_DEPTH, BodyLimits, ClientErrorLogFilter, ErrorShapeMiddleware
 from serving.events import BatchTooLargeError, ingest_events
 from serving.loader import (
     LoadedModel,
@@ -63,6 +75,8 @@ from serving.personas import (
 from serving.rules import load_rules
 from serving.schemas import (
     MAX_EVENTS,
+    PERSON_REQUIRED,
+    STORE_UNAVAILABLE,
     EventsResponse,
     RecommendRequest,
     RecommendResponse,
@@ -73,7 +87,6 @@ from serving.schemas import (
 )
 from serving.store_health import (
     RETRY_ENV,
-    STORE_UNAVAILABLE,
     OnlineHealth,
     ReadinessNoteMiddleware,
     retry_seconds,
@@ -96,11 +109,105 @@ EventsPayload = Annotated[
     list[dict[str, Any]] | dict[str, Any],
     Field(description=f"One event, or a list of at most {MAX_EVENTS}, in the event schema."),
 ]
+#: BentoML's logger that writes every failed request as ERROR with a traceback.
+BENTOML_REQUEST_ERROR_LOGGER = "bentoml._internal.server.http_app"
+
+DESCRIPTION = f"""Tailor's personalization API: recommendations for a person in a request context
+(`/recommend`), similar items (`/similar_items`), behavioural segments (`/segment`) and event
+ingestion (`/events`).
+
+Every error is a JSON object `{{"error": text, "detail": object}}`; `error` names the fields at
+fault, `detail` (when present) carries them as `{{"errors": [{{"field", "message", "type"}}]}}`
+or the limit that was exceeded. Request bodies are JSON (else 415), nested at most
+{MAX_JSON_DEPTH} levels (else 400), and at most 64 KiB, or 1 MiB and {MAX_EVENTS} events for
+`/events` (else 413; the byte limits are the defaults of `TAILOR_MAX_REQUEST_BYTES` and
+`TAILOR_MAX_EVENTS_BYTES`). An answer that fell back to popularity, or events that did not reach
+the online store, carry a fixed reason in `degraded`."""
 
 
-@bentoml.service(name="tailor", traffic={"timeout": 30})
+def _version() -> str:
+    try:
+        return importlib.metadata.version("tailor")
+    except importlib.metadata.PackageNotFoundError:  # a Bento runs the source, not the package
+        return "unknown"
+
+
+def _error_schema(title: str, description: str) -> Schema:
+    return Schema(
+        title=title,
+        type="object",
+        description=description,
+        required=["error"],
+        properties={
+            "error": Schema(title="Message", type="string"),
+            "detail": Schema(title="Error Detail", type="object", additionalProperties=True),
+        },
+    )
+
+
+def tailored_openapi(spec: OpenAPISpecification) -> OpenAPISpecification:
+    """BentoML's document with Tailor's title, version and description, request bodies marked
+    required (each API reads an empty body as ``{}``, which none accepts, bar ``/events``'s
+    single-event form), ``/events`` documented as one event or a list, the error schemas in the
+    shape :mod:`serving.errors` answers, and the 413 and 415 answers of every API."""
+    errors = {"InvalidArgument": "Bad Request", "NotFound": "Not Found"}
+    errors |= {"InternalServerError": "Internal Server Error"}
+    errors |= {"PayloadTooLarge": "Request body over the limit"}
+    errors |= {"UnsupportedMediaType": "Body not JSON"}
+    for title, description in errors.items():
+        spec.components["schemas"][title] = _error_schema(title, description)
+    extra = {
+        413: ("PayloadTooLarge", "Request body over the limit"),
+        415: ("UnsupportedMediaType", "Body not JSON"),
+    }
+    for route, item in spec.paths.items():
+        post = item.post
+        if not isinstance(post, dict) or "requestBody" not in post:
+            continue
+        post["requestBody"]["required"] = True
+        for status, (title, description) in extra.items():
+            post["responses"][status] = Response(
+                description=description,
+                content={
+                    "application/json": MediaType(schema=Reference(f"#/components/schemas/{title}"))
+                },
+            )
+        if route == "/recommend":  # BentoML flattens the model's anyOf into its first branch
+            media = post["requestBody"]["content"]["application/json"]
+            person = [Schema(**branch) for branch in PERSON_REQUIRED]
+            media = attr.evolve(
+                media, schema=attr.evolve(media.schema, required=None, anyOf=person)
+            )
+            post["requestBody"]["content"]["application/json"] = media
+        if route == "/events":
+            event = {"type": "object", "additionalProperties": True}
+            post["requestBody"]["content"]["application/json"] = MediaType(
+                schema=Schema(
+                    oneOf=[Schema(type="array", items=Schema(**event)), Schema(**event)],
+                    description=f"One event, or a list of at most {MAX_EVENTS} events.",
+                )
+            )
+    info = Info(title="Tailor", version=_version(), description=DESCRIPTION)
+    return attr.evolve(spec, info=info)
+
+
+class TailorService(bentoml.Service):
+    """The BentoML service with Tailor's OpenAPI document (:func:`tailored_openapi`)."""
+
+    @property
+    def openapi_spec(self) -> OpenAPISpecification:
+        return tailored_openapi(super().openapi_spec)
+
+
+@bentoml.service(name="tailor", traffic={"timeout": 30}, service_class=TailorService)
 class Tailor:
     def __init__(self) -> None:
+        # a client error is one WARNING line, not an ERROR with the traceback and the input
+        logging.getLogger(BENTOML_REQUEST_ERROR_LOGGER).addFilter(ClientErrorLogFilter())
+        try:
+            self.body_limits = BodyLimits.from_env(os.environ)
+        except ValueError as exc:
+            raise ServingStartupError(str(exc)) from None
         ws = Workspace.from_env()
         name = os.environ.get("TAILOR_MODEL_NAME", "tailor-recommender")
         alias = os.environ.get("TAILOR_MODEL_ALIAS", "champion")
@@ -238,8 +345,8 @@ class Tailor:
             row = self._segment(person)
             source = feature_store.SEGMENT_SERVICE if row else "no segmentation run yet"
         except Exception as exc:  # the store is down: say so, never a 5xx
-            logger.warning("segment read failed for %s: %s", person, exc, exc_info=True)
-            row, source = {}, f"degraded: {type(exc).__name__}"
+            logger.warning("segment read failed: %s: %s", type(exc).__name__, exc)
+            row, source = {}, f"degraded: {STORE_UNAVAILABLE}"
         segment_id = row.get("segment_id")
         answer = SegmentResponse(
             user_id=person,
@@ -342,7 +449,7 @@ class Tailor:
             raise BentoMLException(
                 str(exc), error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE
             ) from None
-        for outcome in ("accepted", "duplicate", "rejected"):
+        for outcome in ("accepted", "duplicate", "rejected", "conflict"):
             self.metrics.events.labels(outcome=outcome).inc(getattr(answer, outcome))
         strategy = "push" if not answer.degraded else "log_only"
         self.metrics.observe(
@@ -351,7 +458,15 @@ class Tailor:
         return answer
 
 
-Tailor.add_asgi_middleware(ErrorShapeMiddleware)
+def _body_limits() -> BodyLimits:
+    """The running service's limits (read by its constructor), per request."""
+    try:
+        return bentoml.get_current_service().body_limits
+    except BentoMLException:  # not constructed yet: no API request gets this far then
+        return BodyLimits()
+
+
+Tailor.add_asgi_middleware(ErrorShapeMiddleware, limits=_body_limits)
 Tailor.add_asgi_middleware(
     ReadinessNoteMiddleware,
     health_of=lambda: getattr(bentoml.get_current_service(), "online", None),

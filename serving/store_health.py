@@ -24,15 +24,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from serving.schemas import STORE_UNAVAILABLE
+
 #: Seconds a failed online read keeps the store marked unavailable before the next try.
 RETRY_SECONDS = 1.0
 #: Failed reads in a row that mark the store unavailable.
 FAILURES_TO_SKIP = 2
 #: Environment variable overriding :data:`RETRY_SECONDS`.
 RETRY_ENV = "TAILOR_ONLINE_RETRY_SECONDS"
-#: The ``degraded`` reason clients see when the online store could not be read (fixed text:
-#: what failed inside is logged, never sent).
-STORE_UNAVAILABLE = "online store unavailable"
 #: The ``/readyz`` body while the store is unavailable.
 READYZ_DEGRADED = f"degraded: {STORE_UNAVAILABLE}\n"
 

@@ -35,7 +35,7 @@ from serving.personas import (
     reapply_personas,
     update_personas,
 )
-from serving.store_health import STORE_UNAVAILABLE
+from serving.schemas import STORE_UNAVAILABLE
 from tests.integration.test_serving_http import (  # noqa: F401  (served is a fixture)
     _categories,
     _event,
