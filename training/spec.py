@@ -22,12 +22,13 @@ import yaml
 
 from models.registry import MODELS, make_config, param_types
 from training.config import ConfigError, from_mapping
+from training.protocols import PROTOCOLS
 
-PROTOCOLS = ("msr", "recbole", "temporal", "leave-last-out")
 #: Named data sets; any other value must be an interactions file
 #: (``user_id,item_id[,rating][,timestamp]``, CSV or Parquet).
 NAMED_DATASETS = ("movielens-100k", "generated")
-#: Ranking metrics a study can optimize (``<name>_at_<k>``, as `training.metrics.ranking_report`).
+#: Ranking metrics a study can optimize (``<name>_at_<k>``, as
+#: `models.ranking_metrics.ranking_report`).
 METRICS = ("ndcg", "precision", "recall", "map", "hit_rate", "mrr", "coverage")
 PARAM_TYPES = ("float", "int", "categorical")
 PRUNERS = ("none", "median", "hyperband")

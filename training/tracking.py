@@ -26,28 +26,29 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
     """A saved :class:`models.bundle.ModelBundle` behind MLflow's pyfunc interface.
 
     Input: a frame with ``user_id`` and ``k``. Output: one row per recommended item with
-    ``user_id, item_id, rank, score, strategy`` (cold users get popular items).
+    ``user_id, item_id, rank, score, strategy``: the model's rule-free answer,
+    `models.scoring.top_k` (cold users get popular items).
     """
 
     def load_context(self, context: Any) -> None:
         from models.bundle import ModelBundle
-        from serving.logic import Scorer
+        from models.scoring import Scorer
 
         bundle = ModelBundle.load(Path(context.artifacts[BUNDLE_ARTIFACT]))
         self._scorer = Scorer.from_bundle(bundle, label=bundle.model_name)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
-        from serving.logic import RecommendRequest, recommend
+        from models.scoring import top_k
 
         rows = []
         for record in model_input.to_dict(orient="records"):
-            request = RecommendRequest(user_id=str(record["user_id"]), k=int(record.get("k", 10)))
-            answer = recommend(self._scorer, request)
-            for rank, item in enumerate(answer.items, start=1):
+            user_id = str(record["user_id"])
+            items = top_k(self._scorer, user_id, int(record.get("k", 10)))
+            for rank, item in enumerate(items, start=1):
                 rows.append(
                     {
-                        "user_id": answer.user_id,
-                        "item_id": item.item_id,
+                        "user_id": user_id,
+                        "item_id": self._scorer.item_ids[item.item_idx],
                         "rank": rank,
                         "score": item.score,
                         "strategy": item.strategy,

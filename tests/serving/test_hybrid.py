@@ -9,9 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from models.bundle import context_popularity
+from models.scoring import Scorer
 from serving.logic import (
     RecommendRequest,
-    Scorer,
     UnknownItemError,
     read_features,
     recommend,

@@ -8,10 +8,10 @@ from pydantic import ValidationError
 from models.base import Interactions
 from models.bundle import ModelBundle, popularity_order
 from models.registry import build
+from models.scoring import Scorer
 from serving.logic import (
     MAX_K,
     RecommendRequest,
-    Scorer,
     cold_start_category,
     recommend,
 )
