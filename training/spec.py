@@ -30,8 +30,6 @@ NAMED_DATASETS = ("movielens-100k", "generated")
 #: Ranking metrics a study can optimize (``<name>_at_<k>``, as
 #: `models.ranking_metrics.ranking_report`).
 METRICS = ("ndcg", "precision", "recall", "map", "hit_rate", "mrr", "coverage")
-PARAM_TYPES = ("float", "int", "categorical")
-PRUNERS = ("none", "median", "hyperband")
 
 
 @dataclass(frozen=True)
