@@ -36,8 +36,8 @@ if str(ROOT) not in sys.path:
 
 from features.datasets import load  # noqa: E402
 from models.als import IALS, SERIAL_BELOW_NNZ, IALSConfig  # noqa: E402
-from models.base import IdMap, Interactions  # noqa: E402
 from models.bpr import BPR, BPRConfig  # noqa: E402
+from models.interactions import IdMap, Interactions  # noqa: E402
 from models.ranking_metrics import ranking_report  # noqa: E402
 
 INSTALL_HINT = (

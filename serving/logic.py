@@ -25,8 +25,7 @@ from features.personas import SEPARATOR, split_label
 from models.scoring import Scorer
 from serving.ranking import Candidate, boost, candidates, diversify, iter_candidates, place_slots
 from serving.rules import CONTEXT_CATEGORY, Decision, Facts, RuleSet, load_rules
-from serving.schemas import (  # re-exported: callers import the contract from here
-    MAX_K,
+from serving.schemas import (
     RecommendedItem,
     RecommendRequest,
     RecommendResponse,
@@ -35,9 +34,6 @@ from serving.schemas import (  # re-exported: callers import the contract from h
 )
 
 __all__ = [
-    "MAX_K",
-    "RecommendRequest",
-    "RecommendResponse",
     "UnknownItemError",
     "cold_start_category",
     "read_features",

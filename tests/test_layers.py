@@ -135,3 +135,101 @@ def test_a_forbidden_import_anywhere_in_a_file_is_found(tmp_path: Path) -> None:
         f"{module}:8 imports bentoml",
         f"{module}:11 imports training",
     ]
+
+
+# -- one import path per name ------------------------------------------------------------------
+
+#: The packages whose modules are checked, and the folders whose imports of them are checked.
+PACKAGES = ("features", "feature_repo", "models", "training", "serving")
+IMPORTERS = (*PACKAGES, "tests", "experiments")
+#: ``module.name`` imported from a module that only imports it. The CLI entry point
+#: (``tailor = training.cli:main`` builds on ``cli_base.app``): remove when the CLI gets its own
+#: package.
+SECOND_PATHS_ALLOWED = frozenset({"training.cli.app"})
+
+
+def _module_of(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if path.name == "__init__.py" else parts)
+
+
+def _defined_names(tree: ast.Module) -> set[str]:
+    """Names a module binds itself at top level (not by importing them)."""
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def _project_modules() -> dict[str, tuple[Path, ast.Module]]:
+    out = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            out[_module_of(path)] = (path, ast.parse(path.read_text(encoding="utf-8")))
+    return out
+
+
+def second_import_paths(
+    modules: dict[str, tuple[Path, ast.Module]], files: list[Path]
+) -> list[str]:
+    """``path:line: from M import N`` where project module ``M`` does not define ``N`` itself
+    (``N`` only passes through ``M``'s own imports: a second path to a name)."""
+    defined = {name: _defined_names(tree) for name, (_, tree) in modules.items()}
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or node.level or node.module not in defined:
+                continue
+            for alias in node.names:
+                qualified = f"{node.module}.{alias.name}"
+                if alias.name in defined[node.module] or qualified in modules:
+                    continue  # defined there, or a submodule
+                if qualified in SECOND_PATHS_ALLOWED:
+                    continue
+                found.append(f"{path}:{node.lineno}: from {node.module} import {alias.name}")
+    return found
+
+
+def test_each_name_has_one_import_path() -> None:
+    """Issue #10: no re-export shims; every import names the module that defines the name."""
+    modules = _project_modules()
+    files = [p for folder in IMPORTERS for p in sorted((ROOT / folder).rglob("*.py"))]
+    found = second_import_paths(modules, files)
+    assert not found, "import these names from the module that defines them:\n" + "\n".join(found)
+
+
+def test_no_module_lists_a_name_it_does_not_define_in_all() -> None:
+    """A name in ``__all__`` that the module only imports is a re-export: a second path."""
+    found = []
+    for name, (_, tree) in _project_modules().items():
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+            ):
+                listed = [e.value for e in node.value.elts if isinstance(e, ast.Constant)]
+                foreign = sorted(
+                    n
+                    for n in set(listed) - _defined_names(tree)
+                    if f"{name}.{n}" not in SECOND_PATHS_ALLOWED
+                )
+                if foreign:
+                    found.append(f"{name}: {', '.join(foreign)}")
+    assert not found, "__all__ re-exports:\n" + "\n".join(found)
+
+
+def test_a_second_import_path_is_found(tmp_path: Path) -> None:
+    caller = tmp_path / "caller.py"
+    caller.write_text(
+        "from models.interactions import IdMap\n"
+        "def f():\n"
+        "    from models.base import Interactions, Recommender\n",
+        encoding="utf-8",
+    )
+    modules = _project_modules()
+    assert second_import_paths(modules, [caller]) == [
+        f"{caller}:3: from models.base import Interactions"
+    ]

@@ -131,8 +131,8 @@ def with_features(evalset: EvalSet, users: pd.DataFrame, items: pd.DataFrame) ->
 
 def ordered(evalset: EvalSet, train_frame: pd.DataFrame) -> EvalSet:
     """The same evaluation with the train matrix holding time positions (sequential models)."""
-    from models.base import Interactions
-    from models.sasrec import sequence_matrix
+    from models.interactions import Interactions
+    from models.sequences import sequence_matrix
 
     train = evalset.train
     known = train_frame[

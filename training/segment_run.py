@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from features.segment_inputs import SegmentInputs
-from models.segments import Segmenter, SegmenterConfig, agreement
+from models.segments.matching import agreement
+from models.segments.segmenter import Segmenter, SegmenterConfig
 from models.segments.significance import pair_difference
 
 logger = logging.getLogger(__name__)

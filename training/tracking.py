@@ -354,7 +354,7 @@ class SegmenterPyfunc(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context: Any) -> None:
-        from models.segments import Segmenter
+        from models.segments.segmenter import Segmenter
 
         self._segmenter = Segmenter.load(Path(context.artifacts[SEGMENTER_ARTIFACT]))
 

@@ -6,7 +6,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from features.datasets import DatasetFetchError
+from features.dataset_types import DatasetFetchError
 from features.workspace import Workspace
 from training.benchmark import run_benchmark
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.base import IdMap
+from models.interactions import IdMap
 from training.data import (
     EVENT_WEIGHTS,
     holdout_cut,

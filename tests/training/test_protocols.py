@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.datasets import DatasetFetchError, fetch, load
+from features.dataset_fetch import fetch
+from features.dataset_types import DatasetFetchError
+from features.datasets import load
 from training.protocols import (
     Split,
     leave_last_out,

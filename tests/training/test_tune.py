@@ -15,7 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from features.workspace import Workspace
 from training.spec import ExperimentSpec, parse_experiment_spec
-from training.tune import Objective, open_study, run_tuning, study_trials
+from training.tune import open_study, run_tuning, study_trials
+from training.tune_trial import Objective
 from training.tuning_data import prepare_data, tuning_splits
 
 
