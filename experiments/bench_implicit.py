@@ -2,8 +2,8 @@
 
 Every rating counts as one positive interaction. Each user's interactions are split 80/20 at
 random (seeded); each model is fitted ``--repeats`` times in this process on the 80% and
-evaluated on the 20% (NDCG@k, precision@k via `training.metrics.ranking_report`, training items
-excluded). Printed: median fit seconds, the time ratio ours/implicit and the metrics.
+evaluated on the 20% (NDCG@k, precision@k via `models.ranking_metrics.ranking_report`, training
+items excluded). Printed: median fit seconds, the time ratio ours/implicit and the metrics.
 
 Fairness: both sides run on the same number of threads (``--threads``, default 1): numpy/scipy
 BLAS and OpenMP pools through threadpoolctl, torch through ``torch.set_num_threads`` and
@@ -36,9 +36,9 @@ if str(ROOT) not in sys.path:
 
 from features.datasets import load  # noqa: E402
 from models.als import IALS, SERIAL_BELOW_NNZ, IALSConfig  # noqa: E402
-from models.base import IdMap, Interactions  # noqa: E402
 from models.bpr import BPR, BPRConfig  # noqa: E402
-from training.metrics import ranking_report  # noqa: E402
+from models.interactions import IdMap, Interactions  # noqa: E402
+from models.ranking_metrics import ranking_report  # noqa: E402
 
 INSTALL_HINT = (
     "implicit is not installed; install it with\n"

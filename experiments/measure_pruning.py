@@ -22,9 +22,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from features.workspace import Workspace  # noqa: E402
+from training.evaluate import fit_and_score  # noqa: E402
 from training.spec import load_experiment_spec  # noqa: E402
 from training.tune import optimize_trials  # noqa: E402
-from training.tuning_data import fit_and_score, prepare_data  # noqa: E402
+from training.tuning_data import prepare_data  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             storage = f"sqlite:///{Path(tmp) / pruner}.db"
             summary = optimize_trials(variant, data, storage, args.trials)
             started = time.perf_counter()
-            _, test = fit_and_score(
+            test = fit_and_score(
                 spec.model, {**spec.params, **summary.best_params}, data.test, spec.k
-            )
+            ).metrics
             rows[pruner] = (summary, test[spec.metric], time.perf_counter() - started)
             print(
                 f"{pruner:9s} complete {summary.n_complete:2d} pruned {summary.n_pruned:2d} "

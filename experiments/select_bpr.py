@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from features.datasets import movielens_file_order
-from training.benchmark import evaluate_model
+from training.evaluate import fit_and_score
 from training.protocols import msr_split, to_eval
 
 frame = movielens_file_order(Path("/tmp/mlcache"))
@@ -25,10 +25,11 @@ cands = [
 best = None
 for c in cands:
     t = time.time()
-    rep, tm = evaluate_model("bpr", c, ev_inner, 10)
-    print("valid", c, round(rep["ndcg_at_10"], 4), f"{tm['train_seconds']:.1f}s", flush=True)
+    scored = fit_and_score("bpr", c, ev_inner, 10, novelty=True)
+    rep = scored.metrics
+    print("valid", c, round(rep["ndcg_at_10"], 4), f"{scored.fit_seconds:.1f}s", flush=True)
     if best is None or rep["ndcg_at_10"] > best[1]:
         best = (c, rep["ndcg_at_10"])
 print("chosen", best)
-rep, tm = evaluate_model("bpr", best[0], to_eval(outer), 10)
+rep = fit_and_score("bpr", best[0], to_eval(outer), 10, novelty=True).metrics
 print("TEST (once, after choosing)", round(rep["ndcg_at_10"], 4))

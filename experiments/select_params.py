@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
 
 from features.datasets import movielens_file_order  # noqa: E402
 from models.registry import MODELS  # noqa: E402
-from training.benchmark import evaluate_model  # noqa: E402
+from training.evaluate import fit_and_score  # noqa: E402
 from training.protocols import msr_split, to_eval  # noqa: E402
 
 OUTER_SEED = 42
@@ -154,13 +154,13 @@ def main(argv: list[str] | None = None) -> int:
                 skipped[name] = len(grid) - i
                 print(f"{name}: budget spent, {len(grid) - i} candidate(s) skipped")
                 break
-            scored = [evaluate_model(name, params, fold, k) for fold in validations]
+            scored = [fit_and_score(name, params, fold, k, novelty=True) for fold in validations]
             row = {
                 "model": name,
                 "params": params,
-                "ndcg": float(np.mean([report[metric] for report, _ in scored])),
-                "ndcg_sd": float(np.std([report[metric] for report, _ in scored])),
-                "train_seconds": float(np.mean([t["train_seconds"] for _, t in scored])),
+                "ndcg": float(np.mean([s.metrics[metric] for s in scored])),
+                "ndcg_sd": float(np.std([s.metrics[metric] for s in scored])),
+                "train_seconds": float(np.mean([s.fit_seconds for s in scored])),
             }
             rows.append(row)
             print(
@@ -193,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.report_test:
         test_set = to_eval(outer)
         for name, row in chosen.items():
-            report, timings = evaluate_model(name, row["params"], test_set, k)
-            test_rows[name] = (report[metric], timings["train_seconds"])
+            scored = fit_and_score(name, row["params"], test_set, k, novelty=True)
+            report = scored.metrics
+            test_rows[name] = (report[metric], scored.fit_seconds)
             print(f"TEST (one shot, after choosing) {name}: ndcg@{k} {report[metric]:.4f}")
 
     write_md(

@@ -22,8 +22,8 @@ from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Array, Float64, Int64, String
 
 from features.context import ACTIVITY_FEATURES, CONTEXT_FEATURES
+from features.feature_specs import ITEM_FEATURES, SEGMENT_FEATURES, USER_FEATURES
 from features.personas import PERSONA_FEATURES
-from features.transforms import ITEM_FEATURES, SEGMENT_FEATURES, USER_FEATURES
 
 _TYPES = {"int64": Int64, "float64": Float64, "string": String}
 

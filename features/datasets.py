@@ -25,26 +25,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.dataset_cdnow import CDNOW_FILE, CDNOW_ITEM_ID, load_cdnow
-from features.dataset_fetch import DATASETS, fetch
+from features.dataset_cdnow import CDNOW_FILE, load_cdnow
+from features.dataset_fetch import fetch
 from features.dataset_movielens import (
     GROUPLENS_FILES,
-    ML_GENRES,
     load_movielens_grouplens,
     load_movielens_recbole,
 )
 from features.dataset_types import (
-    INTERACTION_COLUMNS,
-    DatasetFetchError,
     DatasetFormatError,
     RatingsDataset,
 )
 
 __all__ = [
-    "CDNOW_ITEM_ID", "DATASETS", "INTERACTION_COLUMNS", "ML_GENRES", "DatasetFetchError",
-    "DatasetFormatError", "RatingsDataset", "fetch", "load", "load_cdnow",
-    "load_movielens_grouplens", "load_movielens_recbole", "movielens_file_order",
-]  # fmt: skip
+    "load",
+    "movielens_file_order",
+]
 
 
 def load(name: str, raw_dir: Path) -> RatingsDataset:

@@ -51,47 +51,22 @@ from features.synthetic_sessions import (
     walk_sessions,
 )
 from features.synthetic_specs import (
-    ANCHOR_BOOST,
-    ANONYMOUS_VISITOR_SHARE,
-    BROWSE_LIST,
-    BROWSE_LIST_SHARE,
-    BUY,
-    BUY_LIST,
-    BUY_LIST_SHARE,
-    CART,
     CATEGORIES,
     COUNTRIES,
-    END_AFTER_PURCHASE,
-    LOGGED_OUT_SESSION_SHARE,
-    MAIN_DEVICE_SHARE,
-    MAX_SESSION_EVENTS,
-    N_CANDIDATES,
-    N_STYLES,
-    OWN_STYLE_SHARE,
-    PAGE,
     PAGES,
-    PERSONA_SPECS,
     PERSONAS,
     PRICE_TIERS,
-    REMOVE,
     SEARCH,
-    SESSION_FOCUS_SHARE,
-    STYLE_BONUS,
-    TIER_CUTS,
-    VIEW,
-    ZIPF_EXPONENT,
-    PersonaSpec,
     persona_tables,
 )
 
 __all__ = [
-    "ANCHOR_BOOST", "ANONYMOUS_VISITOR_SHARE", "BROWSE_LIST", "BROWSE_LIST_SHARE", "BUY",
-    "BUY_LIST", "BUY_LIST_SHARE", "CART", "CATEGORIES", "DEFAULT_START", "END_AFTER_PURCHASE",
-    "LOGGED_OUT_SESSION_SHARE", "MAIN_DEVICE_SHARE", "MAX_SESSION_EVENTS", "N_CANDIDATES",
-    "N_STYLES", "OWN_STYLE_SHARE", "PAGE", "PERSONAS", "PERSONA_SPECS", "PRICE_TIERS", "REMOVE",
-    "SEARCH", "SESSION_FOCUS_SHARE", "STYLE_BONUS", "TIER_CUTS", "VIEW", "ZIPF_EXPONENT",
-    "GeneratedData", "PersonaSpec", "event_id_prefix", "generate_clickstream", "write_generated",
-]  # fmt: skip
+    "DEFAULT_START",
+    "event_id_prefix",
+    "GeneratedData",
+    "generate_clickstream",
+    "write_generated",
+]
 
 logger = logging.getLogger(__name__)
 

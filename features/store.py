@@ -34,7 +34,6 @@ TABLES = {
     "user_personas": "user_personas.parquet",
 }
 USER_SERVICE = "user_profile_v1"
-ITEM_SERVICE = "item_profile_v1"
 ACTIVITY_PUSH = "user_activity_push"
 PERSONA_PUSH = "user_persona_push"
 PERSONA_SERVICE = "user_persona_v1"

@@ -24,12 +24,7 @@ import pandas as pd
 
 from features.feature_specs import (
     ITEM_FEATURES,
-    NEUTRAL_PRICE_PREFERENCE,
-    NO_PURCHASE_DAYS,
-    PRICE_TIERS,
-    SEGMENT_FEATURES,
     USER_FEATURES,
-    WINDOWS_DAYS,
 )
 from features.ids import person_keys
 from features.item_snapshots import item_snapshot
@@ -37,10 +32,11 @@ from features.snapshot_core import as_of_times, finish, prepare, utc_ns
 from features.user_snapshots import user_snapshot
 
 __all__ = [
-    "ITEM_FEATURES", "NEUTRAL_PRICE_PREFERENCE", "NO_PURCHASE_DAYS", "PRICE_TIERS",
-    "SEGMENT_FEATURES", "USER_FEATURES", "WINDOWS_DAYS", "item_features", "person_key",
-    "snapshot_times", "user_features",
-]  # fmt: skip
+    "item_features",
+    "person_key",
+    "snapshot_times",
+    "user_features",
+]
 
 
 def person_key(events: pd.DataFrame) -> pd.Series:

@@ -36,7 +36,9 @@ import scipy.linalg
 import scipy.sparse as sp
 import torch
 
-from models.base import Callback, Interactions, Recommender, cosine_to
+from models.base import Callback, Recommender
+from models.interactions import Interactions
+from models.ranking import cosine_to
 
 #: Per-row CG stops when the squared residual norm drops below this (as `implicit` does).
 _CG_TOLERANCE = 1e-20

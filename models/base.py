@@ -2,8 +2,8 @@
 
 `Recommender` owns everything models share (validation, top-k selection, exclusion of seen items,
 candidate restriction, padding, save/load), so a model only implements fitting, full-catalogue
-scoring and its weights. The pieces it stands on live beside it and are re-exported here, so
-``from models.base import Interactions, Recommender`` keeps working:
+scoring and its weights. The pieces it stands on live beside it, each imported from its own
+module (one import path per name):
 
 - `models.interactions`: `IdMap` and `Interactions` (ids are translated at the edges; models see
   dense indices and arrays only);
@@ -24,32 +24,16 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.interactions import IdMap, Interactions
-from models.ranking import check_k, cosine_to, nonzero_cells, top_k
+from models.ranking import check_k, nonzero_cells, top_k
 from models.storage import (
-    CONFIG_FILE,
-    FORMAT_VERSION,
-    IDS_FILE,
-    TRAIN_FILE,
-    WEIGHTS_FILE,
     read_model,
-    read_saved_meta,
     write_model,
 )
 
 __all__ = [
-    "CONFIG_FILE",
-    "FORMAT_VERSION",
-    "IDS_FILE",
-    "TRAIN_FILE",
-    "WEIGHTS_FILE",
     "Callback",
-    "IdMap",
-    "Interactions",
     "NotFittedError",
     "Recommender",
-    "cosine_to",
-    "read_saved_meta",
-    "top_k",
 ]
 
 #: ``callback(epoch, metrics)``; returning ``False`` asks the model to stop early.

@@ -34,7 +34,9 @@ import scipy.sparse as sp
 import torch
 
 from models.als import torch_threads
-from models.base import Callback, Interactions, Recommender, cosine_to
+from models.base import Callback, Recommender
+from models.interactions import Interactions
+from models.ranking import cosine_to
 
 #: Triples per SGD mini-batch.
 BATCH_SIZE = 1024

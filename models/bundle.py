@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from models.base import IdMap, Recommender
+from models.base import Recommender
+from models.interactions import IdMap
 from models.registry import load_model
 
 

@@ -23,7 +23,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
-from models.base import Callback, Interactions, Recommender
+from models.base import Callback, Recommender
+from models.interactions import Interactions
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,10 @@ from collections.abc import Mapping
 import numpy as np
 import scipy.sparse as sp
 
-from models.base import Callback, Interactions, Recommender
+from models.base import Callback, Recommender
+from models.interactions import Interactions
 from models.knn_similarity import (
     CENTERING,
-    SIMILARITIES,
     ItemKNNConfig,
     KNNConfig,
     SimilarityIndex,
@@ -55,13 +55,9 @@ from models.knn_similarity import (
 )
 
 __all__ = [
-    "SIMILARITIES",
     "ItemKNN",
-    "ItemKNNConfig",
-    "KNNConfig",
     "KNNModel",
     "UserKNN",
-    "UserKNNConfig",
 ]
 
 _PAIR_BLOCK = 1 << 16  # (user, item) pairs per block in predict_ratings

@@ -9,8 +9,8 @@ into one linear layer giving a logit. Training minimizes binary cross-entropy on
 each epoch.
 
 Early stopping: ``validation_fraction`` of each user's interactions (seeded, see
-`models.neural.holdout_per_user`) are held out of training; after each epoch the model ranks all
-items the user has not trained on and NDCG@10 on the held-out ones is reported as
+`models.neural_data.holdout_per_user`) are held out of training; after each epoch the model ranks
+all items the user has not trained on and NDCG@10 on the held-out ones is reported as
 ``val_ndcg_at_10``. Training stops after ``patience`` epochs without improvement and keeps the
 best epoch's weights. Held-out interactions are not trained on. With ``validation_fraction == 0``
 (or data too small to hold any item out) every interaction is trained on for all ``epochs``.
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import Callback, Interactions, cosine_to
+from models.base import Callback
 from models.checks import (
     check_early_stopping,
     check_int,
@@ -41,17 +41,18 @@ from models.checks import (
     check_schedule,
     parse_sizes,
 )
-from models.neural import (
-    NegativeSampler,
-    Validate,
-    holdout_per_user,
-    positive_pairs,
-    seed_everything,
-    shuffled_batches,
-)
-from models.neural_adapter import MONITOR, VALIDATION_K, NeuralRecommender, held_out_ndcg
+from models.interactions import Interactions
+from models.neural import Validate, seed_everything, shuffled_batches
+from models.neural_adapter import MONITOR, NeuralRecommender, held_out_ndcg
+from models.neural_data import NegativeSampler, holdout_per_user, positive_pairs
+from models.ranking import cosine_to
 
-__all__ = ["MONITOR", "VALIDATION_K", "NCF", "NCFConfig", "NeuMF", "score_all_items"]
+__all__ = [
+    "NCF",
+    "NCFConfig",
+    "NeuMF",
+    "score_all_items",
+]
 
 
 def _parse_layers(text: str) -> tuple[int, ...]:

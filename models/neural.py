@@ -10,7 +10,7 @@ asks. `state_to_arrays` / `arrays_to_state` turn a module's ``state_dict`` into 
 and back, so `Recommender.save` stores weights without pickle.
 
 The interaction-matrix helpers (`binarize`, `positive_pairs`, `NegativeSampler`,
-`holdout_per_user`, `ndcg_at_k`) live in `models.neural_data` and are re-exported here.
+`holdout_per_user`, `ndcg_at_k`) live in `models.neural_data`.
 """
 
 from __future__ import annotations
@@ -28,27 +28,15 @@ import torch
 from torch import nn
 
 from models.base import Callback, Recommender
-from models.neural_data import (
-    NegativeSampler,
-    binarize,
-    holdout_per_user,
-    ndcg_at_k,
-    positive_pairs,
-)
 
 __all__ = [
     "TRAIN_THREADS",
     "EpochHistory",
     "LossFn",
     "MakeBatches",
-    "NegativeSampler",
     "Validate",
     "arrays_to_state",
-    "binarize",
     "fit_epochs",
-    "holdout_per_user",
-    "ndcg_at_k",
-    "positive_pairs",
     "seed_everything",
     "shuffled_batches",
     "state_to_arrays",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from models import ranking_metrics
+
 
 def binarize(user_items: sp.spmatrix | sp.sparray) -> sp.csr_matrix:
     """Canonical ``float32`` CSR copy ``(n_users, n_items)`` with every nonzero set to 1 and
@@ -112,20 +114,13 @@ def ndcg_at_k(scores: np.ndarray, relevant: sp.spmatrix | sp.sparray, k: int = 1
     relevant items ``(n, n_items)`` (nonzero = relevant); NaN for users without relevant items.
 
     Items to exclude (training history) must already score ``-inf``. Ties go to the lower item
-    index. Same convention as `training.metrics.ndcg_at_k` (kept here because models do not
-    import training).
+    index. The lists are scored by `models.ranking_metrics.ndcg_at_k`, the one NDCG that
+    training, benchmarks and tuning report too.
     """
     scores = np.asarray(scores)
     relevant = binarize(relevant)
     if relevant.shape != scores.shape:
         raise ValueError(f"relevant has shape {relevant.shape}, scores {scores.shape}")
-    n, n_items = scores.shape
-    k = min(k, n_items)
+    k = min(k, scores.shape[1])
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]  # (n, k)
-    rows = np.repeat(np.arange(n), k)
-    hits = (np.asarray(relevant[rows, top.ravel()]).reshape(n, k) > 0).astype(np.float64)
-    discounts = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
-    n_relevant = np.diff(relevant.indptr)
-    ideal = np.concatenate([[0.0], np.cumsum(discounts)])[np.minimum(n_relevant, k)]
-    dcg = hits @ discounts
-    return np.where(n_relevant > 0, dcg / np.where(ideal > 0, ideal, 1.0), np.nan)
+    return ranking_metrics.ndcg_at_k(top, relevant, k)

@@ -19,7 +19,8 @@ from typing import Literal
 import numpy as np
 import scipy.sparse as sp
 
-from models.base import Callback, Interactions, Recommender
+from models.base import Callback, Recommender
+from models.interactions import Interactions
 
 WEIGHTINGS = ("count", "users")
 

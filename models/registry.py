@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from models.als import IALS, IALSConfig
-from models.base import Recommender, read_saved_meta
+from models.base import Recommender
 from models.bpr import BPR, BPRConfig
 from models.ease import EASE, EASEConfig, UserEASE, UserEASEConfig
-from models.knn import ItemKNN, ItemKNNConfig, UserKNN, UserKNNConfig
+from models.knn import ItemKNN, UserKNN
+from models.knn_similarity import ItemKNNConfig, UserKNNConfig
 from models.ncf import NCF, NCFConfig
 from models.popularity import Popularity, PopularityConfig
 from models.sasrec import SASRec, SASRecConfig
+from models.storage import read_saved_meta
 from models.two_tower import TwoTower, TwoTowerConfig
 
 MODELS: dict[str, tuple[type, type[Recommender]]] = {

@@ -53,18 +53,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from models.base import Callback, Interactions
+from models.base import Callback
 from models.checks import check_early_stopping, check_float, check_int, check_schedule
-from models.neural import (
-    NegativeSampler,
-    Validate,
-    ndcg_at_k,
-    seed_everything,
-    shuffled_batches,
-)
+from models.interactions import Interactions
+from models.neural import Validate, seed_everything, shuffled_batches
 from models.neural_adapter import MONITOR, VALIDATION_K, NeuralRecommender
+from models.neural_data import NegativeSampler, ndcg_at_k
 from models.sasrec_net import (
-    SCORE_CHUNK,
     SASRecModule,
     bce_loss,
     encode_last,
@@ -74,24 +69,13 @@ from models.sasrec_net import (
 from models.sequences import (
     ordered_histories,
     padded_tokens,
-    sequence_matrix,
     training_windows,
 )
 
 __all__ = [
     "LOSSES",
-    "MONITOR",
-    "SCORE_CHUNK",
-    "VALIDATION_K",
     "SASRec",
     "SASRecConfig",
-    "SASRecModule",
-    "encode_last",
-    "logits",
-    "ordered_histories",
-    "padded_tokens",
-    "sequence_matrix",
-    "training_windows",
 ]
 
 LOSSES = ("bce", "softmax")

@@ -25,7 +25,7 @@ tokens). The encoders are fitted in `_fit`; the user encoder is saved with the w
 arrays, nothing needs pickle) so `score_new_users` can encode new users' features.
 
 Early stopping as in `models.ncf`: ``validation_fraction`` of each user's interactions are held
-out (`models.neural.holdout_per_user`) and NDCG@10 on them is monitored by `fit_epochs`.
+out (`models.neural_data.holdout_per_user`) and NDCG@10 on them is monitored by `fit_epochs`.
 
 Scoring is deterministic and row-by-row (each user's tower runs with the same tensor shapes
 whatever the batch), so a batch scores exactly like single users.
@@ -44,7 +44,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from models.base import Callback, Interactions, cosine_to
+from models.base import Callback
 from models.checks import (
     check_early_stopping,
     check_float,
@@ -53,21 +53,12 @@ from models.checks import (
     check_schedule,
     parse_sizes,
 )
-from models.neural import (
-    NegativeSampler,
-    Validate,
-    arrays_to_state,
-    binarize,
-    holdout_per_user,
-    positive_pairs,
-    seed_everything,
-    state_to_arrays,
-)
-from models.neural_adapter import MONITOR, VALIDATION_K, NeuralRecommender, held_out_ndcg
+from models.interactions import Interactions
+from models.neural import Validate, arrays_to_state, seed_everything, state_to_arrays
+from models.neural_adapter import MONITOR, NeuralRecommender, held_out_ndcg
+from models.neural_data import NegativeSampler, binarize, holdout_per_user, positive_pairs
+from models.ranking import cosine_to
 from models.side_features import (
-    MAX_TOKENS,
-    MIN_TOKEN_COUNT,
-    TOKEN_SEPARATOR,
     FeatureEncoder,
     encode_features,
 )
@@ -80,16 +71,9 @@ from models.two_tower_net import (
 )
 
 __all__ = [
-    "MAX_TOKENS",
-    "MIN_TOKEN_COUNT",
-    "MONITOR",
-    "TOKEN_SEPARATOR",
     "USER_ENCODER_PREFIX",
-    "VALIDATION_K",
-    "FeatureEncoder",
     "TwoTower",
     "TwoTowerConfig",
-    "TwoTowerNet",
 ]
 
 USER_ENCODER_PREFIX = "user_encoder."

@@ -219,7 +219,7 @@ def bench_serve(
             env = workers_env({**env, "BENTOML_DO_NOT_TRACK": "True"}, "baseline", settings.workers)
             port = free_port()
             log = copy.home / "logs" / f"baseline-{port}.log"
-            with running(BASELINE_SERVICE, env, port, log, workers=settings.workers) as url:
+            with running(BASELINE_SERVICE, env, port, log) as url:
                 measure(label, url, baseline_script)
 
         say("starting the baseline service")

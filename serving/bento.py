@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from features.workspace import Workspace
+from models.scoring import Scorer
 from serving.loader import LoadedModel, ServingStartupError, registered_version
-from serving.logic import Scorer
 
 logger = logging.getLogger(__name__)
 

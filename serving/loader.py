@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from features.workspace import Workspace
 from models.bundle import ModelBundle
-from serving.logic import Scorer
+from models.scoring import Scorer
 
 logger = logging.getLogger(__name__)
 

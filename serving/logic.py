@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 
 from features.personas import SEPARATOR, split_label
-from models.bundle import ModelBundle, popularity_scores
+from models.scoring import Scorer
 from serving.ranking import Candidate, boost, candidates, diversify, iter_candidates, place_slots
 from serving.rules import CONTEXT_CATEGORY, Decision, Facts, RuleSet, load_rules
-from serving.schemas import (  # re-exported: callers import the contract from here
-    MAX_K,
+from serving.schemas import (
     MODEL_FAILED,
     STORE_UNAVAILABLE,
     RecommendedItem,
@@ -37,10 +36,6 @@ from serving.schemas import (  # re-exported: callers import the contract from h
 )
 
 __all__ = [
-    "MAX_K",
-    "RecommendRequest",
-    "RecommendResponse",
-    "Scorer",
     "UnknownItemError",
     "cold_start_category",
     "read_features",
@@ -52,73 +47,12 @@ logger = logging.getLogger(__name__)
 
 #: Candidates fetched per requested item, so filters and the diversity re-rank have room.
 POOL_FACTOR = 4
-#: Known users whose model output is kept per loaded model (see :meth:`Scorer.model_top`).
-MODEL_CACHE_SIZE = 4096
 #: Online features that show the feature store knows the person (``returning`` maturity).
 ACTIVITY_KEYS = ("last_event_type", "last_product_id", "last_category", "top_category")
 
 
 class UnknownItemError(KeyError):
     """``/similar_items`` asked about an item the model does not know."""
-
-
-@dataclass(frozen=True)
-class Scorer:
-    """A loaded bundle plus what every request needs precomputed, built once per loaded model:
-    popularity, and id -> dense index dicts (a dict lookup for one id costs ~0.1 µs, the
-    bundle's pandas-backed ``IdMap`` ~100 µs, four times per request), and item ids and
-    categories as lists of ``str`` by dense index (indexing a list and skipping ``str()`` costs a
-    fifth of reading an object array, ~100 times per request).
-
-    ``model_top(user_idx, n)`` is the model's top ``n`` for a known user, memoised for the
-    :data:`MODEL_CACHE_SIZE` most recent users: a bundle's model and histories never change
-    (a new version is a new ``Scorer``), and everything that does change per request (live
-    activity, ``exclude``, rules) is applied after it, so a warm user skips the scoring.
-    """
-
-    bundle: ModelBundle
-    label: str
-    popularity: np.ndarray
-    user_positions: dict[str, int]
-    item_positions: dict[str, int]
-    model_top: Callable[[int, int], tuple[np.ndarray, np.ndarray]]
-    item_ids: list[str]
-    categories: list[str]
-
-    @classmethod
-    def from_bundle(cls, bundle: ModelBundle, label: str) -> Scorer:
-        @lru_cache(maxsize=MODEL_CACHE_SIZE)
-        def model_top(user_idx: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-            item_idx, scores = bundle.model.recommend(user_idx, bundle.history[user_idx], k=n)
-            item_idx, scores = np.array(item_idx), np.array(scores)
-            item_idx.setflags(write=False)  # shared by every later request for this user
-            scores.setflags(write=False)
-            return item_idx, scores
-
-        return cls(
-            bundle=bundle,
-            label=label,
-            popularity=popularity_scores(bundle.history),
-            user_positions={str(u): i for i, u in enumerate(bundle.users.ids.tolist())},
-            item_positions={str(p): i for i, p in enumerate(bundle.items.ids.tolist())},
-            model_top=model_top,
-            item_ids=[str(p) for p in bundle.items.ids.tolist()],
-            categories=[str(c) for c in bundle.item_categories.tolist()],
-        )
-
-    def user_idx(self, person: str) -> int:
-        """Dense index of a person in the model, -1 when the model has not seen them."""
-        return self.user_positions.get(person, -1)
-
-    def item_indices(self, item_ids: Iterable[Any]) -> list[int]:
-        """Dense indices of the known ones among ``item_ids`` (unknown and empty ids dropped)."""
-        found = (self.item_positions.get(str(i), -1) for i in item_ids if i)
-        return [i for i in found if i >= 0]
-
-    def history(self, user_idx: int) -> np.ndarray:
-        """Item indices in a known user's history row (CSR slice, no sparse-matrix copy)."""
-        indptr = self.bundle.history.indptr
-        return self.bundle.history.indices[indptr[user_idx] : indptr[user_idx + 1]]
 
 
 @lru_cache(maxsize=1)

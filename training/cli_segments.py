@@ -62,7 +62,7 @@ def segment_command(
 
     import pandas as pd
 
-    from features.datasets import DatasetFetchError
+    from features.dataset_types import DatasetFetchError
     from training.config import ConfigError
     from training.segment import segment_dataset, segment_events, segment_workspace, write_csv
     from training.segment_report import write_report

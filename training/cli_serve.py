@@ -44,7 +44,7 @@ def serve(
     except ServingStartupError as exc:
         fail(str(exc))
     console.print(f"model {label}")
-    command = serve_command(port, host, workers)
+    command = serve_command(port, host)
     console.print(f"serving {ws.home} on http://{host}:{port}")
     os.execvpe(command[0], command, serve_env(ws, workers))
 

@@ -7,13 +7,12 @@ the user features).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 from features.ids import person_keys
-from models.base import IdMap, Interactions
+from models.interactions import IdMap
+from training.protocols import EvalSet, temporal_global_split, to_eval
 
 EVENT_WEIGHTS = {"product_view": 1.0, "add_to_cart": 2.0, "purchase": 4.0}
 
@@ -33,53 +32,32 @@ def interaction_frame(events: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-@dataclass(frozen=True)
-class TemporalSplit:
-    """Train on everything before ``cut``; test on items each known user meets after it.
-
-    ``relevant[u]`` holds the dense indices of items user ``u`` interacted with at or after the
-    cut and never before it (seen items are removed, as in the published protocols).
-    """
-
-    train: Interactions
-    cut: pd.Timestamp
-    test_users: np.ndarray
-    relevant: list[set[int]]
-    n_test_interactions: int
-
-
-def temporal_split(frame: pd.DataFrame, test_days: int) -> TemporalSplit:
-    """Global time cut ``test_days`` before the last interaction."""
+def holdout_cut(frame: pd.DataFrame, test_days: int) -> pd.Timestamp:
+    """The global time cut ``test_days`` before the end of the last interaction's day (UTC
+    midnight), checked to leave interactions on both sides."""
     if test_days <= 0:
         raise ValueError(f"test_days must be positive, got {test_days}")
     if frame.empty:
         raise ValueError("no interactions to split: the event log has no product events")
     end = pd.Timestamp(frame["timestamp"].max())
     cut = end.normalize() + pd.Timedelta(days=1) - pd.Timedelta(days=test_days)
-    before = frame[frame["timestamp"] < cut]
-    after = frame[frame["timestamp"] >= cut]
-    if before.empty or after.empty:
+    n_before = int((frame["timestamp"] < cut).sum())
+    if n_before in (0, len(frame)):
         raise ValueError(
-            f"a cut at {cut} leaves {len(before)} train and {len(after)} test interactions; "
-            f"the data spans {frame['timestamp'].min()} to {end}: lower test_days"
+            f"a cut at {cut} leaves {n_before} train and {len(frame) - n_before} test "
+            f"interactions; the data spans {frame['timestamp'].min()} to {end}: lower test_days"
         )
-    train = Interactions.from_frame(before, weight_col="weight")
-    after = after[after["user_id"].isin(train.users.ids) & after["item_id"].isin(train.items.ids)]
-    user_idx = train.users.index(after["user_id"].to_numpy())
-    item_idx = train.items.index(after["item_id"].to_numpy())
-    # One sparse lookup for every test pair instead of one per pair.
-    unseen = np.asarray(train.matrix[user_idx, item_idx]).ravel() == 0
-    relevant: dict[int, set[int]] = {}
-    for u, i in zip(user_idx[unseen].tolist(), item_idx[unseen].tolist(), strict=True):
-        relevant.setdefault(u, set()).add(i)
-    users = np.array(sorted(relevant), dtype=np.int64)
-    return TemporalSplit(
-        train=train,
-        cut=cut,
-        test_users=users,
-        relevant=[relevant[u] for u in users.tolist()],
-        n_test_interactions=int(sum(len(r) for r in relevant.values())),
-    )
+    return cut
+
+
+def temporal_holdout(frame: pd.DataFrame, test_days: int) -> tuple[pd.Timestamp, EvalSet]:
+    """``(cut, evalset)``: train on the weighted interactions before `holdout_cut`; each known
+    user's test items are those met at or after the cut and never before it (seen items are
+    removed, as in the published protocols). One `training.protocols.temporal_global_split`,
+    evaluated as every other split."""
+    cut = holdout_cut(frame, test_days)
+    split = temporal_global_split(frame, cut=cut)
+    return cut, to_eval(split, weight_col="weight")
 
 
 def item_categories(frame: pd.DataFrame, items: IdMap) -> np.ndarray:

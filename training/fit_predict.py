@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.base import Interactions
 from models.bundle import popularity_order, popularity_scores
+from models.interactions import Interactions
 from models.registry import build
 
 REQUIRED = ("user_id", "item_id")

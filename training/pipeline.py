@@ -1,17 +1,17 @@
 """``train_and_evaluate``: the one training path used by the CLI, tuning and smoke tests.
 
 Events → interactions → temporal hold-out → the baseline and the model fitted on the same train
-part and scored on the same test users → the model refitted on all interactions → a servable bundle
-logged to MLflow with the Feast feature service as its contract and the lineage tags that say
-which data and split it was measured on → registered as ``challenger`` and promoted to ``champion``
-when it beats the current one on the same split (``training.promote``).
+part and scored on the same test users (`training.evaluate`) → the model refitted on all
+interactions → a servable bundle logged to MLflow with the Feast feature service as its contract
+and the lineage tags that say which data and split it was measured on → registered as
+``challenger`` and promoted to ``champion`` when it beats the current one on the same split
+(``training.promote``).
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,19 +23,12 @@ from features import store
 from features.eventlog import EventLog
 from features.ids import person_keys
 from features.workspace import Workspace
-from models.base import Interactions, Recommender
 from models.bundle import ModelBundle, context_popularity, popularity_order
-from models.registry import build
+from models.interactions import IdMap, Interactions
 from training import lineage, tracking
 from training.config import TrainConfig
-from training.data import (
-    EVENT_WEIGHTS,
-    TemporalSplit,
-    interaction_frame,
-    item_categories,
-    temporal_split,
-)
-from training.metrics import ranking_report
+from training.data import EVENT_WEIGHTS, interaction_frame, item_categories, temporal_holdout
+from training.evaluate import fit, fit_and_score
 from training.promote import CHAMPION, Promotion, promote, register_run
 
 logger = logging.getLogger(__name__)
@@ -62,32 +55,17 @@ class TrainResult:
     lineage_tags: dict[str, str] = field(default_factory=dict)
 
 
-def evaluate(model: Recommender, split: TemporalSplit, k: int) -> tuple[dict[str, float], float]:
-    """Rank k unseen items for every test user; metrics and the scoring seconds."""
-    users = split.test_users
-    started = time.perf_counter()
-    recommended, _ = model.recommend(users, split.train.matrix[users], k=k, exclude_seen=True)
-    seconds = time.perf_counter() - started
-    report = ranking_report(recommended, split.relevant, split.train.n_items, k)
-    return report, seconds
-
-
-def _fit(name: str, params: dict, interactions: Interactions) -> tuple[Recommender, float]:
-    model = build(name, params)
-    started = time.perf_counter()
-    model.fit(interactions)
-    return model, time.perf_counter() - started
-
-
-def training_set(ws: Workspace, split: TemporalSplit, events: pd.DataFrame, service: str):
+def training_set(
+    ws: Workspace, cut: pd.Timestamp, train_users: IdMap, events: pd.DataFrame, service: str
+):
     """Point-in-time user features as of the cut, one row per training user (from Feast)."""
-    before = events[events["timestamp"] < split.cut]
+    before = events[events["timestamp"] < cut]
     last_device = before.assign(person=person_keys(before)).groupby("person")["device_type"].last()
-    users = split.train.users.ids
+    users = train_users.ids
     entity_df = pd.DataFrame(
         {
             "user_id": users,
-            "event_timestamp": split.cut,
+            "event_timestamp": cut,
             "device_type": [str(last_device.get(u, "other")) for u in users],
         }
     )
@@ -106,10 +84,10 @@ TRAIN_DESCRIPTION = (
 FINGERPRINT_COLUMNS = ["user_id", "item_id", "timestamp"]
 
 
-def lineage_tags(frame: pd.DataFrame, split: TemporalSplit, config: TrainConfig) -> dict[str, str]:
+def lineage_tags(frame: pd.DataFrame, cut: pd.Timestamp, config: TrainConfig) -> dict[str, str]:
     """The run tags `training.promote` needs: which data, which split, which metric."""
-    before = frame[frame["timestamp"] < split.cut]
-    after = frame[frame["timestamp"] >= split.cut]
+    before = frame[frame["timestamp"] < cut]
+    after = frame[frame["timestamp"] >= cut]
     return {
         lineage.DATASET: WORKSPACE_DATASET,
         lineage.DATASET_FINGERPRINT: lineage.frame_fingerprint(frame, FINGERPRINT_COLUMNS),
@@ -152,27 +130,26 @@ def train_and_evaluate(
     if events.empty:
         raise ValueError(f"the event log at {ws.event_log_dir} is empty: import events first")
     frame = interaction_frame(events)
-    split = temporal_split(frame, config.test_days)
+    cut, split = temporal_holdout(frame, config.test_days)
     say(
-        f"split at {split.cut}: {split.train.n_users} users, {split.train.n_items} items, "
+        f"split at {cut}: {split.train.n_users} users, {split.train.n_items} items, "
         f"{len(split.test_users)} test users"
     )
 
     say(f"reading the training set from Feast ({config.feature_service})")
-    features = training_set(ws, split, events, config.feature_service)
+    features = training_set(ws, cut, split.train.users, events, config.feature_service)
     # Feast drops label rows without an eligible feature row, so count users, not rows.
     with_features = features.loc[features["sessions_30d"].notna(), "user_id"].nunique()
     covered = with_features / max(split.train.n_users, 1)
 
     say(f"fitting {config.baseline} and {config.model} on the train part")
-    baseline, baseline_fit = _fit(config.baseline, {}, split.train)
-    model, model_fit = _fit(config.model, config.params, split.train)
-    baseline_metrics, baseline_score = evaluate(baseline, split, config.k)
-    metrics, model_score = evaluate(model, split, config.k)
+    baseline = fit_and_score(config.baseline, {}, split, config.k)
+    evaluated = fit_and_score(config.model, config.params, split, config.k)
+    baseline_metrics, metrics = baseline.metrics, evaluated.metrics
 
     say(f"refitting {config.model} on all interactions")
     full = Interactions.from_frame(frame, weight_col="weight")
-    final, final_fit = _fit(config.model, config.params, full)
+    final, final_fit = fit(config.model, config.params, full)
     bundle = ModelBundle(
         model_name=config.model,
         model=final,
@@ -191,10 +168,10 @@ def train_and_evaluate(
     )
 
     timings = {
-        "train_seconds": model_fit,
-        "recommend_seconds": model_score,
-        "baseline_train_seconds": baseline_fit,
-        "baseline_recommend_seconds": baseline_score,
+        "train_seconds": evaluated.fit_seconds,
+        "recommend_seconds": evaluated.recommend_seconds,
+        "baseline_train_seconds": baseline.fit_seconds,
+        "baseline_recommend_seconds": baseline.recommend_seconds,
         "refit_seconds": final_fit,
     }
     say("logging to MLflow")
@@ -202,7 +179,7 @@ def train_and_evaluate(
     tracking.experiment(ws, config.experiment, TRAIN_DESCRIPTION)
     name = lineage.run_name(config.model, config.params, WORKSPACE_DATASET)
     with tracking.start_run(f"{name} (vs {config.baseline})") as run:
-        tags = lineage_tags(frame, split, config)
+        tags = lineage_tags(frame, cut, config)
         tracking.set_tags({**tags, "tailor.workspace": str(ws.home)})
         # Each value once: model, data set, protocol and feature service are tags (above); the
         # experiment is the experiment itself.
@@ -214,7 +191,7 @@ def train_and_evaluate(
                 "n_users": full.n_users,
                 "n_items": full.n_items,
                 "n_interactions": int(full.matrix.nnz),
-                "cut": str(split.cut),
+                "cut": str(cut),
                 "n_test_users": len(split.test_users),
             }
         )
@@ -224,7 +201,7 @@ def train_and_evaluate(
         tracking.log_metrics({"feature_coverage": covered})
         tracking.log_dataset(
             features,
-            f"{config.feature_service}@{split.cut.date()}",
+            f"{config.feature_service}@{cut.date()}",
             "training",
             str(ws.feature_data_dir / "user_features.parquet"),
         )
@@ -260,7 +237,7 @@ def train_and_evaluate(
         n_items=full.n_items,
         n_train=int(split.train.matrix.nnz),
         n_test_users=len(split.test_users),
-        cut=str(split.cut),
+        cut=str(cut),
         timings=timings,
         promotion=promotion,
         lineage_tags=tags,

@@ -7,7 +7,7 @@ from one label per row, so no row is in two parts and their union is the input),
 temporal splits never put a test row earlier than a train row of the same scope (the whole log
 for `temporal_global_split`, the user for `leave_last_out`).
 
-`to_eval` turns a split into what the models and `training.metrics` consume: the train
+`to_eval` turns a split into what the models and `models.ranking_metrics` consume: the train
 `Interactions` and, per test user, the set of relevant dense item indices. Test rows whose user or
 item the train part never saw are dropped and counted in the result, never silently.
 
@@ -32,12 +32,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.base import Interactions
+from models.interactions import Interactions
 
 logger = logging.getLogger(__name__)
 
 TRAIN, VALID, TEST = 0, 1, 2
 ROUNDING_RULES = ("round", "fraction")
+#: The published protocols `protocol_split` cuts by (``tailor benchmark --protocol``, tune specs).
+PROTOCOLS = ("msr", "recbole", "temporal", "leave-last-out")
 
 
 @dataclass(frozen=True)
@@ -328,6 +330,21 @@ def leave_last_out(
     return _from_labels(df, labels, "leave_last_out", params, with_valid=n_valid > 0)
 
 
+def protocol_split(frame: pd.DataFrame, protocol: str) -> Split:
+    """``frame`` cut by one of `PROTOCOLS` with its published settings: ``msr`` 75/25 stratified
+    by item with seed 42, ``recbole`` 80/10/10 per user, ``temporal`` the latest 20 % of rows,
+    ``leave-last-out`` each user's last row to test and the one before to validation."""
+    if protocol == "msr":
+        return msr_split(frame, ratio=0.75, seed=42)
+    if protocol == "recbole":
+        return recbole_split(frame, ratios=(0.8, 0.1, 0.1))
+    if protocol == "temporal":
+        return temporal_global_split(frame, test_fraction=0.2)
+    if protocol == "leave-last-out":
+        return leave_last_out(frame, n_valid=1)
+    raise ValueError(f"unknown protocol {protocol!r}; allowed: {', '.join(PROTOCOLS)}")
+
+
 # -- evaluation inputs -----------------------------------------------------------------------
 
 
@@ -370,7 +387,7 @@ def to_eval(
     (relevance is binary, whatever the rating). ``keep_seen`` decides about test pairs that are
     also in train: with the default ``None`` they stay relevant for ``"msr"`` (Recommenders
     counts every test rating; the model's ``exclude_seen`` still hides them from the candidates)
-    and are removed for every other protocol, as `training.data.temporal_split` does.
+    and are removed for every other protocol.
 
     Args:
         split: a `Split`.

@@ -8,7 +8,9 @@ models:/...`` work outside this checkout. Not imported by the project: running i
 model with MLflow (`mlflow.models.set_model`).
 
 Input: a frame with ``user_id`` and ``k``. Output: one row per recommended item with
-``user_id, item_id, rank, score, strategy`` (cold users get popular items), as the service answers.
+``user_id, item_id, rank, score, strategy``: the model's rule-free answer, `models.scoring.top_k`
+(unseen items by score, then popular ones; cold users get popular items). The service adds its
+serving rules on top of the same scorer.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import mlflow
 import pandas as pd
 
 from models.bundle import ModelBundle
-from serving.logic import RecommendRequest, Scorer, recommend  # the scorer: one line to repoint
+from models.scoring import Scorer, top_k
 
 #: The artifact holding the saved `models.bundle.ModelBundle` (`training.tracking.BUNDLE_ARTIFACT`).
 BUNDLE_ARTIFACT = "bundle"
@@ -37,13 +39,13 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         rows = []
         for record in model_input.to_dict(orient="records"):
-            request = RecommendRequest(user_id=str(record["user_id"]), k=int(record.get("k", 10)))
-            answer = recommend(self._scorer, request)
-            for rank, item in enumerate(answer.items, start=1):
+            user_id = str(record["user_id"])
+            items = top_k(self._scorer, user_id, int(record.get("k", 10)))
+            for rank, item in enumerate(items, start=1):
                 rows.append(
                     {
-                        "user_id": answer.user_id,
-                        "item_id": item.item_id,
+                        "user_id": user_id,
+                        "item_id": self._scorer.item_ids[item.item_idx],
                         "rank": rank,
                         "score": item.score,
                         "strategy": item.strategy,

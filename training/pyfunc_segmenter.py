@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from models.segments import Segmenter
+from models.segments.segmenter import Segmenter
 
 #: The artifact holding the saved segmenter (`training.tracking.SEGMENTER_ARTIFACT`).
 SEGMENTER_ARTIFACT = "segmenter"

@@ -29,7 +29,8 @@ from features.eventlog import EventLog
 from features.ids import person_keys
 from features.segment_inputs import cdnow_inputs, event_inputs, movielens_inputs
 from features.workspace import Workspace
-from models.segments import Segmenter, contingency
+from models.segments.matching import contingency
+from models.segments.segmenter import Segmenter
 from training import lineage, tracking
 from training.promote import promote, register_run
 from training.segment_report import segment_figures

@@ -19,7 +19,8 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from features.segment_inputs import SegmentInputs
 from features.yaml_files import FILE_CONFIG, Invalid, reject_bool_numbers
-from models.segments import Segmenter, SegmenterConfig, agreement
+from models.segments.matching import agreement
+from models.segments.segmenter import Segmenter, SegmenterConfig
 from models.segments.significance import pair_difference
 
 logger = logging.getLogger(__name__)

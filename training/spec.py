@@ -30,15 +30,14 @@ from features.yaml_files import FileModel, Invalid, read_yaml, validate
 from models.registry import MODELS, make_config, param_types
 from training import lineage
 from training.config import ConfigError
+from training.protocols import PROTOCOLS
 
-PROTOCOLS = ("msr", "recbole", "temporal", "leave-last-out")
 #: Named data sets; any other value must be an interactions file
 #: (``user_id,item_id[,rating][,timestamp]``, CSV or Parquet).
 NAMED_DATASETS = ("movielens-100k", "generated")
-#: Ranking metrics a study can optimize (``<name>_at_<k>``, as `training.metrics.ranking_report`).
+#: Ranking metrics a study can optimize (``<name>_at_<k>``, as
+#: `models.ranking_metrics.ranking_report`).
 METRICS = ("ndcg", "precision", "recall", "map", "hit_rate", "mrr", "coverage")
-PARAM_TYPES = ("float", "int", "categorical")
-PRUNERS = ("none", "median", "hyperband")
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,7 @@ class _SpecFile(FileModel):
     k: Annotated[int, Field(ge=1)] = 10
     trials: Annotated[int, Field(ge=1)] = 20
     timeout: Annotated[float, Field(gt=0)] | None = None  # seconds; null: no limit
-    pruner: Literal[PRUNERS] = "median"
+    pruner: Literal["none", "median", "hyperband"] = "median"
     seed: Annotated[int, Field(ge=0)] = 42
     validation_splits: Annotated[int, Field(ge=1)] = 1
     #: Default: ``tailor-recommender`` for the workspace's events (``generated``), else data set +

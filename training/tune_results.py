@@ -22,9 +22,10 @@ import optuna
 from features.workspace import Workspace
 from models.bundle import ModelBundle, popularity_order
 from training import lineage, tracking
+from training.evaluate import fit_and_score
 from training.promote import promote, register_run
 from training.spec import ExperimentSpec
-from training.tuning_data import TuneData, fit_and_score
+from training.tuning_data import TuneData
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +72,9 @@ def finish_study(
 ) -> TuneResult:
     """Refit best and defaults on train + validation, score once on test, log, register."""
     best_params = {**spec.params, **result.best_params}
-    model, test_report = fit_and_score(spec.model, best_params, data.test, spec.k)
-    _, default_report = fit_and_score(spec.model, {}, data.test, spec.k)
+    best = fit_and_score(spec.model, best_params, data.test, spec.k)
+    model, test_report = best.model, {**best.metrics, "fit_seconds": best.fit_seconds}
+    default_report = fit_and_score(spec.model, {}, data.test, spec.k).metrics
     metric = spec.metric
     bundle = ModelBundle(
         model_name=spec.model,

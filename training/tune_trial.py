@@ -16,8 +16,9 @@ import numpy as np
 import optuna
 
 from training import lineage, tracking
+from training.evaluate import fit_and_score
 from training.spec import ExperimentSpec
-from training.tuning_data import TuneData, fit_and_score
+from training.tuning_data import TuneData
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +101,15 @@ class Objective:
                     return False  # the model stops after this epoch
             return None
 
-        _, report = fit_and_score(spec.model, params, self.data.validation, spec.k, callback)
+        report = fit_and_score(
+            spec.model, params, self.data.validation, spec.k, callback=callback
+        ).metrics
         if pruned_at:
             trial.set_user_attr("pruned_at_epoch", pruned_at[0])
             raise optuna.TrialPruned(f"pruned after epoch {pruned_at[0]}")
         values = [report[spec.metric]]
         for evalset in self.data.more_validation:  # further inner splits: no pruning inside
-            values.append(fit_and_score(spec.model, params, evalset, spec.k)[1][spec.metric])
+            values.append(fit_and_score(spec.model, params, evalset, spec.k).metrics[spec.metric])
         if len(values) > 1:
             trial.set_user_attr("validation_values", [float(v) for v in values])
         value = float(np.mean(values))

@@ -2,30 +2,25 @@
 
 The outer split is the protocol's; trials fit on an inner train part and are scored on a
 validation part carved from the outer train part (`tuning_splits`), so choosing never sees the
-outer test part. Kept apart from `training.tune` because nothing here needs Optuna.
+outer test part. Kept apart from `training.tune` because nothing here needs Optuna; trials are
+fitted and scored by `training.evaluate.fit_and_score`, as every other evaluation.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from features.workspace import Workspace
-from models.base import Recommender
-from models.registry import SEQUENTIAL, build
+from models.registry import SEQUENTIAL
 from training.benchmark import load_frame, ordered, side_features, with_features
-from training.metrics import ranking_report
 from training.protocols import (
     EvalSet,
     Split,
-    leave_last_out,
     msr_split,
-    recbole_split,
+    protocol_split,
     temporal_global_split,
     to_eval,
 )
@@ -57,20 +52,12 @@ def tuning_splits(
     """``(inner, outer)``: the inner split's ``test`` part is the validation part and its
     rows are all in the outer split's ``train`` part; the outer ``test`` part is never in inner.
     ``inner_seed`` draws another inner split (``msr`` only; the others have one)."""
+    full = protocol_split(frame, protocol)
     if protocol == "msr":
-        outer = msr_split(frame, ratio=0.75, seed=42)
-        return msr_split(outer.train, ratio=0.75, seed=inner_seed), outer
+        return msr_split(full.train, ratio=0.75, seed=inner_seed), full
     if protocol == "temporal":
-        outer = temporal_global_split(frame, test_fraction=0.2)
-        return temporal_global_split(outer.train, test_fraction=0.2), outer
-    if protocol == "recbole":
-        full = recbole_split(frame, ratios=(0.8, 0.1, 0.1))
-    elif protocol == "leave-last-out":
-        full = leave_last_out(frame, n_valid=1)
-    else:
-        raise ValueError(
-            f"unknown protocol {protocol!r}; allowed: msr, recbole, temporal, leave-last-out"
-        )
+        return temporal_global_split(full.train, test_fraction=0.2), full
+    # recbole and leave-last-out have a validation part of their own
     inner = Split(train=full.train, test=full.valid, name=full.name, params=full.params)
     outer_train = pd.concat([full.train, full.valid]).sort_index()
     outer = Split(train=outer_train, test=full.test, name=full.name, params=full.params)
@@ -115,21 +102,3 @@ def prepare_data(spec: ExperimentSpec, ws: Workspace) -> TuneData:
         item_categories=categories,
         more_validation=tuple(validations[1:]),
     )
-
-
-def fit_and_score(
-    name: str,
-    params: dict[str, Any],
-    evalset: EvalSet,
-    k: int,
-    callback: Callable[[int, dict[str, float]], bool | None] | None = None,
-) -> tuple[Recommender, dict[str, float]]:
-    """Fit model ``name`` on ``evalset.train`` and rank k unseen items for its test users."""
-    model = build(name, params)
-    started = time.perf_counter()
-    model.fit(evalset.train, callback=callback)
-    fit_seconds = time.perf_counter() - started
-    users = evalset.test_users
-    recommended, _ = model.recommend(users, evalset.train.matrix[users], k=k, exclude_seen=True)
-    report = ranking_report(recommended, evalset.relevant, evalset.train.n_items, k)
-    return model, {**report, "fit_seconds": fit_seconds}

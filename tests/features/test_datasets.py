@@ -15,19 +15,16 @@ import pandas as pd
 import pytest
 
 from features import dataset_fetch
-from features.dataset_types import DatasetUnreachableError
-from features.datasets import (
-    DATASETS,
-    ML_GENRES,
+from features.dataset_cdnow import load_cdnow
+from features.dataset_fetch import DATASETS, fetch
+from features.dataset_movielens import ML_GENRES, load_movielens_grouplens, load_movielens_recbole
+from features.dataset_types import (
     DatasetFetchError,
     DatasetFormatError,
+    DatasetUnreachableError,
     RatingsDataset,
-    fetch,
-    load,
-    load_cdnow,
-    load_movielens_grouplens,
-    load_movielens_recbole,
 )
+from features.datasets import load
 
 # -- tiny fixtures ----------------------------------------------------------------------------
 

@@ -9,16 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.generate import (
-    CATEGORIES,
-    DEFAULT_START,
-    PERSONAS,
-    PRICE_TIERS,
-    GeneratedData,
-    generate_clickstream,
-    write_generated,
-)
+from features.generate import DEFAULT_START, GeneratedData, generate_clickstream, write_generated
 from features.schema import EVENT_COLUMNS, PRODUCT_EVENTS, QUANTITY_EVENTS, Event
+from features.synthetic_specs import CATEGORIES, PERSONAS, PRICE_TIERS
 
 STRING_COLUMNS = [c for c in EVENT_COLUMNS if c not in ("timestamp", "price", "quantity")]
 

@@ -12,17 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.feature_specs import ITEM_FEATURES, NO_PURCHASE_DAYS, USER_FEATURES, WINDOWS_DAYS
 from features.schema import EVENT_COLUMNS
-from features.transforms import (
-    ITEM_FEATURES,
-    NO_PURCHASE_DAYS,
-    USER_FEATURES,
-    WINDOWS_DAYS,
-    item_features,
-    person_key,
-    snapshot_times,
-    user_features,
-)
+from features.transforms import item_features, person_key, snapshot_times, user_features
 
 AS_OF = pd.Timestamp("2024-03-15 00:00", tz="UTC")
 

@@ -73,7 +73,9 @@ def test_bento_holds_the_code_feature_repo_and_rules_but_not_the_benchmark(built
         "models/bundle.py",
     ):
         assert (src / path).is_file(), path
-    assert not (src / "serving/baseline_service.py").exists()
+    # issue #10 (dead code out): the serving benchmark harness stays out of the Bento
+    for harness in ("serving/baseline_service.py", "serving/bench.py", "serving/wrk.py"):
+        assert not (src / harness).exists(), harness
     assert not (src / "tests").exists() and not (src / ".venv").exists()
     assert "feast==" in (bento / "env/python/requirements.txt").read_text()
 

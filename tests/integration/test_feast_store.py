@@ -8,7 +8,7 @@ import pytest
 
 from features import store
 from features.context import ACTIVITY_FEATURES
-from features.transforms import ITEM_FEATURES, USER_FEATURES
+from features.feature_specs import ITEM_FEATURES, USER_FEATURES
 from features.workspace import Workspace
 
 pytestmark = pytest.mark.integration

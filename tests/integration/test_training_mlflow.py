@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from models.bundle import ModelBundle
 from serving.loader import load_registered
-from serving.logic import RecommendRequest, recommend
+from serving.logic import recommend
+from serving.schemas import RecommendRequest
 from training import lineage
 from training.pipeline import train_and_evaluate
 from training.promote import LINEAGE_TAGS, promote, register_run

@@ -18,8 +18,9 @@ import pytest
 import scipy.sparse as sp
 
 from models.als import IALS, IALSConfig
-from models.base import Callback, IdMap, Interactions, Recommender
+from models.base import Callback, Recommender
 from models.bpr import BPR, BPRConfig
+from models.interactions import IdMap, Interactions
 
 N_ITEMS = 24
 BLOCK_A, BLOCK_B = set(range(10)), set(range(10, 20))

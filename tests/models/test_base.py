@@ -5,8 +5,10 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from models.base import IdMap, Interactions, NotFittedError, Recommender, top_k
+from models.base import NotFittedError, Recommender
+from models.interactions import IdMap, Interactions
 from models.popularity import Popularity
+from models.ranking import top_k
 
 
 def test_id_map_round_trip() -> None:

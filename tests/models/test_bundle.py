@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.base import IdMap, Interactions
 from models.bundle import ModelBundle, context_popularity
+from models.interactions import IdMap, Interactions
 from models.registry import build
 
 # Shoes s0-s4 and hats h0-h4; by distinct users s0 (5) > h0 = s1 (4) > h1 = s2 (3) > ...

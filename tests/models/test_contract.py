@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from models.base import IdMap, Interactions, Recommender
+from models.base import Recommender
+from models.interactions import IdMap, Interactions
 from models.registry import MODELS, build, load_model
 
 N_ITEMS = 12

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from models.base import Interactions
 from models.ease import EASE, EASEConfig, UserEASE, UserEASEConfig
+from models.interactions import Interactions
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from models.base import IdMap, Interactions
-from models.knn import (
-    SIMILARITIES,
-    ItemKNN,
-    ItemKNNConfig,
-    KNNConfig,
-    UserKNN,
-    UserKNNConfig,
-)
+from models.interactions import IdMap, Interactions
+from models.knn import ItemKNN, UserKNN
+from models.knn_similarity import SIMILARITIES, ItemKNNConfig, KNNConfig, UserKNNConfig
 
 # Three users rate four items (0 = not rated). User means: u0 3, u1 2.5, u2 3.
 RATINGS = np.array(

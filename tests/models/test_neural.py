@@ -11,17 +11,10 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from models.base import IdMap, Interactions
+from models.interactions import IdMap, Interactions
 from models.ncf import NCF, NCFConfig
-from models.neural import (
-    NegativeSampler,
-    arrays_to_state,
-    fit_epochs,
-    holdout_per_user,
-    ndcg_at_k,
-    positive_pairs,
-    state_to_arrays,
-)
+from models.neural import arrays_to_state, fit_epochs, state_to_arrays
+from models.neural_data import NegativeSampler, holdout_per_user, ndcg_at_k, positive_pairs
 
 # ---------------------------------------------------------------------- the epoch loop
 

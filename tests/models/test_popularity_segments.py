@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.base import Interactions
+from models.interactions import Interactions
 from models.popularity import Popularity, PopularityConfig
 
 

@@ -12,14 +12,10 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from models.base import IdMap, Interactions
-from models.sasrec import (
-    SCORE_CHUNK,
-    SASRec,
-    SASRecConfig,
-    ordered_histories,
-    sequence_matrix,
-)
+from models.interactions import IdMap, Interactions
+from models.sasrec import SASRec, SASRecConfig
+from models.sasrec_net import SCORE_CHUNK
+from models.sequences import ordered_histories, sequence_matrix
 
 N_ITEMS = 8
 ITEMS = IdMap([f"i{item}" for item in range(N_ITEMS)])

@@ -8,18 +8,11 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 from threadpoolctl import threadpool_limits
 
-from models.segments import (
-    Segmenter,
-    SegmenterConfig,
-    agreement,
-    align_labels,
-    consolidate,
-    knee_index,
-    match_centroids,
-    name_segments,
-    profiles,
-    select_k,
-)
+from models.segments.labels import name_segments, profiles
+from models.segments.matching import agreement, align_labels, match_centroids
+from models.segments.segmenter import Segmenter, SegmenterConfig
+from models.segments.selection import knee_index, select_k
+from models.segments.significance import consolidate
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from models.base import IdMap, Interactions
-from models.two_tower import FeatureEncoder, TwoTower, TwoTowerConfig
+from models.interactions import IdMap, Interactions
+from models.side_features import FeatureEncoder
+from models.two_tower import TwoTower, TwoTowerConfig
 
 BLOCK = 8  # items 0-7 are block A, 8-15 block B
 N_ITEMS = 2 * BLOCK

@@ -22,7 +22,7 @@ from serving.bench import (
     target_lines,
     write_report,
 )
-from serving.process import serve_env, workers_env
+from serving.process import serve_command, serve_env, workers_env
 from tests.services import require_tool
 
 WRK_OUTPUT = """Running 10s test @ http://127.0.0.1:3000
@@ -217,6 +217,10 @@ def test_workers_go_to_bentoml_service_config_not_the_ignored_api_workers_flag(t
 
     env = serve_env(Workspace(home=tmp_path), workers=3)
     assert json.loads(env["BENTOML_CONFIG_OVERRIDES"]) == {"services": {"tailor": {"workers": 3}}}
+    # issue #10 (dead code out): the ignored flag is no longer passed at all
+    command = serve_command(3000, "127.0.0.1")
+    assert "--api-workers" not in command
+    assert command[command.index("serve") + 1] == "serving.service:Tailor"
     merged = workers_env(
         {"BENTOML_CONFIG_OVERRIDES": '{"services": {"tailor": {"traffic": {"timeout": 5}}}}'},
         "tailor",

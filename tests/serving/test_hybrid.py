@@ -9,16 +9,10 @@ import pytest
 from pydantic import ValidationError
 
 from models.bundle import context_popularity
-from serving.logic import (
-    RecommendRequest,
-    Scorer,
-    UnknownItemError,
-    read_features,
-    recommend,
-    similar_items,
-)
+from models.scoring import Scorer
+from serving.logic import UnknownItemError, read_features, recommend, similar_items
 from serving.rules import parse_rules
-from serving.schemas import SimilarItemsRequest
+from serving.schemas import RecommendRequest, SimilarItemsRequest
 from tests.serving.test_logic import CATEGORY, GLOBAL_POPULAR, HISTORIES, _scorer
 
 

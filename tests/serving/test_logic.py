@@ -5,16 +5,12 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from models.base import Interactions
 from models.bundle import ModelBundle, popularity_order
+from models.interactions import Interactions
 from models.registry import build
-from serving.logic import (
-    MAX_K,
-    RecommendRequest,
-    Scorer,
-    cold_start_category,
-    recommend,
-)
+from models.scoring import Scorer
+from serving.logic import cold_start_category, recommend
+from serving.schemas import MAX_K, RecommendRequest
 
 # Shoes s0-s4 and hats h0-h4. Distinct users per item: s0 5, h0 4, s1 4, h1 3, s2 3, h2 2, s3 2,
 # h3 1, h4 1, s4 1; with ties broken by the lower dense index (h* sort before s*) the global

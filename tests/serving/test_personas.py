@@ -13,10 +13,10 @@ from features.eventlog import EventLog
 from features.persona_rules import load_personas
 from features.personas import PersonaState
 from serving.events import ingest_events
-from serving.logic import RecommendRequest, recommend
+from serving.logic import recommend
 from serving.personas import update_personas
 from serving.rules import Facts, RulesError, load_rules, parse_rules
-from serving.schemas import PERSONAS_NOT_UPDATED
+from serving.schemas import PERSONAS_NOT_UPDATED, RecommendRequest
 from tests.serving.test_logic import _scorer
 
 CONFIG = load_personas()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from training.benchmark import load_spec, make_split
+from training.benchmark import load_spec
 from training.config import ConfigError
+from training.protocols import protocol_split
 
 
 def test_spec_loads_params_and_selection(tmp_path):
@@ -58,4 +59,4 @@ def test_unknown_protocol_lists_the_allowed_ones():
     import pandas as pd
 
     with pytest.raises(ValueError, match="allowed: msr, recbole, temporal, leave-last-out"):
-        make_split(pd.DataFrame(), "kfold")
+        protocol_split(pd.DataFrame(), "kfold")

@@ -4,8 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.base import IdMap
-from training.data import EVENT_WEIGHTS, interaction_frame, item_categories, temporal_split
+from models.interactions import IdMap
+from training.data import (
+    EVENT_WEIGHTS,
+    holdout_cut,
+    interaction_frame,
+    item_categories,
+    temporal_holdout,
+)
 
 UTC = "UTC"
 
@@ -104,7 +110,7 @@ def test_interaction_frame_of_no_positive_events_is_empty() -> None:
     assert frame.empty
 
 
-# ----------------------------------------------------------------------------- temporal_split
+# --------------------------------------------------------------------------- temporal_holdout
 
 # test_days=3 with the last interaction on 2024-01-10 puts the cut at 2024-01-08 00:00 UTC.
 CUT = _ts("2024-01-08T00:00")
@@ -150,13 +156,14 @@ def _train_pairs(split) -> set[tuple[str, str]]:
 
 
 def test_cut_is_test_days_before_the_end_of_the_last_day(frame: pd.DataFrame) -> None:
-    assert temporal_split(frame, 3).cut == CUT
-    assert temporal_split(frame, 1).cut == _ts("2024-01-10T00:00")
+    assert holdout_cut(frame, 3) == CUT
+    assert holdout_cut(frame, 1) == _ts("2024-01-10T00:00")
+    assert temporal_holdout(frame, 3)[0] == CUT
 
 
 def test_no_interaction_at_or_after_the_cut_is_in_train(frame: pd.DataFrame) -> None:
-    split = temporal_split(frame, 3)
-    before = frame[frame["timestamp"] < split.cut]
+    cut, split = temporal_holdout(frame, 3)
+    before = frame[frame["timestamp"] < cut]
     expected = set(zip(before["user_id"], before["item_id"], strict=True))
     assert _train_pairs(split) == expected
     assert ("u2", "i4") not in _train_pairs(split)  # exactly at the cut: test side
@@ -166,29 +173,29 @@ def test_no_interaction_at_or_after_the_cut_is_in_train(frame: pd.DataFrame) -> 
 
 
 def test_train_weights_sum_repeated_interactions(frame: pd.DataFrame) -> None:
-    split = temporal_split(frame, 3)
+    _, split = temporal_holdout(frame, 3)
     u1 = split.train.users.index("u1")
     i1 = split.train.items.index("i1")
     assert split.train.matrix[u1, i1] == 2.0  # two views before the cut; the one after is not
 
 
 def test_relevant_items_are_after_the_cut_and_unseen_in_train(frame: pd.DataFrame) -> None:
-    split = temporal_split(frame, 3)
+    _, split = temporal_holdout(frame, 3)
     relevant = _relevant_ids(split)
     assert relevant == {"u1": {"i3"}, "u2": {"i4"}}
-    assert split.n_test_interactions == 2
+    assert split.n_relevant == 2
     train_pairs = _train_pairs(split)
     for user, items in relevant.items():
         for item in items:
             assert (user, item) not in train_pairs
             rows = frame[(frame["user_id"] == user) & (frame["item_id"] == item)]
-            assert (rows["timestamp"] >= split.cut).all()
+            assert (rows["timestamp"] >= CUT).all()
 
 
 def test_users_unknown_to_train_or_with_nothing_new_are_not_test_users(
     frame: pd.DataFrame,
 ) -> None:
-    split = temporal_split(frame, 3)
+    _, split = temporal_holdout(frame, 3)
     test_ids = {str(split.train.users.ids[u]) for u in split.test_users}
     assert "u9" not in test_ids  # only after the cut
     assert "u3" not in test_ids  # only a seen item after the cut
@@ -200,7 +207,7 @@ def test_users_unknown_to_train_or_with_nothing_new_are_not_test_users(
 
 def test_impossible_test_days_raises_with_the_span(frame: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match=r"leaves 0 train and 12 test interactions") as excinfo:
-        temporal_split(frame, 30)
+        temporal_holdout(frame, 30)
     assert "lower test_days" in str(excinfo.value)
     assert "2024-01-01" in str(excinfo.value)
 
@@ -208,13 +215,13 @@ def test_impossible_test_days_raises_with_the_span(frame: pd.DataFrame) -> None:
 @pytest.mark.parametrize("test_days", [0, -1])
 def test_non_positive_test_days_raises(frame: pd.DataFrame, test_days: int) -> None:
     with pytest.raises(ValueError, match=f"test_days must be positive, got {test_days}"):
-        temporal_split(frame, test_days)
+        temporal_holdout(frame, test_days)
 
 
 def test_empty_frame_raises() -> None:
     empty = _interactions([])
     with pytest.raises(ValueError, match="no interactions to split"):
-        temporal_split(empty, 3)
+        temporal_holdout(empty, 3)
 
 
 def test_split_of_interaction_frame_from_events() -> None:
@@ -226,7 +233,7 @@ def test_split_of_interaction_frame_from_events() -> None:
             ("add_to_cart", "2024-01-05T12:00:00Z", "u1", "d1", "p2", "hats"),
         ]
     )
-    split = temporal_split(interaction_frame(events), 1)
+    _, split = temporal_holdout(interaction_frame(events), 1)
     assert split.train.users.to_list() == ["anon:dev2", "u1"]
     assert _relevant_ids(split) == {"u1": {"p2"}}
 

@@ -16,8 +16,8 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from features.workspace import Workspace
-from models.base import Interactions
 from models.bundle import ModelBundle, popularity_order
+from models.interactions import Interactions
 from models.registry import build
 from serving.loader import load_registered
 from training import lineage, tracking

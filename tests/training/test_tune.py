@@ -17,7 +17,8 @@ from features.workspace import Workspace
 from training.config import ConfigError
 from training.promote import PromotionError, register_run
 from training.spec import ExperimentSpec, load_experiment_spec, parse_experiment_spec
-from training.tune import Objective, open_study, run_tuning, study_trials
+from training.tune import open_study, run_tuning, study_trials
+from training.tune_trial import Objective
 from training.tuning_data import prepare_data, tuning_splits
 
 
@@ -187,7 +188,7 @@ def test_conditional_parameters_are_sampled_only_when_their_condition_holds(
 def test_several_validation_splits_score_a_trial_by_their_mean(data_file, ws, tmp_path):
     """``validation_splits: 3`` draws inner splits with seeds 7, 8, 9 of the same outer train
     part; the trial's value is the mean of its three validation figures, each computed anew."""
-    from training.tuning_data import fit_and_score
+    from training.evaluate import fit_and_score
 
     spec = tiny_spec(data_file, name="folds", validation_splits=3)
     data = prepare_data(spec, ws)
@@ -204,7 +205,7 @@ def test_several_validation_splits_score_a_trial_by_their_mean(data_file, ws, tm
     assert len(values) == 3 and trial.value == pytest.approx(np.mean(values))
     params = trial.params
     expected = [
-        fit_and_score("ease", params, evalset, spec.k)[1][spec.metric]
+        fit_and_score("ease", params, evalset, spec.k).metrics[spec.metric]
         for evalset in (data.validation, *data.more_validation)
     ]
     assert values == pytest.approx(expected)

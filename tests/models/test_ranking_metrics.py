@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from training.metrics import (
+from models.ranking_metrics import (
     catalogue_coverage,
     hit_rate_at_k,
     intra_list_diversity_at_k,
