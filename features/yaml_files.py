@@ -26,8 +26,15 @@ def read_yaml(
         path = Path(path)
         if not path.is_file():
             raise error(f"{what} not found: {path}")
-        text, origin = path.read_text(encoding="utf-8"), str(path)
+        try:
+            text, origin = path.read_text(encoding="utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise error(f"{path}: cannot read the {what}: {exc}") from None
     try:
         return yaml.safe_load(text), origin
     except yaml.YAMLError as exc:
-        raise error(f"{origin}: not valid YAML: {exc}") from None
+        # One line: where and what the parser found, not its multi-line excerpt of the file.
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise error(f"{origin}: not valid YAML{line}: {problem}") from None

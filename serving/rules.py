@@ -29,6 +29,7 @@ from typing import Any
 from features.personas import SEPARATOR
 from features.schema import DEVICE_TYPES
 from features.yaml_files import read_yaml
+from models.errors import SpecError
 
 SOURCES = (
     "model",
@@ -51,7 +52,7 @@ _WHEN_KEYS = ("maturity", "interactions", "segment", "persona", *CONTEXT_KEYS)
 _THEN_KEYS = ("source", "context_order", "filters", "boost", "slots", "variant", "diversity")
 
 
-class RulesError(ValueError):
+class RulesError(SpecError):
     """A rules file is invalid; the message names the rule and the key."""
 
 

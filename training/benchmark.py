@@ -65,13 +65,13 @@ class BenchmarkSpec:
 
 
 def load_spec(path: Path) -> BenchmarkSpec:
-    import yaml
-
+    from features.yaml_files import read_yaml
+    from models.errors import SpecError
     from training.config import ConfigError, from_mapping
 
-    loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    loaded = read_yaml(path, "", "", SpecError, "benchmark spec")[0] or {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+        raise SpecError(f"{path}: expected a mapping at the top level")
     spec = from_mapping(BenchmarkSpec, loaded)
     for name, params in spec.params.items():
         if name not in MODELS:

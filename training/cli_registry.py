@@ -144,7 +144,7 @@ def compare_command(
 
 @app.command("ui", rich_help_panel=PANEL)
 def ui_command(
-    port: Annotated[int, typer.Option(help="HTTP port of the MLflow UI.")] = 5000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of the MLflow UI.")] = 5000,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the mlflow ui command instead of running it.")

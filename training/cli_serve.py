@@ -18,6 +18,7 @@ from training.cli_base import (
     bench_app,
     console,
     fail,
+    say,
     summary_table,
     workspace,
 )
@@ -27,7 +28,7 @@ PANEL = "Serving"
 
 @app.command("serve", rich_help_panel=PANEL)
 def serve(
-    port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 3000,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     workers: Annotated[int, typer.Option(min=1, help="API worker processes.")] = 1,
     home: HomeOption = None,
@@ -60,7 +61,7 @@ def demo(
     from training.demo import run_demo
 
     ws = workspace(home)
-    answer = run_demo(ws, users=users, days=days, seed=seed, say=lambda m: console.log(m))
+    answer = run_demo(ws, users=users, days=days, seed=seed, say=say)
     console.rule("POST /recommend")
     console.print_json(json.dumps(answer["response"]))
     console.print(summary_table("demo", answer["summary"]))
@@ -138,7 +139,7 @@ def bench_serve_command(
     )
     command = shlex.join(["tailor", *sys.argv[1:]])
     try:
-        report = bench_serve(ws, settings, say=lambda m: console.log(m), command=command)
+        report = bench_serve(ws, settings, say=say, command=command)
     except (ServingStartupError, RuntimeError) as exc:
         fail(str(exc))
     table = Table(title=f"{report.model}: {concurrency} connections, {duration:g} s")

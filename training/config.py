@@ -14,11 +14,10 @@ from typing import Any, TypeVar
 
 import yaml
 
+from features.yaml_files import read_yaml
+from models.errors import ConfigError, SpecError
+
 C = TypeVar("C")
-
-
-class ConfigError(ValueError):
-    """A config key or value that is not allowed; the message says which and what is."""
 
 
 @dataclass(frozen=True)
@@ -148,19 +147,48 @@ def parse_sets(sets: list[str]) -> dict[str, str]:
     return parsed
 
 
+def yaml_value(key: str, text: str) -> Any:
+    """``--set key=text``'s value read as YAML (``200`` → int, ``true`` → bool, ``[1, 2]`` →
+    list); text that is not valid YAML is a `ConfigError` naming the key."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(
+            f"--set {key}={text!r}: not a valid value; quote text or write a number, "
+            "true/false or a list like [1, 2]"
+        ) from None
+
+
 def load_train_config(spec: Path | None = None, sets: list[str] | None = None) -> TrainConfig:
     """Defaults, then the YAML spec, then ``--set`` overrides (``params.NAME=V`` for the model)."""
     values: dict[str, Any] = {}
     if spec is not None:
-        loaded = yaml.safe_load(Path(spec).read_text(encoding="utf-8")) or {}
+        loaded = read_yaml(spec, "", "", SpecError, "spec file")[0] or {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{spec}: expected a mapping at the top level")
+            raise SpecError(f"{spec}: expected a mapping at the top level")
         values.update(loaded)
     for key, value in parse_sets(sets or []).items():
         if key.startswith("params."):
             params = dict(values.get("params") or {})
-            params[key.removeprefix("params.")] = yaml.safe_load(value)
+            params[key.removeprefix("params.")] = yaml_value(key, value)
             values["params"] = params
         else:
             values[key] = value
-    return from_mapping(TrainConfig, values)
+    config = from_mapping(TrainConfig, values)
+    check_models(config)
+    return config
+
+
+def check_models(config: TrainConfig) -> None:
+    """The model and baseline names and the model's parameters, checked against the registry
+    without importing the other models (or MLflow and Feast): a typo fails in a second."""
+    from models.registry import MODELS, make_config
+
+    for key in ("model", "baseline"):
+        name = getattr(config, key)
+        if name not in MODELS:
+            raise ConfigError(f"{key}={name!r}: unknown model; allowed: {', '.join(MODELS)}")
+    try:
+        make_config(config.model, config.params)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"params: {exc}") from None

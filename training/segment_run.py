@@ -47,15 +47,15 @@ class SegmentJob:
 def load_segment_job(spec: Path | None = None, sets: list[str] | None = None) -> SegmentJob:
     """Defaults → a YAML spec → ``--set key=value``; keys are :class:`SegmenterConfig` or
     :class:`SegmentJob` fields (flat). Unknown keys and wrong types raise ``ConfigError``."""
-    import yaml
-
-    from training.config import ConfigError, from_mapping, parse_sets
+    from features.yaml_files import read_yaml
+    from models.errors import ConfigError, SpecError
+    from training.config import from_mapping, parse_sets
 
     values: dict = {}
     if spec is not None:
-        loaded = yaml.safe_load(Path(spec).read_text(encoding="utf-8")) or {}
+        loaded = read_yaml(spec, "", "", SpecError, "segmentation spec")[0] or {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{spec}: expected a mapping at the top level")
+            raise SpecError(f"{spec}: expected a mapping at the top level")
         values.update(loaded)
     values.update(parse_sets(sets or []))
     segmenter_keys = set(SegmenterConfig.__dataclass_fields__)

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from features.yaml_files import read_yaml
+from models.errors import ConfigError, SpecError
 from models.registry import MODELS, make_config, param_types
-from training.config import ConfigError, from_mapping
+from training.config import from_mapping
 
 PROTOCOLS = ("msr", "recbole", "temporal", "leave-last-out")
 #: Named data sets; any other value must be an interactions file
@@ -107,16 +107,11 @@ class _RawParam:
 def load_experiment_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate a tuning spec; raises `ConfigError` prefixed with the file name."""
     path = Path(path)
-    try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the spec: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    loaded, _ = read_yaml(path, "", "", SpecError, "spec file")
     try:
         return parse_experiment_spec(loaded if loaded is not None else {}, path.stem, path)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise SpecError(f"{path}: {exc}") from None
 
 
 def parse_experiment_spec(values: Any, name: str, path: Path | None = None) -> ExperimentSpec:
