@@ -71,8 +71,8 @@ def _single_segment(algorithm: str, n: int, d: int) -> str:
     found = f"algorithm={algorithm!r} found a single segment in {n} users"
     if algorithm == "dbscan":
         found += (
-            f" (eps at the knee of the sorted distances to the {2 * d}-th nearest neighbour "
-            f"joins every dense region in this {d}-dimensional space)"
+            f" (min_samples={2 * d} for {d} dimensions, eps at the knee of the k-distance "
+            "curve: one density-connected region)"
         )
     return (
         f"{found}: nothing to segment; use algorithm=hdbscan (clusters of different "
