@@ -73,7 +73,8 @@ def _print_train(result, k: int, model: str, baseline: str) -> None:
     else:
         what = f"registered [bold]{result.model_label}[/]"
     console.print(
-        f"run [bold]{result.run_id}[/], {what} ({result.n_users} users, {result.n_items} items)"
+        f"run [bold]{result.run_id}[/], {what} ({result.n_users} users, {result.n_items} items)",
+        soft_wrap=True,
     )
     if result.promotion is not None:
         role = "champion" if result.promotion.promoted else "challenger"
