@@ -38,13 +38,10 @@ def register_command(
     home: HomeOption = None,
 ) -> None:
     """Register a run's model as a new version with the alias `challenger` (lineage tags copied)."""
-    from training.promote import PromotionError, register_run
+    from training.promote import register_run
 
     ws = workspace(home)
-    try:
-        version = register_run(ws, run_id, name)
-    except PromotionError as exc:
-        fail(str(exc))
+    version = register_run(ws, run_id, name)
     rows: dict[str, object] = {"version": f"{name}@{version.version}", "alias": "challenger"}
     rows.update({f"tag: {key}": value for key, value in sorted(version.tags.items())})
     console.print(summary_table(f"registered run {run_id}", rows))
@@ -64,13 +61,10 @@ def promote_command(
     home: HomeOption = None,
 ) -> None:
     """Make the `challenger` the `champion` if it beats it on the same test split."""
-    from training.promote import PromotionError, promote
+    from training.promote import promote
 
     ws = workspace(home)
-    try:
-        result = promote(ws, model, force=force)
-    except PromotionError as exc:
-        fail(str(exc))
+    result = promote(ws, model, force=force)
 
     def _value(value: float | None) -> str:
         return "-" if value is None else f"{value:.6f}"

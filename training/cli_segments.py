@@ -231,12 +231,9 @@ def micro_segments_command(
     home: HomeOption = None,
 ) -> None:
     """Evaluate micro-segment rules on the event log; write the lists and the Feast feature."""
-    from training.micro_segments import RuleError, load_rules, run_micro_segments
+    from training.micro_segments import load_rules, run_micro_segments
 
-    try:
-        loaded = load_rules(rules)
-    except RuleError as exc:
-        fail(str(exc))
+    loaded = load_rules(rules)
     ws = workspace(home)
     try:
         with console.status("evaluating micro-segment rules"):

@@ -36,14 +36,11 @@ def serve(
     """Serve the champion model with `bentoml serve` (POST /recommend, GET /healthz)."""
     import os
 
-    from serving.loader import ServingStartupError, preflight
+    from serving.loader import preflight
     from serving.process import DEFAULT_ALIAS, DEFAULT_MODEL, serve_command, serve_env
 
     ws = workspace(home)
-    try:
-        label = preflight(ws, os.environ.get("TAILOR_MODEL_NAME", DEFAULT_MODEL), DEFAULT_ALIAS)
-    except ServingStartupError as exc:
-        fail(str(exc))
+    label = preflight(ws, os.environ.get("TAILOR_MODEL_NAME", DEFAULT_MODEL), DEFAULT_ALIAS)
     console.print(f"model {label}")
     command = serve_command(port, host, workers)
     console.print(f"serving {ws.home} on http://{host}:{port}")
@@ -122,12 +119,9 @@ def bench_serve_command(
 
     from serving.bench import DEFAULT_OUT, BenchSettings, bench_serve, target_lines, write_report
     from serving.loader import ServingStartupError
-    from serving.wrk import LoadGeneratorMissing, find_wrk
+    from serving.wrk import find_wrk
 
-    try:
-        find_wrk()
-    except LoadGeneratorMissing as exc:
-        fail(str(exc))
+    find_wrk()
     ws = workspace(home)
     settings = BenchSettings(
         concurrency=concurrency,
