@@ -142,10 +142,9 @@ def configure_logging(level: int) -> None:
     handler._tailor = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    own = logging.DEBUG if level <= logging.INFO else logging.NOTSET  # NOTSET: follow the root
     for package in ("features", "models", "training", "serving"):
-        logging.getLogger(package).setLevel(logging.DEBUG if level <= logging.INFO else level)
-    if level > logging.INFO:  # MLflow sets up its own INFO handler; follow the chosen level
-        logging.getLogger("mlflow").setLevel(level)
+        logging.getLogger(package).setLevel(own)
 
 
 def say(message: str) -> None:
@@ -175,18 +174,15 @@ def fail(message: str) -> None:
 def format_value(value: object) -> str:
     """A summary cell: counts as integers (``1234``, also when they arrive as ``1234.0`` or a
     numpy number), other numbers with four decimals, anything else as text."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        and not hasattr(value, "dtype")
-    ):
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a numpy scalar
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
-    number = value.item() if hasattr(value, "item") else value
-    if isinstance(number, int) and not isinstance(number, bool):
-        return str(number)
-    if isinstance(number, float) and number.is_integer() and abs(number) < 2**53:
-        return str(int(number))
-    return f"{number:.4f}" if isinstance(number, float) else str(number)
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 2**53:
+            return str(int(value))
+        return f"{value:.4f}"
+    return str(value)
 
 
 def summary_table(title: str, rows: dict[str, object]) -> Table:

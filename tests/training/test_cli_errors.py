@@ -162,8 +162,10 @@ def test_a_set_typo_fails_before_any_heavy_import(tmp_path, override, message):
     assert wall < 30  # generous on a shared machine; the point is the imports above
 
 
-def test_quiet_hides_progress_but_not_errors_and_excludes_verbose(tmp_path):
+def test_quiet_hides_progress_but_not_errors_and_excludes_verbose(tmp_path, monkeypatch):
     """Issue #10 item 17: `--quiet` / `--verbose` are global options (no such option before)."""
+    for name in ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_LOGGING_LEVEL"):
+        monkeypatch.delenv(name, raising=False)  # --quiet sets them; restored after the test
     loud = _invoke(["train", "--home", str(tmp_path)])
     assert "reading the event log" in loud.stdout
     quiet = _invoke(["--quiet", "train", "--home", str(tmp_path)])
