@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from models.errors import ConfigError
 from training.benchmark import load_spec, make_split
-from training.config import ConfigError
 
 
 def test_spec_loads_params_and_selection(tmp_path):

@@ -219,3 +219,30 @@ def test_demo_summary_names_the_model_that_answered():
     summary = demo_summary(100, 10, result, 10, 200, "u1", answer)
     assert summary["answered by"] == "tailor-recommender@1"
     assert summary["model trained"] == "tailor-recommender@2 (challenger, not promoted)"
+
+
+def test_every_user_facing_error_class_is_a_tailor_error():
+    """Issue #10 item 9: one base, so the CLI handles them all in one place (each class keeps
+    its old builtin base, so existing ``except ValueError`` callers still catch it)."""
+    from features.dataset_types import DatasetFetchError, DatasetFormatError
+    from features.persona_rules import PersonaRulesError
+    from models.errors import ConfigError, DataError, SpecError, TailorError
+    from serving.loader import ServingStartupError
+    from serving.rules import RulesError
+    from serving.wrk import LoadGeneratorMissing
+    from training.micro_segments import RuleError
+    from training.promote import PromotionError
+
+    assert issubclass(SpecError, ConfigError)
+    for error, kind, builtin in [
+        (ConfigError, TailorError, ValueError),
+        (DatasetFetchError, DataError, RuntimeError),
+        (DatasetFormatError, DataError, ValueError),
+        (PersonaRulesError, SpecError, ValueError),
+        (RulesError, SpecError, ValueError),
+        (RuleError, SpecError, ValueError),
+        (PromotionError, TailorError, ValueError),
+        (ServingStartupError, TailorError, RuntimeError),
+        (LoadGeneratorMissing, TailorError, RuntimeError),
+    ]:
+        assert issubclass(error, kind) and issubclass(error, builtin), error

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from features import store
 from features.generate import generate_clickstream, write_generated
 from features.workspace import Workspace
+from models.errors import ConfigError
 from training import tracking
 from training.cli import app
-from training.config import ConfigError
 from training.segment import segment_events, segment_workspace
 from training.segment_run import SegmentJob, load_segment_job
 
