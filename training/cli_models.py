@@ -164,9 +164,10 @@ def tune(
     from rich.progress import TaskProgressColumn
 
     from training.spec import load_experiment_spec
+
+    loaded = load_experiment_spec(spec)  # checked before the heavy imports (Optuna, MLflow)
     from training.tune import run_tuning
 
-    loaded = load_experiment_spec(spec)
     ws = workspace(home)
     bar = progress_bar(TaskProgressColumn(), TextColumn("best {task.fields[best]}"))
     total = trials or loaded.trials

@@ -63,11 +63,12 @@ def segment_command(
 
     import pandas as pd
 
-    from training.segment import segment_dataset, segment_events, segment_workspace, write_csv
-    from training.segment_report import write_report
     from training.segment_run import load_segment_job
 
-    job = load_segment_job(spec, list(set_ or []))
+    job = load_segment_job(spec, list(set_ or []))  # checked before the heavy imports below
+    from training.segment import segment_dataset, segment_events, segment_workspace, write_csv
+    from training.segment_report import write_report
+
     if events is not None and out is None:
         fail("--events needs --out FILE for the user_id,segment_id,segment_label CSV")
     if dataset is not None and (events is not None or as_of is not None):

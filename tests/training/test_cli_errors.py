@@ -142,19 +142,27 @@ def _run_cli_in_subprocess(args: list[str], tmp_path: Path) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("args", "message"),
     [
-        ("modl=ease", "unknown key 'modl'"),
-        ("params.l3=1", "ease: unknown parameter 'l3'"),
-        ("model=magic", "model='magic': unknown model; allowed: popularity, ease"),
+        (["train", "--set", "modl=ease"], "unknown key 'modl'"),
+        (["train", "--set", "params.l3=1"], "ease: unknown parameter 'l3'"),
+        (["train", "--set", "model=magic"], "model='magic': unknown model; allowed: popularity"),
+        (["segment", "--set", "k_maxx=3"], "unknown key(s) ['k_maxx']"),
+        (["tune", "{spec}"], "unknown key 'trails'"),
     ],
+    ids=["train-key", "train-param", "train-model", "segment-key", "tune-spec-key"],
 )
-def test_a_set_typo_fails_before_any_heavy_import(tmp_path, override, message):
+def test_a_typo_fails_before_any_heavy_import(tmp_path, args, message):
     """Issue #10 item 15: `tailor train --set modl=ease` took 7-10 s (MLflow, Feast and torch
-    were imported before the config was checked); now the typo is reported with none of them
-    imported."""
+    were imported, and for `params.*` the event log and Feast read, before the config was
+    checked); now each typo is reported with none of them imported."""
+    spec = tmp_path / "ease.yaml"
+    spec.write_text(
+        "model: ease\ntrails: 3\nsearch_space:\n  l2: {type: float, low: 1, high: 9}\n",
+        encoding="utf-8",
+    )
     started = time.perf_counter()
-    report = _run_cli_in_subprocess(["train", "--set", override], tmp_path)
+    report = _run_cli_in_subprocess([a.format(spec=spec) for a in args], tmp_path)
     wall = time.perf_counter() - started
     assert report["code"] == 1, report
     assert report["stderr"].startswith("error: ") and message in report["stderr"], report
