@@ -241,8 +241,12 @@ def fit_predict_command(
     try:
         with console.status(f"fitting {model}"):
             result = fit_predict(train, users, model, params, k, out)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, KeyError) as exc:
         fail(str(exc))
+    except OSError as exc:  # a missing file, or a folder or an unreadable file given as one
+        if exc.filename is None:
+            fail(str(exc))
+        fail(f"{exc.filename}: {exc.strerror}; pass a CSV or Parquet file")
     console.print(
         summary_table(
             "fit-predict",

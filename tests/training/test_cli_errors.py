@@ -79,6 +79,15 @@ def test_home_that_is_a_file_is_one_error_line(tmp_path):
     _one_error_line(result, f"--home {home}", "writable folder")
 
 
+def test_fit_predict_of_a_folder_is_one_error_line(tmp_path):
+    """Issue #10 item 9: a folder as `--train` raised IsADirectoryError."""
+    users = tmp_path / "users.csv"
+    users.write_text("user_id\nu1\n", encoding="utf-8")
+    args = ["fit-predict", "--train", str(tmp_path), "--users", str(users)]
+    result = _invoke([*args, "--out", str(tmp_path / "out.csv")])
+    _one_error_line(result, f"{tmp_path}: Is a directory", "CSV or Parquet")
+
+
 def test_segment_bad_as_of_and_missing_truth_say_which_option(tmp_path):
     """Issue #10 item 9: pandas' own message ("Unknown datetime string format") and a bare
     "[Errno 2]" did not say which option was wrong or what to write."""
