@@ -102,6 +102,8 @@ def test_demo_prints_a_real_answer_from_the_http_endpoint(tmp_path):
     assert len(answer["items"]) == 10
     assert answer["personalized"] is True
     assert answer["model"] == "tailor-recommender@1"
+    # issue #10 item 17: the summary names the model that answered, from the answer itself
+    assert re.search(r"answered by\s*│\s*tailor-recommender@1\s*│", output)
     assert all(item["strategy"] == "model:ease" for item in answer["items"])
 
 

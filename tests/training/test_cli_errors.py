@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
+from training import cli_base
 from training.cli import app
 from training.cli_base import TailorGroup, format_value, summary_table
 
@@ -106,7 +107,7 @@ def test_benchmark_of_a_data_set_that_cannot_be_fetched_is_one_error_line(tmp_pa
     _one_error_line(result, "cannot fetch data set 'movielens-100k'", "by hand", "network")
 
 
-def test_an_unexpected_exception_is_one_line_that_says_it_is_a_bug():
+def test_an_unexpected_exception_is_one_line_that_says_it_is_a_bug(monkeypatch):
     """Issue #10 item 9: the root group handles every exception once; a non-Tailor one is a
     bug, named as such (the traceback needs --verbose)."""
     probe = typer.Typer(cls=TailorGroup)
@@ -121,6 +122,9 @@ def test_an_unexpected_exception_is_one_line_that_says_it_is_a_bug():
 
     result = runner.invoke(probe, ["boom"])
     _one_error_line(result, "unexpected RuntimeError: kaput", "bug", "--verbose")
+    monkeypatch.setattr(cli_base, "_verbose", True)  # what `tailor --verbose` sets
+    result = runner.invoke(probe, ["boom"])
+    assert isinstance(result.exception, RuntimeError) and str(result.exception) == "kaput"
 
 
 def _run_cli_in_subprocess(args: list[str], tmp_path: Path) -> dict:
@@ -130,7 +134,8 @@ def _run_cli_in_subprocess(args: list[str], tmp_path: Path) -> dict:
         f"""
         import json, sys, time
         started = time.perf_counter()
-        from training.cli import app
+        from training import cli_base
+from training.cli import app
         try:
             app({args!r})
             code = 0
