@@ -7,6 +7,7 @@ import) and 17 (console output: ``--quiet``, counts as integers, the demo's answ
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -27,6 +28,19 @@ from training.cli_base import TailorGroup, format_value, summary_table
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """`--quiet` / `--verbose` set the root logger's level (for the process, as a command
+    should); put it back so later tests' log capture is unaffected."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
+    for package in ("features", "models", "training", "serving"):
+        logging.getLogger(package).setLevel(logging.NOTSET)
 
 
 def _one_error_line(result, *needles: str) -> str:
