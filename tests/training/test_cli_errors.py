@@ -148,8 +148,7 @@ def _run_cli_in_subprocess(args: list[str], tmp_path: Path) -> dict:
         f"""
         import json, sys, time
         started = time.perf_counter()
-        from training import cli_base
-from training.cli import app
+        from training.cli import app
         try:
             app({args!r})
             code = 0
