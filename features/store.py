@@ -23,6 +23,7 @@ from feast.data_source import PushMode
 
 from features.online_read import forget_readers, online_reader, push_online
 from features.workspace import Workspace
+from models.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +129,28 @@ def historical_features(
     """Point-in-time join: each entity row sees only feature rows at or before its timestamp."""
     store = store or feature_store(ws)
     return store.get_historical_features(
-        entity_df=entity_df, features=store.get_feature_service(service)
+        entity_df=entity_df, features=get_feature_service(store, service)
     ).to_df()
+
+
+def get_feature_service(store: FeatureStore, service: str):
+    """The registered ``FeatureService`` named ``service``; an unknown name is a `ConfigError`
+    listing the known ones (none known: the registry was never applied)."""
+    from feast.errors import FeatureServiceNotFoundException
+
+    try:
+        return store.get_feature_service(service)
+    except FeatureServiceNotFoundException:
+        known = sorted(s.name for s in store.list_feature_services())
+        if not known:
+            raise ConfigError(
+                f"feature_service={service!r}: the Feast registry has no feature services; "
+                "run `tailor features apply` first"
+            ) from None
+        raise ConfigError(
+            f"feature_service={service!r}: unknown feature service; the known ones are "
+            f"{', '.join(known)}"
+        ) from None
 
 
 def online_features(

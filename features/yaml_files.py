@@ -107,7 +107,11 @@ def read_yaml(
     try:
         return yaml.safe_load(text), origin
     except yaml.YAMLError as exc:
-        raise error(f"{origin}: not valid YAML: {exc}") from None
+        # One line: where and what the parser found, not its multi-line excerpt of the file.
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise error(f"{origin}: not valid YAML{line}: {problem}") from None
 
 
 M = typing.TypeVar("M")

@@ -1,6 +1,9 @@
 """The explicit model registry: name -> (config class, model class), and building by name.
 
-Adding a model means adding one entry to `MODELS`; the contract test suite then covers it.
+Adding a model means adding one entry (a loader) to `MODELS`; the contract test suite then
+covers it. Each entry imports its model's module on first use, so naming a model or checking
+one model's parameters (``tailor train --set params.l2=...``) does not import torch for the
+neural models.
 """
 
 from __future__ import annotations
@@ -8,34 +11,112 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from models.als import IALS, IALSConfig
 from models.base import Recommender
-from models.bpr import BPR, BPRConfig
-from models.ease import EASE, EASEConfig, UserEASE, UserEASEConfig
-from models.knn import ItemKNN, UserKNN
-from models.knn_similarity import ItemKNNConfig, UserKNNConfig
-from models.ncf import NCF, NCFConfig
-from models.popularity import Popularity, PopularityConfig
-from models.sasrec import SASRec, SASRecConfig
 from models.storage import read_saved_meta
-from models.two_tower import TwoTower, TwoTowerConfig
 
-MODELS: dict[str, tuple[type, type[Recommender]]] = {
-    "popularity": (PopularityConfig, Popularity),
-    "ease": (EASEConfig, EASE),
-    "user_ease": (UserEASEConfig, UserEASE),
-    "user_knn": (UserKNNConfig, UserKNN),
-    "item_knn": (ItemKNNConfig, ItemKNN),
-    "ials": (IALSConfig, IALS),
-    "bpr": (BPRConfig, BPR),
-    "ncf": (NCFConfig, NCF),
-    "two_tower": (TwoTowerConfig, TwoTower),
-    "sasrec": (SASRecConfig, SASRec),
-}
+Entry = tuple[type, type[Recommender]]
+
+
+def _popularity() -> Entry:
+    from models.popularity import Popularity, PopularityConfig
+
+    return PopularityConfig, Popularity
+
+
+def _ease() -> Entry:
+    from models.ease import EASE, EASEConfig
+
+    return EASEConfig, EASE
+
+
+def _user_ease() -> Entry:
+    from models.ease import UserEASE, UserEASEConfig
+
+    return UserEASEConfig, UserEASE
+
+
+def _user_knn() -> Entry:
+    from models.knn import UserKNN
+    from models.knn_similarity import UserKNNConfig
+
+    return UserKNNConfig, UserKNN
+
+
+def _item_knn() -> Entry:
+    from models.knn import ItemKNN
+    from models.knn_similarity import ItemKNNConfig
+
+    return ItemKNNConfig, ItemKNN
+
+
+def _ials() -> Entry:
+    from models.als import IALS, IALSConfig
+
+    return IALSConfig, IALS
+
+
+def _bpr() -> Entry:
+    from models.bpr import BPR, BPRConfig
+
+    return BPRConfig, BPR
+
+
+def _ncf() -> Entry:
+    from models.ncf import NCF, NCFConfig
+
+    return NCFConfig, NCF
+
+
+def _two_tower() -> Entry:
+    from models.two_tower import TwoTower, TwoTowerConfig
+
+    return TwoTowerConfig, TwoTower
+
+
+def _sasrec() -> Entry:
+    from models.sasrec import SASRec, SASRecConfig
+
+    return SASRecConfig, SASRec
+
+
+class _Registry(Mapping[str, Entry]):
+    """A read-only ``name -> (config class, model class)`` mapping that calls an entry's loader
+    the first time the entry is read; names, ``in`` and ``len`` import nothing."""
+
+    def __init__(self, loaders: dict[str, Callable[[], Entry]]) -> None:
+        self._loaders = loaders
+        self._loaded: dict[str, Entry] = {}
+
+    def __getitem__(self, name: str) -> Entry:
+        if name not in self._loaded:
+            self._loaded[name] = self._loaders[name]()
+        return self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaders)
+
+    def __len__(self) -> int:
+        return len(self._loaders)
+
+
+MODELS: Mapping[str, Entry] = _Registry(
+    {
+        "popularity": _popularity,
+        "ease": _ease,
+        "user_ease": _user_ease,
+        "user_knn": _user_knn,
+        "item_knn": _item_knn,
+        "ials": _ials,
+        "bpr": _bpr,
+        "ncf": _ncf,
+        "two_tower": _two_tower,
+        "sasrec": _sasrec,
+    }
+)
 
 #: Models that read the order of a history from the matrix values (positions 1..n by time);
 #: build their inputs with ``models.sasrec.sequence_matrix``.

@@ -11,12 +11,13 @@ from mlflow.tracking import MlflowClient
 
 from features.workspace import Workspace
 from models.bundle import ModelBundle
+from models.errors import TailorError
 from models.scoring import Scorer
 
 logger = logging.getLogger(__name__)
 
 
-class ServingStartupError(RuntimeError):
+class ServingStartupError(TailorError, RuntimeError):
     """The service cannot start: no champion, or its feature service is missing."""
 
 

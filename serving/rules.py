@@ -39,6 +39,7 @@ from pydantic import (
 from features.personas import SEPARATOR
 from features.schema import DEVICE_TYPES
 from features.yaml_files import FileModel, Invalid, read_yaml, validate
+from models.errors import SpecError
 
 SOURCES = (
     "model",
@@ -55,7 +56,7 @@ CONTEXT_ORDER = ("category", "country", "device_type")
 CONTEXT_CATEGORY = "@context"
 
 
-class RulesError(ValueError):
+class RulesError(SpecError):
     """A rules file is invalid; the message names the rule and the key."""
 
 

@@ -14,6 +14,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from models.errors import TailorError
+
 #: The line our Lua ``done`` callback prints; the rest of wrk's output is for people.
 SUMMARY_PREFIX = "TAILOR_BENCH "
 INSTALL_HINT = (
@@ -22,7 +24,7 @@ INSTALL_HINT = (
 )
 
 
-class LoadGeneratorMissing(RuntimeError):
+class LoadGeneratorMissing(TailorError, RuntimeError):
     """``wrk`` is not on the PATH."""
 
 

@@ -74,10 +74,10 @@ class BenchmarkSpec(FileModel):
 
 def load_spec(path: Path) -> BenchmarkSpec:
     """Read and validate a benchmark spec; a `ConfigError` names the file, key and value."""
-    from training.config import ConfigError
+    from models.errors import SpecError
 
-    loaded, origin = read_yaml(path, ConfigError, "benchmark spec")
-    return validate(BenchmarkSpec, {} if loaded is None else loaded, ConfigError, origin)
+    loaded, origin = read_yaml(path, SpecError, "benchmark spec")
+    return validate(BenchmarkSpec, {} if loaded is None else loaded, SpecError, origin)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,6 @@ commands is a module that registers itself on import.
 
 from __future__ import annotations
 
-import logging
-
 from training import (  # noqa: F401 - imported for the commands they register
     cli_data,
     cli_models,
@@ -21,5 +19,5 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:  # pragma: no cover - console script entry
-    logging.basicConfig(level=logging.WARNING)
+    """The ``tailor`` console script; logging and errors are set up by the app itself."""
     app()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn
 from rich.table import Table
 
 from training.cli_base import (
@@ -17,6 +17,9 @@ from training.cli_base import (
     app,
     console,
     fail,
+    format_value,
+    progress_bar,
+    say,
     summary_table,
     workspace,
 )
@@ -36,22 +39,17 @@ def train(
     home: HomeOption = None,
 ) -> None:
     """Train the model and the baseline, log both to MLflow, register the model."""
-    from models.registry import MODELS
-    from training.config import ConfigError, load_train_config
-    from training.pipeline import train_and_evaluate
+    from training.config import load_train_config
 
     sets = list(set_ or [])
     if model:
         sets.insert(0, f"model={model}")
-    try:
-        config = load_train_config(spec, sets)
-        if config.model not in MODELS:
-            raise ConfigError(f"unknown model {config.model!r}; allowed: {', '.join(MODELS)}")
-    except ConfigError as exc:
-        fail(str(exc))
+    config = load_train_config(spec, sets)  # checked before the heavy imports below
+    from training.pipeline import train_and_evaluate
+
     ws = workspace(home)
     try:
-        result = train_and_evaluate(ws, config, progress=lambda m: console.log(m))
+        result = train_and_evaluate(ws, config, progress=say)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     _print_train(result, config.k, config.model, config.baseline)
@@ -63,13 +61,20 @@ def _print_train(result, k: int, model: str, baseline: str) -> None:
     table.add_column(baseline, justify="right")
     table.add_column(model, justify="right")
     for name, value in result.metrics.items():
-        table.add_row(
-            name, f"{result.baseline_metrics.get(name, float('nan')):.4f}", f"{value:.4f}"
-        )
+        baseline_value = result.baseline_metrics.get(name, float("nan"))
+        cells = [baseline_value, value]
+        if name.startswith("n_"):  # counts (n_users) as integers
+            table.add_row(name, *(format_value(v) for v in cells))
+        else:
+            table.add_row(name, *(f"{v:.4f}" for v in cells))
     console.print(table)
+    if result.registered_version is None:
+        what = f"model {result.model_label}, not registered (register=false)"
+    else:
+        what = f"registered [bold]{result.model_label}[/]"
     console.print(
-        f"run [bold]{result.run_id}[/], registered [bold]{result.model_label}[/] "
-        f"({result.n_users} users, {result.n_items} items)"
+        f"run [bold]{result.run_id}[/], {what} ({result.n_users} users, {result.n_items} items)",
+        soft_wrap=True,
     )
     if result.promotion is not None:
         role = "champion" if result.promotion.promoted else "challenger"
@@ -119,7 +124,7 @@ def benchmark(
             params=params,
             k=k,
             results_dir=out,
-            say=lambda m: console.log(m),
+            say=say,
             selection=selection,
             command=benchmark_command(dataset, protocol, model, k, out, spec, ws.home),
         )
@@ -165,25 +170,13 @@ def tune(
     """Tune a model with Optuna on the validation part; refit the best, score it on test."""
     from rich.progress import TaskProgressColumn
 
-    from features.dataset_types import DatasetFetchError
-    from training.config import ConfigError
     from training.spec import load_experiment_spec
+
+    loaded = load_experiment_spec(spec)  # checked before the heavy imports (Optuna, MLflow)
     from training.tune import run_tuning
 
     ws = workspace(home)
-    try:
-        loaded = load_experiment_spec(spec)
-    except ConfigError as exc:
-        fail(str(exc))
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn("best {task.fields[best]}"),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    bar = progress_bar(TaskProgressColumn(), TextColumn("best {task.fields[best]}"))
     total = trials or loaded.trials
     with bar:
         task = bar.add_task(f"tuning {loaded.name}", total=total, best="–")
@@ -203,7 +196,7 @@ def tune(
                 register=register,
                 progress=show,
             )
-        except (ConfigError, ValueError, DatasetFetchError) as exc:
+        except ValueError as exc:
             fail(str(exc))
     rows: dict[str, object] = {
         "study / storage": f"{result.study_name} @ {result.storage}",
@@ -248,17 +241,19 @@ def fit_predict_command(
     ] = None,
 ) -> None:
     """Fit a model on any interactions file and write each listed user's top-k unseen items."""
-    import yaml
-
-    from training.config import ConfigError, parse_sets
+    from training.config import parse_sets, yaml_value
     from training.fit_predict import fit_predict
 
+    params = {key: yaml_value(key, value) for key, value in parse_sets(set_ or []).items()}
     try:
-        params = {key: yaml.safe_load(value) for key, value in parse_sets(set_ or []).items()}
         with console.status(f"fitting {model}"):
             result = fit_predict(train, users, model, params, k, out)
-    except (ConfigError, ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, KeyError) as exc:
         fail(str(exc))
+    except OSError as exc:  # a missing file, or a folder or an unreadable file given as one
+        if exc.filename is None:
+            fail(str(exc))
+        fail(f"{exc.filename}: {exc.strerror}; pass a CSV or Parquet file")
     console.print(
         summary_table(
             "fit-predict",

@@ -38,13 +38,10 @@ def register_command(
     home: HomeOption = None,
 ) -> None:
     """Register a run's model as a new version with the alias `challenger` (lineage tags copied)."""
-    from training.promote import PromotionError, register_run
+    from training.promote import register_run
 
     ws = workspace(home)
-    try:
-        version = register_run(ws, run_id, name)
-    except PromotionError as exc:
-        fail(str(exc))
+    version = register_run(ws, run_id, name)
     rows: dict[str, object] = {"version": f"{name}@{version.version}", "alias": "challenger"}
     rows.update({f"tag: {key}": value for key, value in sorted(version.tags.items())})
     console.print(summary_table(f"registered run {run_id}", rows))
@@ -64,13 +61,10 @@ def promote_command(
     home: HomeOption = None,
 ) -> None:
     """Make the `challenger` the `champion` if it beats it on the same test split."""
-    from training.promote import PromotionError, promote
+    from training.promote import promote
 
     ws = workspace(home)
-    try:
-        result = promote(ws, model, force=force)
-    except PromotionError as exc:
-        fail(str(exc))
+    result = promote(ws, model, force=force)
 
     def _value(value: float | None) -> str:
         return "-" if value is None else f"{value:.6f}"
@@ -144,7 +138,7 @@ def compare_command(
 
 @app.command("ui", rich_help_panel=PANEL)
 def ui_command(
-    port: Annotated[int, typer.Option(help="HTTP port of the MLflow UI.")] = 5000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of the MLflow UI.")] = 5000,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the mlflow ui command instead of running it.")

@@ -17,6 +17,7 @@ from training.cli_base import (
     console,
     fail,
     progress_bar,
+    say,
     summary_table,
     workspace,
 )
@@ -62,22 +63,27 @@ def segment_command(
 
     import pandas as pd
 
-    from features.dataset_types import DatasetFetchError
-    from training.config import ConfigError
-    from training.segment import segment_dataset, segment_events, segment_workspace, write_csv
-    from training.segment_report import write_report
     from training.segment_run import load_segment_job
 
-    try:
-        job = load_segment_job(spec, list(set_ or []))
-    except ConfigError as exc:
-        fail(str(exc))
+    job = load_segment_job(spec, list(set_ or []))  # checked before the heavy imports below
+    from training.segment import segment_dataset, segment_events, segment_workspace, write_csv
+    from training.segment_report import write_report
+
     if events is not None and out is None:
         fail("--events needs --out FILE for the user_id,segment_id,segment_label CSV")
     if dataset is not None and (events is not None or as_of is not None):
         fail("--dataset segments a real data set; it takes no --events or --as-of")
+    if truth is not None and not truth.is_file():
+        fail(f"--truth {truth}: no such file; pass a CSV of user_id,label (e.g. personas.csv)")
+    stamp = None
+    if as_of is not None:
+        try:
+            stamp = pd.Timestamp(as_of)
+        except ValueError:
+            fail(f"--as-of {as_of!r}: not a date/time; write e.g. 2026-01-22 or 2026-01-22T12:00")
+        if stamp.tzinfo is None:
+            stamp = stamp.tz_localize("UTC")
     ws = workspace(home)
-    say = lambda m: console.log(m)  # noqa: E731
     try:
         truth_frame = pd.read_csv(truth, dtype=str) if truth is not None else None
         if dataset is not None:
@@ -87,11 +93,8 @@ def segment_command(
         elif events is not None:
             result = segment_events(ws, events, job, out, truth=truth_frame, say=say)
         else:
-            stamp = None if as_of is None else pd.Timestamp(as_of)
-            if stamp is not None and stamp.tzinfo is None:
-                stamp = stamp.tz_localize("UTC")
             result = segment_workspace(ws, job, stamp, truth=truth_frame, out=out, say=say)
-    except (ValueError, FileNotFoundError, DatasetFetchError) as exc:
+    except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     table = Table(title=f"segments ({result.segmenter.report.algorithm})")
     for column in ("id", "label", "size", "share", "defining features (z)", "neighbour p"):
@@ -229,12 +232,9 @@ def micro_segments_command(
     home: HomeOption = None,
 ) -> None:
     """Evaluate micro-segment rules on the event log; write the lists and the Feast feature."""
-    from training.micro_segments import RuleError, load_rules, run_micro_segments
+    from training.micro_segments import load_rules, run_micro_segments
 
-    try:
-        loaded = load_rules(rules)
-    except RuleError as exc:
-        fail(str(exc))
+    loaded = load_rules(rules)
     ws = workspace(home)
     try:
         with console.status("evaluating micro-segment rules"):

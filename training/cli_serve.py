@@ -18,6 +18,7 @@ from training.cli_base import (
     bench_app,
     console,
     fail,
+    say,
     summary_table,
     workspace,
 )
@@ -27,7 +28,7 @@ PANEL = "Serving"
 
 @app.command("serve", rich_help_panel=PANEL)
 def serve(
-    port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 3000,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     workers: Annotated[int, typer.Option(min=1, help="API worker processes.")] = 1,
     home: HomeOption = None,
@@ -35,14 +36,11 @@ def serve(
     """Serve the champion model with `bentoml serve` (POST /recommend, GET /healthz)."""
     import os
 
-    from serving.loader import ServingStartupError, preflight
+    from serving.loader import preflight
     from serving.process import DEFAULT_ALIAS, DEFAULT_MODEL, serve_command, serve_env
 
     ws = workspace(home)
-    try:
-        label = preflight(ws, os.environ.get("TAILOR_MODEL_NAME", DEFAULT_MODEL), DEFAULT_ALIAS)
-    except ServingStartupError as exc:
-        fail(str(exc))
+    label = preflight(ws, os.environ.get("TAILOR_MODEL_NAME", DEFAULT_MODEL), DEFAULT_ALIAS)
     console.print(f"model {label}")
     command = serve_command(port, host)
     console.print(f"serving {ws.home} on http://{host}:{port}")
@@ -60,7 +58,7 @@ def demo(
     from training.demo import run_demo
 
     ws = workspace(home)
-    answer = run_demo(ws, users=users, days=days, seed=seed, say=lambda m: console.log(m))
+    answer = run_demo(ws, users=users, days=days, seed=seed, say=say)
     console.rule("POST /recommend")
     console.print_json(json.dumps(answer["response"]))
     console.print(summary_table("demo", answer["summary"]))
@@ -121,13 +119,10 @@ def bench_serve_command(
 
     from serving.bench import BenchSettings, bench_serve, target_lines, write_report
     from serving.loader import ServingStartupError
-    from serving.wrk import LoadGeneratorMissing, find_wrk
+    from serving.wrk import find_wrk
     from training.result_files import workspace_results
 
-    try:
-        find_wrk()
-    except LoadGeneratorMissing as exc:
-        fail(str(exc))
+    find_wrk()
     ws = workspace(home)
     settings = BenchSettings(
         concurrency=concurrency,
@@ -139,7 +134,7 @@ def bench_serve_command(
     )
     command = shlex.join(["tailor", *sys.argv[1:]])
     try:
-        report = bench_serve(ws, settings, say=lambda m: console.log(m), command=command)
+        report = bench_serve(ws, settings, say=say, command=command)
     except (ServingStartupError, RuntimeError) as exc:
         fail(str(exc))
     table = Table(title=f"{report.model}: {concurrency} connections, {duration:g} s")

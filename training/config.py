@@ -16,12 +16,9 @@ from pydantic import field_validator
 from pydantic.dataclasses import dataclass
 
 from features.yaml_files import FILE_CONFIG, read_yaml, reject_bool_numbers, validate
+from models.errors import ConfigError
 
 C = TypeVar("C")
-
-
-class ConfigError(ValueError):
-    """A config key or value that is not allowed; the message says which and what is."""
 
 
 @dataclass(frozen=True, config=FILE_CONFIG)
@@ -74,12 +71,10 @@ def load_layers(
             validate(cls, _nest(cls, loaded, flat), ConfigError, origin, flat=flat)
             values.update(loaded)
     if sets:
-        import yaml
-
         for key, value in parse_sets(sets).items():
             if key.startswith("params."):
                 params = dict(values.get("params") or {})
-                params[key.removeprefix("params.")] = yaml.safe_load(value)
+                params[key.removeprefix("params.")] = yaml_value(key, value)
                 values["params"] = params
             else:
                 values[key] = value
@@ -104,4 +99,35 @@ def _nest(cls: type, values: Any, flat: tuple[str, ...]) -> Any:
 
 def load_train_config(spec: Path | None = None, sets: list[str] | None = None) -> TrainConfig:
     """Defaults, then the YAML spec, then ``--set`` overrides (``params.NAME=V`` for the model)."""
-    return load_layers(TrainConfig, spec, sets, what="train spec")
+    config = load_layers(TrainConfig, spec, sets, what="train spec")
+    check_models(config)
+    return config
+
+
+def check_models(config: TrainConfig) -> None:
+    """The model and baseline names and the model's parameters, checked against the registry
+    without importing the other models (or MLflow and Feast): a typo fails in a second."""
+    from models.registry import MODELS, make_config
+
+    for key in ("model", "baseline"):
+        name = getattr(config, key)
+        if name not in MODELS:
+            raise ConfigError(f"{key}={name!r}: unknown model; allowed: {', '.join(MODELS)}")
+    try:
+        make_config(config.model, config.params)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"params: {exc}") from None
+
+
+def yaml_value(key: str, text: str) -> Any:
+    """``--set key=text``'s value read as YAML (``200`` → int, ``true`` → bool, ``[1, 2]`` →
+    list); text that is not valid YAML is a `ConfigError` naming the key."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(
+            f"--set {key}={text!r}: not a valid value; quote text or write a number, "
+            "true/false or a list like [1, 2]"
+        ) from None

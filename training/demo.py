@@ -60,15 +60,36 @@ def run_demo(
         response.raise_for_status()
         answer = response.json()
     say("service stopped")
+    summary = demo_summary(
+        report.accepted, built.rows["user_features"], result, k, health, user_id, answer
+    )
+    summary["seconds"] = f"{time.perf_counter() - started:.1f}"
+    return {"response": answer, "summary": summary, "train": result}
+
+
+def demo_summary(
+    accepted: int,
+    feature_rows: int,
+    result: Any,
+    k: int,
+    health: int,
+    user_id: str,
+    answer: dict[str, Any],
+) -> dict[str, Any]:
+    """The demo's summary rows. The model that answered is the one the answer names (the
+    service serves the champion; a freshly trained model that did not win stays challenger),
+    so the table shows both the trained version and the answering one."""
     ndcg = f"ndcg_at_{k}"
-    summary = {
-        "events accepted": report.accepted,
-        "feature rows (user)": built.rows["user_features"],
-        "model": result.model_label,
+    trained = result.model_label
+    if result.promotion is not None and not result.promotion.promoted:
+        trained += " (challenger, not promoted)"
+    return {
+        "events accepted": accepted,
+        "feature rows (user)": feature_rows,
+        "model trained": trained,
         f"{ndcg} model": result.metrics[ndcg],
         f"{ndcg} popularity": result.baseline_metrics[ndcg],
         "GET /healthz": health,
         "asked for": user_id,
-        "seconds": round(time.perf_counter() - started, 1),
+        "answered by": answer.get("model", "unknown"),
     }
-    return {"response": answer, "summary": summary, "train": result}

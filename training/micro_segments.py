@@ -41,6 +41,7 @@ from features.eventlog import EventLog
 from features.ids import ANON_PREFIX
 from features.workspace import Workspace
 from features.yaml_files import FileModel, Invalid, read_yaml, validate
+from models.errors import SpecError
 from models.patterns import SequenceIndex
 from training.patterns import BY_FIELDS, session_sequences
 
@@ -50,7 +51,7 @@ NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 EVENT_COLUMNS = ("session_id", "timestamp", "user_id", "anonymous_id", *BY_FIELDS)
 
 
-class RuleError(ValueError):
+class RuleError(SpecError):
     """A micro-segment rule file that cannot be used; the message names the rule and key."""
 
 

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 from features.workspace import Workspace
+from models.errors import TailorError
 from training import lineage, tracking
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ PROMOTION_REASON_TAG = "tailor.promotion_reason"
 PROMOTION_RUN_TAG = "tailor.promotion_run_id"
 
 
-class PromotionError(ValueError):
+class PromotionError(TailorError, ValueError):
     """A run or registry state that cannot be registered or promoted; the message says why."""
 
 

@@ -27,9 +27,9 @@ from pydantic import (
 )
 
 from features.yaml_files import FileModel, Invalid, read_yaml, validate
+from models.errors import ConfigError
 from models.registry import MODELS, make_config, param_types
 from training import lineage
-from training.config import ConfigError
 from training.protocols import PROTOCOLS
 
 #: Named data sets; any other value must be an interactions file

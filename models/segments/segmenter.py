@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.errors import DataError
 from models.segments.labels import Profile, Vocabulary, describe, name_segments, profiles
 from models.segments.matching import match_centroids
 from models.segments.preprocess import SCALINGS, Preprocessor, fit_preprocessor
@@ -63,6 +64,20 @@ class SegmenterConfig:
             raise ValueError(f"need 2 <= k_min <= k_max, got k_min={self.k_min} k_max={self.k_max}")
         if not 0 < self.alpha < 1 or self.min_size < 0 or self.pca < 0:
             raise ValueError(f"need 0 < alpha < 1, min_size >= 0, pca >= 0; got {self}")
+
+
+def _single_segment(algorithm: str, n: int, d: int) -> str:
+    """Why a fit found one segment, and what to use instead."""
+    found = f"algorithm={algorithm!r} found a single segment in {n} users"
+    if algorithm == "dbscan":
+        found += (
+            f" (min_samples={2 * d} for {d} dimensions, eps at the knee of the k-distance "
+            "curve: one density-connected region)"
+        )
+    return (
+        f"{found}: nothing to segment; use algorithm=hdbscan (clusters of different "
+        "densities) or kmeans, gmm or agglomerative (k between k_min and k_max)"
+    )
 
 
 @dataclass
@@ -137,6 +152,8 @@ class Segmenter:
             if best is None or (np.isfinite(score) and score > best_score):
                 best, best_score = (algorithm, curve.chosen_k, labels), score
         self.report.algorithm, self.report.k_selected, labels = best
+        if self.report.k_selected < 2:
+            raise DataError(_single_segment(cfg.algorithm, len(x), z.shape[1]))
         logged = self.preprocessor.logged(x)
         labels, self.report.merges = consolidate(
             z, logged, feature_names, labels, min_size=min_size, alpha=cfg.alpha,

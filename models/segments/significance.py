@@ -44,8 +44,9 @@ class Merge:
 
 
 def _numeric_p(groups: list[np.ndarray]) -> tuple[float, float, float]:
-    """Kruskal–Wallis statistic and p, and the ANOVA p; identical values → no difference."""
-    if len({float(v) for g in groups for v in np.unique(g)}) < 2:
+    """Kruskal–Wallis statistic and p, and the ANOVA p; identical values or a single group (one
+    segment: nothing to compare) → no difference."""
+    if len(groups) < 2 or len({float(v) for g in groups for v in np.unique(g)}) < 2:
         return 0.0, 1.0, 1.0
     kruskal = stats.kruskal(*groups)
     with np.errstate(all="ignore"):

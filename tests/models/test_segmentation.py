@@ -159,3 +159,39 @@ def test_config_errors_name_the_key_and_the_allowed_values():
         SegmenterConfig(algorithm="spectral")
     with pytest.raises(ValueError, match="k_min"):
         SegmenterConfig(k_min=5, k_max=3)
+
+
+def test_feature_tests_of_a_single_segment_find_no_difference():
+    """Issue #10 item 9: one segment left scipy's Kruskal-Wallis with one group, which raised
+    IndexError (`tailor segment --set algorithm=dbscan`); one group has nothing to compare."""
+    from models.segments.significance import feature_tests
+
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    tests = feature_tests(x, ["a", "b", "c"], np.zeros(50, dtype=np.int64))
+    assert [(t.feature, t.statistic, t.p_value) for t in tests] == [
+        ("a", 0.0, 1.0),
+        ("b", 0.0, 1.0),
+        ("c", 0.0, 1.0),
+    ]
+
+
+def test_dbscan_on_one_dense_region_refuses_with_a_reason():
+    """Issue #10 item 9: DBSCAN with eps at the k-distance knee finds one region in a single
+    blob; the segmenter says so and what to use instead (it raised IndexError)."""
+    from models.errors import DataError
+
+    x = np.random.default_rng(0).normal(size=(300, 4))
+    with pytest.raises(DataError) as caught:
+        Segmenter(SegmenterConfig(algorithm="dbscan")).fit(x, ["a", "b", "c", "d"])
+    message = str(caught.value)
+    assert message.startswith("algorithm='dbscan' found a single segment in 300 users")
+    assert "min_samples=8" in message and "use algorithm=hdbscan" in message
+
+
+def test_dbscan_segments_separated_blobs_end_to_end(blobs):
+    """Issue #10 item 9: DBSCAN works through the whole segmenter (eps from the knee)."""
+    x, truth = blobs
+    names = [f"f{j}" for j in range(x.shape[1])]
+    segmenter = Segmenter(SegmenterConfig(algorithm="dbscan")).fit(x, names)
+    assert segmenter.report.algorithm == "dbscan"
+    assert adjusted_rand_score(truth, segmenter.assignments) > 0.9

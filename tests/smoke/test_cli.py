@@ -67,6 +67,23 @@ def test_step_by_step_pipeline_then_clear_errors(tmp_path):
     _run(["features", "materialize"], home)
     trained = _run(["train", "--set", "test_days=4", "--set", "params.l2=100"], home)
     assert "tailor-recommender@1" in trained
+    # issue #10 item 17: counts as integers (was `n_users │ 197.0000 │ 197.0000`), no file:line
+    assert re.search(r"n_users\s*│\s*\d+\s*│\s*\d+\s*│", trained)
+    assert "cli_models.py:" not in trained
+    # issue #10 item 9: register=false registers nothing and says so (printed "registered")
+    unregistered = _run(["train", "--set", "test_days=4", "--set", "register=false"], home)
+    assert "not registered (register=false)" in unregistered
+    assert not re.search(r"(?<!not )registered", unregistered)
+    # issue #10 item 9: an unknown feature service was Feast's FeatureServiceNotFoundException
+    unknown = runner.invoke(
+        app, ["train", "--set", "feature_service=user_profile_v9", "--home", str(home)]
+    )
+    assert unknown.exit_code == 1 and "Traceback" not in unknown.output
+    errors = [line for line in unknown.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: feature_service='user_profile_v9': unknown feature service; the known ones are "
+        "item_profile_v1, user_persona_v1, user_profile_v1"
+    ]
 
     bad = runner.invoke(app, ["train", "--set", "nope=1", "--home", str(home)])
     assert bad.exit_code == 1
@@ -85,6 +102,8 @@ def test_demo_prints_a_real_answer_from_the_http_endpoint(tmp_path):
     assert len(answer["items"]) == 10
     assert answer["personalized"] is True
     assert answer["model"] == "tailor-recommender@1"
+    # issue #10 item 17: the summary names the model that answered, from the answer itself
+    assert re.search(r"answered by\s*│\s*tailor-recommender@1\s*│", output)
     assert all(item["strategy"] == "model:ease" for item in answer["items"])
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from models.errors import ConfigError
 from training.benchmark import load_spec
-from training.config import ConfigError
 from training.protocols import protocol_split
 
 

@@ -8,9 +8,9 @@ from pydantic import field_validator
 from pydantic.dataclasses import dataclass
 
 from features.yaml_files import FILE_CONFIG, reject_bool_numbers, validate
+from models.errors import ConfigError
 from models.registry import build
 from training.config import (
-    ConfigError,
     TrainConfig,
     load_layers,
     load_train_config,

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from features import store
 from features.generate import generate_clickstream, write_generated
 from features.workspace import Workspace
+from models.errors import ConfigError
 from training import tracking
 from training.cli import app
-from training.config import ConfigError
 from training.segment import segment_events, segment_workspace
 from training.segment_run import SegmentJob, load_segment_job
 
@@ -131,3 +131,19 @@ def test_cli_segment_errors_and_spec_keys(tmp_path):
         load_segment_job(None, ["k_maxx=3"])
     job = load_segment_job(None, ["algorithm=gmm", "k_max=6", "min_sessions=3"])
     assert (job.segmenter.algorithm, job.segmenter.k_max, job.min_sessions) == ("gmm", 6, 3)
+
+
+def test_cli_dbscan_refuses_one_dense_region_in_one_line(segmented):
+    """Issue #10 item 9: `tailor segment --set algorithm=dbscan` raised IndexError in the
+    significance tests; DBSCAN (eps at the k-distance knee) finds one region in these personas,
+    and the command says so, and what to use instead, in one error line."""
+    ws, _, _, _ = segmented
+    result = CliRunner().invoke(
+        app, ["segment", "--set", "algorithm=dbscan", "--set", "register=false", "--home",
+              str(ws.home)],
+    )  # fmt: skip
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith("error: algorithm='dbscan' found a single segment in ")
+    assert "use algorithm=hdbscan" in errors[0]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from models.errors import ConfigError
 from models.registry import MODELS
-from training.config import ConfigError
 from training.spec import ExperimentSpec, load_experiment_spec, parse_experiment_spec
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from features.workspace import Workspace
-from training.config import ConfigError
+from models.errors import ConfigError
 from training.promote import PromotionError, register_run
 from training.spec import ExperimentSpec, load_experiment_spec, parse_experiment_spec
 from training.tune import open_study, run_tuning, study_trials
