@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from features.datasets import load  # noqa: E402
+from features.datasets.load import load  # noqa: E402
 from models.als import IALS, SERIAL_BELOW_NNZ, IALSConfig  # noqa: E402
 from models.bpr import BPR, BPRConfig  # noqa: E402
 from models.interactions import IdMap, Interactions  # noqa: E402

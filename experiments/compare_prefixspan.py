@@ -1,4 +1,4 @@
-"""Our PrefixSpan (models.patterns) against the `prefixspan` package (PyPI prefixspan==0.5.2).
+"""Our PrefixSpan (models.prefixspan) against the `prefixspan` package (PyPI prefixspan==0.5.2).
 
 Same process, same input: the sessions of one generated clickstream as lists of tokens (page,
 category and event type sequences). For each field it mines frequent and closed patterns with
@@ -28,8 +28,8 @@ from pathlib import Path
 
 from prefixspan import PrefixSpan as ReferencePrefixSpan
 
-from features.generate import generate_clickstream
-from models.patterns import PatternConfig, PrefixSpan, resolve_min_support
+from features.synthetic.generate import generate_clickstream
+from models.prefixspan import PatternConfig, PrefixSpan, resolve_min_support
 from training.patterns import session_sequences
 
 #: field → minimum support (fraction of sessions) used for the comparison
@@ -58,7 +58,7 @@ def witness(pattern: tuple, support: int, groups: dict) -> tuple | None:
 
 def closed_from(frequent: dict[tuple, int]) -> dict[tuple, int]:
     """Closed patterns of a complete frequent set: no one-longer pattern of equal support
-    contains them (an implementation independent of models.patterns)."""
+    contains them (an implementation independent of models.prefixspan)."""
     groups = by_length_and_support(frequent)
     return {p: s for p, s in frequent.items() if witness(p, s, groups) is None}
 
@@ -165,7 +165,7 @@ NOTES = [
 
 def write_report(args, rows: list[dict], sizes: dict, command: str) -> None:
     lines = [
-        "# PrefixSpan: ours (models/patterns.py) vs the `prefixspan` package",
+        "# PrefixSpan: ours (models/prefixspan.py) vs the `prefixspan` package",
         "",
         f"Generated clickstream: `generate_clickstream({args.users}, {args.days}, "
         f"seed={args.seed})`; one sequence per session (sessions without a value left out). "

@@ -8,7 +8,7 @@ Results: experiments/results/validation-selection.md.
 import time
 from pathlib import Path
 
-from features.datasets import movielens_file_order
+from features.datasets.load import movielens_file_order
 from training.evaluate import fit_and_score
 from training.protocols import msr_split, to_eval
 

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from features.datasets import movielens_file_order  # noqa: E402
+from features.datasets.load import movielens_file_order  # noqa: E402
 from models.registry import MODELS  # noqa: E402
 from training.evaluate import fit_and_score  # noqa: E402
 from training.protocols import msr_split, to_eval  # noqa: E402

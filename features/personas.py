@@ -1,7 +1,7 @@
 """Real-time personas: a small state per person folded from their events, scored by YAML rules.
 
 Pure Python and pandas (no Feast), so the same :func:`fold` runs on ``/events`` for the events a
-call appended (``serving/personas.py``) and over the whole event log for the offline persona
+call appended (``serving/persona_updates.py``) and over the whole event log for the offline persona
 table (:func:`persona_table`, written by ``tailor features build``).
 
 **State** (:class:`PersonaState`): counts of events, sessions and sessions started on a phone,

@@ -11,8 +11,8 @@ dense (no NaN) because online stores and models need a value for every feature; 
 has no data the fill value is documented in its description.
 
 This module is the entry point; the column declarations live in :mod:`features.feature_specs`,
-the shared event preparation in :mod:`features.snapshot_core` and the per-entity snapshots in
-:mod:`features.user_snapshots` and :mod:`features.item_snapshots`. All of them are plain pandas
+the shared event preparation in :mod:`features.snapshots.core` and the per-entity snapshots in
+:mod:`features.snapshots.users` and :mod:`features.snapshots.items`. All of them are plain pandas
 and must not import Feast (see ``feature_repo/`` for declarations).
 """
 
@@ -27,9 +27,9 @@ from features.feature_specs import (
     USER_FEATURES,
 )
 from features.ids import person_keys
-from features.item_snapshots import item_snapshot
-from features.snapshot_core import as_of_times, finish, prepare, utc_ns
-from features.user_snapshots import user_snapshot
+from features.snapshots.core import as_of_times, finish, prepare, utc_ns
+from features.snapshots.items import item_snapshot
+from features.snapshots.users import user_snapshot
 
 __all__ = [
     "item_features",

@@ -9,7 +9,7 @@ into one linear layer giving a logit. Training minimizes binary cross-entropy on
 each epoch.
 
 Early stopping: ``validation_fraction`` of each user's interactions (seeded, see
-`models.neural_data.holdout_per_user`) are held out of training; after each epoch the model ranks
+`models.neural.data.holdout_per_user`) are held out of training; after each epoch the model ranks
 all items the user has not trained on and NDCG@10 on the held-out ones is reported as
 ``val_ndcg_at_10``. Training stops after ``patience`` epochs without improvement and keeps the
 best epoch's weights. Held-out interactions are not trained on. With ``validation_fraction == 0``
@@ -42,9 +42,9 @@ from models.checks import (
     parse_sizes,
 )
 from models.interactions import Interactions
-from models.neural import Validate, seed_everything, shuffled_batches
-from models.neural_adapter import MONITOR, NeuralRecommender, held_out_ndcg
-from models.neural_data import NegativeSampler, holdout_per_user, positive_pairs
+from models.neural.adapter import MONITOR, NeuralRecommender, held_out_ndcg
+from models.neural.base import Validate, seed_everything, shuffled_batches
+from models.neural.data import NegativeSampler, holdout_per_user, positive_pairs
 from models.ranking import cosine_to
 
 __all__ = [

@@ -56,9 +56,9 @@ import torch
 from models.base import Callback
 from models.checks import check_early_stopping, check_float, check_int, check_schedule
 from models.interactions import Interactions
-from models.neural import Validate, seed_everything, shuffled_batches
-from models.neural_adapter import MONITOR, VALIDATION_K, NeuralRecommender
-from models.neural_data import NegativeSampler, ndcg_at_k
+from models.neural.adapter import MONITOR, VALIDATION_K, NeuralRecommender
+from models.neural.base import Validate, seed_everything, shuffled_batches
+from models.neural.data import NegativeSampler, ndcg_at_k
 from models.sasrec_net import (
     SASRecModule,
     bce_loss,

@@ -36,8 +36,8 @@ import numpy as np
 from features.online_read import ANSWER_CACHE_ENV
 from features.workspace import Workspace
 from serving import wrk
-from serving.metrics import FEATURE_READ_METRIC
 from serving.process import PROJECT_ROOT, free_port, running, running_service, workers_env
+from serving.prometheus import FEATURE_READ_METRIC
 
 BASELINE_SERVICE = "serving.baseline_service:Baseline"
 DEFAULT_OUT = PROJECT_ROOT / "experiments" / "results" / "serving.md"

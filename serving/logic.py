@@ -23,7 +23,7 @@ import numpy as np
 
 from features.personas import SEPARATOR, split_label
 from models.scoring import Scorer
-from serving.ranking import Candidate, boost, candidates, diversify, iter_candidates, place_slots
+from serving.rerank import Candidate, boost, candidates, diversify, iter_candidates, place_slots
 from serving.rules import CONTEXT_CATEGORY, Decision, Facts, RuleSet, load_rules
 from serving.schemas import (
     MODEL_FAILED,

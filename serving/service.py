@@ -64,14 +64,14 @@ from serving.loader import (
     check_feature_service,
     load_registered,
 )
-from serving.metrics import service_metrics
-from serving.personas import (
+from serving.persona_updates import (
     REAPPLY_BATCH,
     PendingPersonas,
     reapply_personas,
     unknown_rule_personas,
     update_personas,
 )
+from serving.prometheus import service_metrics
 from serving.rules import load_rules
 from serving.schemas import (
     MAX_EVENTS,
@@ -102,7 +102,7 @@ RULES_ENV = "TAILOR_RULES"
 #: reader rebuilt from the registry ~20 ms) it runs in one thread, as a sync api would, for
 #: OFF_LOOP_SECONDS, so a stalled store stalls the loop (health checks, timeouts) once at most.
 SLOW_READ_SECONDS, OFF_LOOP_SECONDS = 0.25, 30.0
-#: Seconds between the checks that re-apply personas whose update failed (serving.personas).
+#: Seconds between the checks that re-apply personas whose update failed (serving.persona_updates).
 PERSONA_RETRY_SECONDS = 5.0
 
 EventsPayload = Annotated[

@@ -10,8 +10,8 @@ import pytest
 from features import store
 from features.build import build_feature_tables, feature_time_range
 from features.eventlog import EventLog
-from features.generate import GeneratedData, generate_clickstream
 from features.ingest import ingest_frame
+from features.synthetic.generate import GeneratedData, generate_clickstream
 from features.workspace import Workspace
 from training.config import TrainConfig
 from training.pipeline import TrainResult, train_and_evaluate

@@ -10,7 +10,7 @@ from importlib.metadata import packages_distributions
 from tests.test_layers import ROOT, imported_modules
 
 #: The packages that make up the product (experiments and tests have their own extras).
-PRODUCT = ("features", "feature_repo", "models", "training", "serving")
+PRODUCT = ("features", "feature_repo", "models", "training", "serving", "cli")
 
 
 def _normalized(name: str) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
-from features.datasets import movielens_file_order
+from features.datasets.load import movielens_file_order
 from features.workspace import Workspace
 from features.yaml_files import FileModel, Invalid, read_yaml, validate
 from models.registry import MODELS, SEQUENTIAL, build
@@ -126,7 +126,7 @@ def load_frame(dataset: str, ws: Workspace) -> pd.DataFrame:
 
 def side_features(dataset: str, ws: Workspace) -> tuple[pd.DataFrame, pd.DataFrame]:
     """User and item attributes indexed by id, for models that read side features."""
-    from features.datasets import load
+    from features.datasets.load import load
 
     loaded = load(dataset, ws.raw_dir)
     users = loaded.users.set_index("user_id").drop(columns=["zip_code"], errors="ignore")

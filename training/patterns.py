@@ -24,7 +24,7 @@ import pandas as pd
 from features.eventlog import EventLog
 from features.ids import ANON_PREFIX
 from features.workspace import Workspace
-from models.patterns import PatternConfig, PatternSet, PrefixSpan, ProgressCallback
+from models.prefixspan import PatternConfig, PatternSet, PrefixSpan, ProgressCallback
 
 logger = logging.getLogger(__name__)
 

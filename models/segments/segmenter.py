@@ -3,7 +3,7 @@
 Data comes in as arrays: ``x`` (n, d) numeric features with their names, optional categorical
 codes (n, c) used only by the significance tests, feature blocks, heavy-tailed columns and a
 label vocabulary. Progress goes through ``callback(event, info)``; nothing is logged to a
-tracker here (see ``training/segment.py``).
+tracker here (see ``training/segments/run.py``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tests for ``features.datasets``: tiny hand-written files, fetch with a fake pip, real data.
+"""Tests for ``features.datasets.load``: tiny hand-written files, fetch with a fake pip, real data.
 
 Unit tests write both MovieLens formats and CDNOW into ``tmp_path``. The integration tests really
 download the recbole and lifetimes wheels (once per session) and check the published sizes.
@@ -14,17 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import dataset_fetch
-from features.dataset_cdnow import load_cdnow
-from features.dataset_fetch import DATASETS, fetch
-from features.dataset_movielens import ML_GENRES, load_movielens_grouplens, load_movielens_recbole
-from features.dataset_types import (
+from features.datasets import fetch as dataset_fetch
+from features.datasets.cdnow import load_cdnow
+from features.datasets.fetch import DATASETS, fetch
+from features.datasets.load import load
+from features.datasets.movielens import ML_GENRES, load_movielens_grouplens, load_movielens_recbole
+from features.datasets.types import (
     DatasetFetchError,
     DatasetFormatError,
     DatasetUnreachableError,
     RatingsDataset,
 )
-from features.datasets import load
 
 # -- tiny fixtures ----------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Unit tests for the synthetic clickstream generator (features/generate.py)."""
+"""Unit tests for the synthetic clickstream generator (features/synthetic/generate.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.generate import DEFAULT_START, GeneratedData, generate_clickstream, write_generated
 from features.schema import EVENT_COLUMNS, PRODUCT_EVENTS, QUANTITY_EVENTS, Event
-from features.synthetic_specs import CATEGORIES, PERSONAS, PRICE_TIERS
+from features.synthetic.generate import (
+    DEFAULT_START,
+    GeneratedData,
+    generate_clickstream,
+    write_generated,
+)
+from features.synthetic.specs import CATEGORIES, PERSONAS, PRICE_TIERS
 
 STRING_COLUMNS = [c for c in EVENT_COLUMNS if c not in ("timestamp", "price", "quantity")]
 

@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 
 from features.eventlog import EventLog
-from features.generate import generate_clickstream
 from features.ingest import ingest_frame
 from features.schema import EVENT_COLUMNS
+from features.synthetic.generate import generate_clickstream
 
 
 def view(event_id: str, **overrides) -> dict:

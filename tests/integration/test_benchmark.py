@@ -8,7 +8,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from features.dataset_types import DatasetUnreachableError
+from features.datasets.types import DatasetUnreachableError
 from features.workspace import Workspace
 from training.benchmark import run_benchmark
 
@@ -99,7 +99,7 @@ def test_the_cli_writes_to_the_workspace_unless_given_a_folder(result, tmp_path,
     committed ten-model table; now it writes under ``<home>/results`` and records ``--spec``."""
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from cli.app import app
     from training.result_files import command_of
 
     ws, _ = result

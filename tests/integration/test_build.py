@@ -14,9 +14,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from cli.app import app
 from serving.bento import BENTO_MODEL_ENV
 from serving.process import free_port, stop, wait_ready
-from training.cli import app
 
 pytestmark = pytest.mark.integration
 

@@ -29,7 +29,7 @@ from features.personas import persona_table
 from features.workspace import Workspace
 from serving.bench_store_lock import exclusive_lock
 from serving.events import ingest_events
-from serving.personas import PendingPersonas, reapply_personas, update_personas
+from serving.persona_updates import PendingPersonas, reapply_personas, update_personas
 from serving.schemas import PERSONAS_NOT_UPDATED, STORE_UNAVAILABLE
 from tests.integration.test_serving_http import (  # noqa: F401  (served is a fixture)
     _categories,

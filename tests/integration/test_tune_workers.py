@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from features.workspace import Workspace
 from tests.services import require_postgres
 from tests.training.test_tune import planted_frame
-from training.tune import delete_study, run_tuning, study_trials
+from training.tune.study import delete_study, run_tuning, study_trials
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,5 @@
-"""The shared neural epoch loop and helpers (`models.neural`) and the NCF model (`models.ncf`)."""
+"""The shared neural epoch loop and helpers (`models.neural.base`) and the NCF model
+(`models.ncf`)."""
 
 import dataclasses
 import json
@@ -13,8 +14,8 @@ from torch import nn
 
 from models.interactions import IdMap, Interactions
 from models.ncf import NCF, NCFConfig
-from models.neural import arrays_to_state, fit_epochs, state_to_arrays
-from models.neural_data import NegativeSampler, holdout_per_user, ndcg_at_k, positive_pairs
+from models.neural.base import arrays_to_state, fit_epochs, state_to_arrays
+from models.neural.data import NegativeSampler, holdout_per_user, ndcg_at_k, positive_pairs
 
 # ---------------------------------------------------------------------- the epoch loop
 

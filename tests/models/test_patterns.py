@@ -1,4 +1,4 @@
-"""PrefixSpan (models.patterns): hand-computed supports, closed patterns, limits, agreement.
+"""PrefixSpan (models.prefixspan): hand-computed supports, closed patterns, limits, agreement.
 
 The hand example is the BIDE paper's database (Wang & Han, 2004), used in
 github.com/chuanconggao/PrefixSpan-py/issues/14: CAABC, ABCB, CABC, ABBCA with min support 2.
@@ -12,7 +12,7 @@ import random
 import numpy as np
 import pytest
 
-from models.patterns import (
+from models.prefixspan import (
     PatternConfig,
     PrefixSpan,
     SequenceIndex,

@@ -138,7 +138,7 @@ def test_missing_wrk_fails_with_how_to_install_it(monkeypatch):
 def test_bench_command_without_wrk_exits_with_the_install_hint(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    from training.cli import app
+    from cli.app import app
 
     monkeypatch.setattr(wrk.shutil, "which", lambda name: None)
     result = CliRunner().invoke(app, ["bench", "serve", "--home", str(tmp_path)])

@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from serving.metrics import ServiceMetrics, strategy_kind
+from serving.prometheus import ServiceMetrics, strategy_kind
 
 
 class _Child:

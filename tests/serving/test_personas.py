@@ -14,7 +14,7 @@ from features.persona_rules import load_personas
 from features.personas import PersonaState
 from serving.events import ingest_events
 from serving.logic import recommend
-from serving.personas import update_personas
+from serving.persona_updates import update_personas
 from serving.rules import Facts, RulesError, load_rules, parse_rules
 from serving.schemas import PERSONAS_NOT_UPDATED, RecommendRequest
 from tests.serving.test_logic import _scorer
@@ -165,7 +165,7 @@ def test_recommend_answers_with_the_persona_and_its_rule():
 
 
 def test_a_rule_testing_a_persona_the_persona_file_lacks_is_named() -> None:
-    from serving.personas import unknown_rule_personas
+    from serving.persona_updates import unknown_rule_personas
 
     personas = load_personas()
     assert unknown_rule_personas(load_rules(None), personas) == []  # the packaged files agree

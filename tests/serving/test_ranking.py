@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from serving.ranking import Candidate, boost, candidates, diversify, place_slots
+from serving.rerank import Candidate, boost, candidates, diversify, place_slots
 
 CATEGORIES = np.array(["a", "a", "a", "b", "b", ""], dtype=object)
 

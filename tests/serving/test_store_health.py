@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from serving.personas import PendingPersonas
+from serving.persona_updates import PendingPersonas
 from serving.store_health import (
     READYZ_DEGRADED,
     OnlineHealth,

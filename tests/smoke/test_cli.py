@@ -9,7 +9,7 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from training.cli import app
+from cli.app import app
 
 runner = CliRunner()
 

@@ -11,7 +11,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from training.cli import app
+from cli.app import app
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = yaml.safe_load((ROOT / "MLproject").read_text(encoding="utf-8"))

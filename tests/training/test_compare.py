@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+from cli.app import app
 from features.workspace import Workspace
 from training import lineage, tracking
-from training.cli import app
 from training.compare import compare
 
 pytestmark = pytest.mark.integration

@@ -13,20 +13,20 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from cli.app import app
 from features import store
 from features.eventlog import EventLog
-from features.generate import generate_clickstream
+from features.synthetic.generate import generate_clickstream
 from features.workspace import Workspace
-from models.patterns import PatternConfig
-from training.cli import app
-from training.micro_segments import (
+from models.prefixspan import PatternConfig
+from training.patterns import SEPARATOR, run_patterns, session_sequences
+from training.segments.micro import (
     RuleError,
     evaluate,
     load_rules,
     parse_rules,
     run_micro_segments,
 )
-from training.patterns import SEPARATOR, run_patterns, session_sequences
 
 ELECTRONICS_RULE = {
     "name": "reengage_electronics",

@@ -15,13 +15,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from cli.app import app
 from features.workspace import Workspace
 from models.bundle import ModelBundle, popularity_order
 from models.interactions import Interactions
 from models.registry import build
 from serving.loader import load_registered
 from training import lineage, tracking
-from training.cli import app
 from training.promote import (
     LINEAGE_TAGS,
     PROMOTIONS_EXPERIMENT,

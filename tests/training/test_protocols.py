@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.dataset_fetch import fetch
-from features.dataset_types import DatasetUnreachableError
-from features.datasets import load
+from features.datasets.fetch import fetch
+from features.datasets.load import load
+from features.datasets.types import DatasetUnreachableError
 from training.protocols import (
     Split,
     leave_last_out,

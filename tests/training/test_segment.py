@@ -8,14 +8,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from cli.app import app
 from features import store
-from features.generate import generate_clickstream, write_generated
+from features.synthetic.generate import generate_clickstream, write_generated
 from features.workspace import Workspace
 from models.errors import ConfigError
 from training import tracking
-from training.cli import app
-from training.segment import segment_events, segment_workspace
-from training.segment_run import SegmentJob, load_segment_job
+from training.segments.job import SegmentJob, load_segment_job
+from training.segments.run import segment_events, segment_workspace
 
 pytestmark = pytest.mark.integration
 

@@ -17,9 +17,9 @@ from features.workspace import Workspace
 from models.errors import ConfigError
 from training.promote import PromotionError, register_run
 from training.spec import ExperimentSpec, load_experiment_spec, parse_experiment_spec
-from training.tune import open_study, run_tuning, study_trials
-from training.tune_trial import Objective
-from training.tuning_data import prepare_data, tuning_splits
+from training.tune.data import prepare_data, tuning_splits
+from training.tune.study import open_study, run_tuning, study_trials
+from training.tune.trial import Objective
 
 
 def planted_frame(n_users: int = 90, n_items: int = 36, seed: int = 0) -> pd.DataFrame:

@@ -1,0 +1,1 @@
+"""The ``tailor`` command line: the composition root (one module per command group)."""

@@ -1,0 +1,157 @@
+"""Serving commands: ``tailor serve``, ``demo``, ``build`` and ``bench serve``.
+
+Registered on :data:`cli.common.app` when :mod:`cli.app` imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.common import (
+    HomeOption,
+    app,
+    bench_app,
+    console,
+    fail,
+    say,
+    summary_table,
+    workspace,
+)
+
+PANEL = "Serving"
+
+
+@app.command("serve", rich_help_panel=PANEL)
+def serve(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 3000,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    workers: Annotated[int, typer.Option(min=1, help="API worker processes.")] = 1,
+    home: HomeOption = None,
+) -> None:
+    """Serve the champion model with `bentoml serve` (POST /recommend, GET /healthz)."""
+    import os
+
+    from serving.loader import preflight
+    from serving.process import DEFAULT_ALIAS, DEFAULT_MODEL, serve_command, serve_env
+
+    ws = workspace(home)
+    label = preflight(ws, os.environ.get("TAILOR_MODEL_NAME", DEFAULT_MODEL), DEFAULT_ALIAS)
+    console.print(f"model {label}")
+    command = serve_command(port, host)
+    console.print(f"serving {ws.home} on http://{host}:{port}")
+    os.execvpe(command[0], command, serve_env(ws, workers))
+
+
+@app.command("demo", rich_help_panel=PANEL)
+def demo(
+    users: Annotated[int, typer.Option(min=50, help="Users to generate.")] = 1500,
+    days: Annotated[int, typer.Option(min=14, help="Days to generate.")] = 35,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    home: HomeOption = None,
+) -> None:
+    """The whole path end to end: generate → import → features → Feast → train → serve → ask."""
+    from cli.demo import run_demo
+
+    ws = workspace(home)
+    answer = run_demo(ws, users=users, days=days, seed=seed, say=say)
+    console.rule("POST /recommend")
+    console.print_json(json.dumps(answer["response"]))
+    console.print(summary_table("demo", answer["summary"]))
+
+
+@app.command("build", rich_help_panel=PANEL)
+def build_command(
+    home: HomeOption = None,
+) -> None:
+    """Build a self-contained Bento (`bentoml build`): the champion, code, feature_repo, rules."""
+    import os
+
+    from serving.bento import build_bento
+    from serving.loader import ServingStartupError
+    from serving.process import DEFAULT_ALIAS, DEFAULT_MODEL, PROJECT_ROOT, serve_env
+
+    ws = workspace(home)
+    name = os.environ.get("TAILOR_MODEL_NAME", DEFAULT_MODEL)
+    console.print(f"importing {name}@{DEFAULT_ALIAS} and running bentoml build (a minute or so)")
+    try:
+        built = build_bento(ws, name, DEFAULT_ALIAS, PROJECT_ROOT, serve_env(ws))
+    except (ServingStartupError, RuntimeError) as exc:
+        fail(str(exc))
+    console.print(
+        summary_table(
+            "tailor build",
+            {
+                "model": built.label,
+                "BentoML model": built.model_tag,
+                "Bento": built.bento_tag,
+                "path": str(built.path),
+                "BENTOML_HOME": str(built.bentoml_home),
+            },
+        )
+    )
+    console.print(
+        f"next: [bold]BENTOML_HOME={built.bentoml_home} bentoml containerize {built.bento_tag}[/]"
+    )
+
+
+@bench_app.command("serve")
+def bench_serve_command(
+    concurrency: Annotated[int, typer.Option(min=1, help="Open connections (wrk -c).")] = 8,
+    duration: Annotated[float, typer.Option(min=1, help="Seconds per measured run.")] = 10.0,
+    warmup: Annotated[float, typer.Option(min=0, help="Seconds of warm-up before each run.")] = 2.0,
+    workers: Annotated[int, typer.Option(min=1, help="API workers of both services.")] = 1,
+    threads: Annotated[int, typer.Option(min=1, help="wrk threads.")] = 1,
+    users: Annotated[int, typer.Option(min=1, help="Known users to rotate through.")] = 500,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Markdown file to write (default <home>/results/serving.md)."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Load-test /recommend (known, cold) and /events with wrk against a trivial BentoML api."""
+    import shlex
+    import sys
+
+    from serving.bench import BenchSettings, bench_serve, target_lines, write_report
+    from serving.loader import ServingStartupError
+    from serving.wrk import find_wrk
+    from training.result_files import workspace_results
+
+    find_wrk()
+    ws = workspace(home)
+    settings = BenchSettings(
+        concurrency=concurrency,
+        seconds=duration,
+        warmup_seconds=warmup,
+        workers=workers,
+        threads=threads,
+        users=users,
+    )
+    command = shlex.join(["tailor", *sys.argv[1:]])
+    try:
+        report = bench_serve(ws, settings, say=say, command=command)
+    except (ServingStartupError, RuntimeError) as exc:
+        fail(str(exc))
+    table = Table(title=f"{report.model}: {concurrency} connections, {duration:g} s")
+    for column in ("run", "RPS", "p50 ms", "p95 ms", "p99 ms", "errors", "RPS / baseline"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    base = report.baseline
+    for label, r in report.runs.items():
+        table.add_row(
+            label,
+            f"{r.rps:.0f}",
+            f"{r.p50_ms:.2f}",
+            f"{r.p95_ms:.2f}",
+            f"{r.p99_ms:.2f}",
+            str(r.errors),
+            f"{r.rps / base.rps:.2f}" if base.rps else "-",
+        )
+    console.print(table)
+    for line in target_lines(report):
+        console.print(line)
+    console.print(f"written: {write_report(report, out or workspace_results(ws) / 'serving.md')}")

@@ -1,0 +1,1 @@
+"""Public data sets: fetching wheels, parsing MovieLens and CDNOW, one shape."""

@@ -1,0 +1,1 @@
+"""Point-in-time user and item feature snapshots."""

@@ -1,0 +1,1 @@
+"""The synthetic clickstream generator with planted personas."""

@@ -1,0 +1,1 @@
+"""The shared neural recommender machinery: base, epoch loop adapter, data."""

@@ -1,0 +1,1 @@
+"""Segmentation jobs: run, job spec, report, micro-segment rules."""

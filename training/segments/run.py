@@ -1,0 +1,292 @@
+"""``tailor segment``: user features as of a date (from Feast) → segments → MLflow, Feast, CSV.
+
+The job reads each person's point-in-time user features through the ``user_profile_v1`` feature
+service, fits :class:`models.segments.Segmenter` on people with at least ``min_sessions``
+sessions in 30 days (fewer sessions give noisy rates) and assigns everyone else with features to
+the nearest segment; people without a feature row at the as-of time (no event in the feature
+TTL) get segment ``-1``, ``Dormant``. Segment ids are matched to the workspace's previous run
+(Hungarian matching on centroids) and a migration matrix says who moved where. The run logs
+curves, plots, tables and the segmenter to MLflow, registers it as ``tailor-segmenter``
+(challenger → champion through ``training.promote``), and writes ``user_segments`` to Feast
+(offline table, registry, online store). MovieLens-100K and CDNOW are not event-schema data:
+:func:`segment_dataset` segments them from their own files, without Feast or the registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features import store
+from features.eventlog import EventLog
+from features.ids import person_keys
+from features.segment_inputs import cdnow_inputs, event_inputs, movielens_inputs
+from features.workspace import Workspace
+from models.segments.matching import contingency
+from models.segments.segmenter import Segmenter
+from training import lineage, tracking
+from training.promote import promote, register_run
+from training.segments.job import (
+    SegmentJob,
+    SegmentResult,
+    adjusted_rand,
+    run_segmentation,
+)
+from training.segments.report import segment_figures
+
+logger = logging.getLogger(__name__)
+Say = Callable[[str], None]
+
+DORMANT_ID, DORMANT_LABEL = -1, "Dormant"
+
+
+# -- the workspace path: Feast in, Feast / MLflow / CSV out ------------------------------------
+def user_features_as_of(ws: Workspace, as_of: pd.Timestamp | None):
+    """(as-of, persons seen before it, their point-in-time user features from Feast)."""
+    events = EventLog(ws.event_log_dir).read()
+    if events.empty:
+        raise ValueError(f"the event log at {ws.event_log_dir} is empty: import events first")
+    if as_of is None:
+        as_of = events["timestamp"].max().floor("D") + pd.Timedelta(days=1)
+    persons = pd.unique(person_keys(events[events["timestamp"] < as_of]))
+    if len(persons) == 0:
+        raise ValueError(f"no event before as-of {as_of}; the log starts {events.timestamp.min()}")
+    entity_df = pd.DataFrame({"user_id": persons, "event_timestamp": as_of, "device_type": "other"})
+    features = store.historical_features(ws, entity_df, store.USER_SERVICE)
+    features = features.drop_duplicates("user_id").set_index("user_id").reindex(persons)
+    return as_of, persons, features.reset_index()
+
+
+def _previous(ws: Workspace) -> tuple[Segmenter | None, pd.DataFrame | None]:
+    folder = ws.models_dir / "segmenter"
+    if not (folder / "segmenter.json").exists():
+        return None, None
+    return Segmenter.load(folder), pd.read_parquet(folder / "assignments.parquet")
+
+
+def migration_matrix(previous: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
+    """Users per (previous segment, current segment) among users in both runs."""
+    both = previous.merge(current, on="user_id", suffixes=("_before", "_now"))
+    rows, cols, counts = contingency(
+        both["segment_label_before"].to_numpy(), both["segment_label_now"].to_numpy()
+    )
+    return pd.DataFrame(counts, index=pd.Index(rows, name="before"), columns=cols)
+
+
+def segment_workspace(
+    ws: Workspace,
+    job: SegmentJob,
+    as_of: pd.Timestamp | None = None,
+    truth: pd.DataFrame | None = None,
+    out: Path | None = None,
+    say: Say | None = None,
+) -> SegmentResult:
+    """Segment every person of the workspace as of ``as_of`` (default: the end of the log)."""
+    say = say or logger.info
+    with _threads(job.threads):
+        return _segment_workspace(ws, job, as_of, truth, out, say)
+
+
+def _threads(n: int):
+    from contextlib import nullcontext
+
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n) if n > 0 else nullcontext()
+
+
+def _segment_workspace(ws, job, as_of, truth, out, say) -> SegmentResult:
+    as_of, persons, features = user_features_as_of(ws, as_of)
+    say(f"{len(persons)} people as of {as_of}; user features read from Feast")
+    active = features["sessions_30d"].notna().to_numpy()
+    inputs = event_inputs(features[active])
+    fit_mask = inputs.numeric["sessions_30d"].to_numpy() >= job.min_sessions
+    result = run_segmentation(inputs, job, fit_mask, say)
+    previous, previous_assignments = _previous(ws)
+    if previous is not None and previous.feature_names == result.segmenter.feature_names:
+        ids = result.segmenter.match_previous(previous)
+        result = _relabel(result, ids)
+        result.migration = migration_matrix(previous_assignments, result.assignments)
+        say(f"matched {len(ids)} segments to the previous run")
+    dormant = pd.DataFrame({"user_id": persons[~active], "segment_id": DORMANT_ID,
+                            "segment_label": DORMANT_LABEL})  # fmt: skip
+    result.assignments = pd.concat(
+        [result.assignments.drop(columns="segment_index"), dormant], ignore_index=True
+    )
+    result.as_of = as_of
+    if truth is not None:
+        result.ari = adjusted_rand(result.assignments, truth)
+        say(f"adjusted Rand index against the ground truth: {result.ari:.3f}")
+    _write_feast(ws, result, say)
+    _log(ws, job, result, inputs, features, say)
+    _keep_for_next_run(ws, result)
+    if out is not None:
+        write_csv(result.assignments, out)
+    return result
+
+
+def segment_events(
+    ws: Workspace, events_file: Path, job: SegmentJob, out: Path, truth=None, say: Say | None = None
+) -> SegmentResult:
+    """The whole path for an events file: import → features → Feast → segments → CSV."""
+    from features.build import build_feature_tables, feature_time_range
+    from features.ingest import ingest_file
+
+    say = say or logger.info
+    report = ingest_file(Path(events_file), EventLog(ws.event_log_dir), ws.quarantine_dir)
+    counts = f"{report.accepted} accepted, {report.duplicate} duplicate, {report.rejected} rejected"
+    say(f"imported {events_file}: {counts}")
+    built = build_feature_tables(ws)
+    fs = store.apply(ws)
+    start, end = feature_time_range(ws)
+    store.materialize(ws, start.to_pydatetime(), end.to_pydatetime(), store=fs)
+    say(f"features: {built.rows['user_features']} user rows, {len(built.snapshots)} snapshots")
+    return segment_workspace(ws, job, built.end, truth=truth, out=out, say=say)
+
+
+def _relabel(result: SegmentResult, ids: np.ndarray) -> SegmentResult:
+    index = result.assignments["segment_index"].to_numpy()
+    result.assignments["segment_id"] = ids[index]
+    result.assignments["segment_label"] = np.asarray(result.segmenter.labels, dtype=object)[index]
+    result.table["segment_id"] = ids
+    nearest = result.table["nearest_segment"].to_numpy()  # indices until now
+    result.table["nearest_segment"] = np.where(nearest >= 0, ids[np.maximum(nearest, 0)], -1)
+    result.table.insert(2, "fresh_label", result.segmenter.report.fresh_labels)
+    result.table["label"] = result.segmenter.labels
+    return result
+
+
+def write_csv(assignments: pd.DataFrame, out: Path) -> Path:
+    """``user_id,segment_id,segment_label``, one row per person, sorted by user id."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame = assignments[["user_id", "segment_id", "segment_label"]].sort_values("user_id")
+    frame.to_csv(out, index=False)
+    return out
+
+
+def _write_feast(ws: Workspace, result: SegmentResult, say: Say) -> None:
+    frame = result.assignments.assign(event_timestamp=result.as_of, created=result.as_of)
+    store.write_segments(ws, frame)
+    fs = store.apply_segments(ws)
+    store.materialize_segments(ws, fs)
+    say(f"wrote {len(frame)} assignments to Feast ({store.SEGMENT_SERVICE}, online and offline)")
+
+
+def _keep_for_next_run(ws: Workspace, result: SegmentResult) -> None:
+    folder = ws.models_dir / "segmenter"
+    if folder.exists():
+        shutil.rmtree(folder)
+    result.segmenter.save(folder)
+    result.assignments[["user_id", "segment_id", "segment_label"]].to_parquet(
+        folder / "assignments.parquet", index=False
+    )
+
+
+def _log(ws, job, result, inputs, features, say) -> None:
+    segmenter = result.segmenter
+    # Same people with the same features as of the same time → the same prints, so a rerun's
+    # silhouette is compared with the champion's on equal terms.
+    people = features[["user_id"]].assign(as_of=str(result.as_of))
+    numeric = features[["user_id", *inputs.numeric.columns.intersection(features.columns)]]
+    tags = {
+        lineage.DATASET: "workspace-events",
+        lineage.DATASET_FINGERPRINT: lineage.frame_fingerprint(numeric.fillna(0)),
+        lineage.PROTOCOL: f"segment-as-of-{result.as_of.date()}",
+        lineage.SPLIT_FINGERPRINT: lineage.frame_fingerprint(people),
+        lineage.METRIC: "silhouette",
+        lineage.DIRECTION: "maximize",
+        lineage.FEATURE_SERVICE: store.USER_SERVICE,
+        lineage.GIT_COMMIT: lineage.git_commit(),
+        lineage.MODEL: f"segmenter-{segmenter.report.algorithm}",
+        "tailor.output_feature_service": store.SEGMENT_SERVICE,
+        "tailor.as_of": str(result.as_of),
+        "tailor.workspace": str(ws.home),
+    }
+    log_run(ws, job, result, inputs, tags, dataset=(features, str(ws.feature_data_dir)), say=say)
+    if job.register:
+        version = register_run(ws, result.run_id, job.registered_model)
+        result.version = str(version.version)
+        result.promotion = promote(ws, job.registered_model, force=job.force_promote)
+        say(f"{job.registered_model}@{result.version}: {result.promotion.reason}")
+
+
+def log_run(ws, job, result, inputs, tags, dataset=None, say: Say | None = None) -> str:
+    """One MLflow run: parameters, curves, quality, tables, figures and the segmenter model."""
+    segmenter = result.segmenter
+    tracking.configure(ws)
+    tracking.experiment(ws, job.experiment)
+    with (
+        tracking.start_run(f"segment-{inputs.source}") as run,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        tracking.set_tags(tags)
+        tracking.log_params(asdict(job.segmenter))
+        tracking.log_params({"min_sessions": job.min_sessions, "n_users": len(result.assignments),
+                             "n_fit": len(result.fit_rows), "source": inputs.source})  # fmt: skip
+        metrics = {f"final_{k}": v for k, v in segmenter.report.quality.items()}
+        metrics |= {
+            "silhouette": segmenter.report.quality["silhouette"],
+            "k_selected": segmenter.report.k_selected,
+            "k_final": len(segmenter.labels),
+            "n_merges": len(segmenter.report.merges),
+        }
+        if result.stability:
+            metrics["stability_min"] = min(a for _, a in result.stability)
+        if result.ari is not None:
+            metrics["ari_ground_truth"] = result.ari
+        tracking.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
+        for curve in segmenter.report.curves:
+            tracking.log_metric_steps([
+                (k, {f"{curve.algorithm}_{m}": curve.value_at(m, k) for m in curve.values})
+                for k in curve.ks
+            ])  # fmt: skip
+        if dataset is not None:
+            tracking.log_dataset(dataset[0], f"user-features@{result.as_of}", "training",
+                                 dataset[1])  # fmt: skip
+        for name, table in (("segments", result.table), ("tests", result.tests),
+                            ("merges", result.merges)):  # fmt: skip
+            tracking.log_table(table, f"tables/{name}.csv")
+        if result.migration is not None:
+            tracking.log_table(result.migration.reset_index(), "tables/migration.csv")
+        plots = Path(job.plots_dir or ws.models_dir / "segment-plots" / inputs.source)
+        result.figures = segment_figures(result, inputs, job, plots)
+        tracking.log_artifacts(plots, "plots")
+        model_dir = segmenter.save(Path(tmp) / "segmenter")
+        example = inputs.numeric.head(2).reset_index(drop=True)
+        tracking.log_segmenter(model_dir, example, name=tags.get(lineage.MODEL, "segmenter"))
+    result.run_id = run.info.run_id
+    if say is not None:
+        say(f"MLflow run {result.run_id} ({len(result.figures)} plots in {plots})")
+    return result.run_id
+
+
+# -- real data sets without the event schema (no Feast, no registry) ----------------------------
+def segment_dataset(ws: Workspace, name: str, job: SegmentJob, say: Say | None = None):
+    """Segment MovieLens-100K users or CDNOW customers straight from the data set files."""
+    from features.datasets.load import load
+
+    say = say or logger.info
+    data = load(name, ws.raw_dir)
+    if name == "movielens-100k":
+        inputs = movielens_inputs(data.users, data.interactions, data.items)
+    elif name == "cdnow":
+        inputs = cdnow_inputs(data.interactions)
+    else:
+        raise ValueError(f"unknown data set {name!r}; allowed: movielens-100k, cdnow")
+    say(f"{name}: {len(inputs.user_ids)} users, features {list(inputs.numeric.columns)[:6]}…")
+    with _threads(job.threads):
+        result = run_segmentation(inputs, job, np.ones(len(inputs.user_ids), dtype=bool), say)
+        result.assignments = result.assignments.drop(columns="segment_index")
+        algorithm = result.segmenter.report.algorithm
+        tags = {lineage.DATASET: name, lineage.MODEL: f"segmenter-{algorithm}",
+                lineage.GIT_COMMIT: lineage.git_commit(), "tailor.feast": "bypassed"}  # fmt: skip
+        log_run(ws, job, result, inputs, tags, say=say)
+    return result

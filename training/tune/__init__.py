@@ -1,0 +1,1 @@
+"""Hyperparameter tuning with Optuna: study, trial, results, data."""
