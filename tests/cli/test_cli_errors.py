@@ -63,7 +63,7 @@ def _invoke(args: list[str]):
 def test_a_missing_spec_file_is_one_error_line(tmp_path):
     """Issue #10 item 9: `train --spec` of a missing file raised FileNotFoundError."""
     result = _invoke(["train", "--spec", str(tmp_path / "no.yaml"), "--home", str(tmp_path)])
-    _one_error_line(result, "spec file not found", "no.yaml")
+    _one_error_line(result, "train spec not found", "no.yaml")
 
 
 def test_broken_yaml_in_specs_is_one_error_line_naming_file_and_line(tmp_path):
@@ -171,11 +171,11 @@ def _run_cli_in_subprocess(args: list[str], tmp_path: Path) -> dict:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["train", "--set", "modl=ease"], "unknown key 'modl'"),
+        (["train", "--set", "modl=ease"], "key 'modl', value 'ease': unknown key; allowed: model"),
         (["train", "--set", "params.l3=1"], "ease: unknown parameter 'l3'"),
         (["train", "--set", "model=magic"], "model='magic': unknown model; allowed: popularity"),
-        (["segment", "--set", "k_maxx=3"], "unknown key(s) ['k_maxx']"),
-        (["tune", "{spec}"], "unknown key 'trails'"),
+        (["segment", "--set", "k_maxx=3"], "key 'k_maxx', value '3': unknown key; allowed:"),
+        (["tune", "{spec}"], "key 'trails', value 3: unknown key; allowed: model"),
     ],
     ids=["train-key", "train-param", "train-model", "segment-key", "tune-spec-key"],
 )
@@ -209,7 +209,7 @@ def test_quiet_hides_progress_but_not_errors_and_excludes_verbose(tmp_path, monk
     both = _invoke(["-q", "-v", "train", "--home", str(tmp_path)])
     assert both.exit_code == 2 and "exclude each other" in both.output
     verbose = _invoke(["--verbose", "train", "--set", "nope=1", "--home", str(tmp_path)])
-    _one_error_line(verbose, "unknown key 'nope'")
+    _one_error_line(verbose, "key 'nope', value '1': unknown key")
 
 
 def test_progress_lines_carry_no_source_file_and_line(tmp_path):
