@@ -15,13 +15,20 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
-    StringConstraints,
     field_validator,
     model_validator,
 )
 
 from features.personas import SEPARATOR, STATE_FIELDS, PersonaConfig, PersonaRule
-from features.yaml_files import FileModel, Invalid, read_yaml, validate
+from features.yaml_files import (
+    Bounds,
+    FileModel,
+    Invalid,
+    Text,
+    read_yaml,
+    unique_names,
+    validate,
+)
 from models.errors import SpecError
 
 
@@ -29,14 +36,12 @@ class PersonaRulesError(SpecError):
     """A persona rules file is invalid; the message names the rule, the key and the value."""
 
 
-Text = Annotated[str, StringConstraints(min_length=1)]
 StateField = Literal[STATE_FIELDS]
 Fields = Annotated[
     tuple[StateField, ...],
     BeforeValidator(lambda v: [v] if isinstance(v, str) else v),
     Field(min_length=1),
 ]
-Count = Annotated[int, Field(ge=0)]
 _KINDS = ("share", "saturate", "all", "any")
 
 
@@ -76,24 +81,11 @@ class _Score(FileModel):
         return kind, tuple(t.term() for t in getattr(self, kind))
 
 
-class _Bounds(FileModel):
-    min: Count = None  # type: ignore[assignment]
-    max: Count = None  # type: ignore[assignment]
-
-    @model_validator(mode="after")
-    def _ordered(self) -> _Bounds:
-        if not self.model_fields_set:
-            raise Invalid("expected {min: n, max: n} with at least one bound")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise Invalid(f"min {self.min} is above max {self.max}")
-        return self
-
-
 class _PersonaRule(FileModel):
     name: Text
     description: str = ""
     when: Annotated[
-        dict[StateField, _Bounds], BeforeValidator(lambda v: {} if v is None else v)
+        dict[StateField, Bounds], BeforeValidator(lambda v: {} if v is None else v)
     ] = {}
     score: _Score
     threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
@@ -127,12 +119,7 @@ class _PersonaFile(FileModel):
     @field_validator("personas")
     @classmethod
     def _unique_names(cls, rules: tuple[_PersonaRule, ...]) -> tuple[_PersonaRule, ...]:
-        for i, rule in enumerate(rules):
-            earlier = [j for j, other in enumerate(rules[:i]) if other.name == rule.name]
-            if earlier:
-                why = f"needs a unique name: used by an earlier rule (#{earlier[0] + 1})"
-                raise Invalid(why, (i, "name"), rule.name)
-        return rules
+        return unique_names(rules, "needs a unique name: used by an earlier rule")
 
 
 def parse_personas(data: Any, origin: str = "<memory>") -> PersonaConfig:

@@ -18,9 +18,18 @@ import types
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 _NO_VALUE = object()
 
@@ -58,6 +67,42 @@ class FileModel(BaseModel):
 
     model_config = ConfigDict(**FILE_CONFIG, frozen=True)
     _no_bool_numbers = field_validator("*", mode="before")(reject_bool_numbers)
+
+
+#: A non-empty text, and a count (an integer >= 0), as the rule files write them.
+Text = Annotated[str, StringConstraints(min_length=1)]
+Count = Annotated[int, Field(ge=0)]
+
+
+class Bounds(FileModel):
+    """``{min: n, max: n}`` on a count, at least one bound, min not above max (absent: no bound;
+    an explicit null is refused)."""
+
+    min: Count = None  # type: ignore[assignment]
+    max: Count = None  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bounds:
+        if not self.model_fields_set:
+            raise Invalid("expected {min: n, max: n} with at least one bound")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise Invalid(f"min {self.min} is above max {self.max}")
+        return self
+
+
+R = typing.TypeVar("R")
+
+
+def unique_names(
+    rules: tuple[R, ...], why: str = "the name is used by an earlier rule"
+) -> tuple[R, ...]:
+    """``rules`` unchanged, or `Invalid` at the first rule whose ``name`` an earlier one has
+    (for a list validator: ``field_validator("rules")(unique_names)``)."""
+    for i, rule in enumerate(rules):
+        earlier = [j for j, other in enumerate(rules[:i]) if other.name == rule.name]
+        if earlier:
+            raise Invalid(f"{why} (#{earlier[0] + 1})", (i, "name"), rule.name)
+    return rules
 
 
 def _fields(tp: Any) -> dict[str, Any]:

@@ -31,14 +31,22 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
-    StringConstraints,
     field_validator,
     model_validator,
 )
 
 from features.personas import SEPARATOR
 from features.schema import DEVICE_TYPES
-from features.yaml_files import FileModel, Invalid, read_yaml, validate
+from features.yaml_files import (
+    Bounds,
+    Count,
+    FileModel,
+    Invalid,
+    Text,
+    read_yaml,
+    unique_names,
+    validate,
+)
 from models.errors import SpecError
 
 SOURCES = (
@@ -165,33 +173,18 @@ def _as_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-Text = Annotated[str, StringConstraints(min_length=1)]
 Texts = Annotated[tuple[Text, ...], BeforeValidator(_as_list), Field(min_length=1)]
-Count = Annotated[int, Field(ge=0)]
 
 
 def _upper(codes: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(code.upper() for code in codes)
 
 
-class _Interactions(FileModel):
-    min: Count = None  # type: ignore[assignment]  # absent: no bound (null is refused)
-    max: Count = None  # type: ignore[assignment]
-
-    @model_validator(mode="after")
-    def _ordered(self) -> _Interactions:
-        if not self.model_fields_set:
-            raise Invalid("expected {min: n, max: n} with at least one bound")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise Invalid(f"min {self.min} is above max {self.max}")
-        return self
-
-
 class _When(FileModel):
     maturity: Annotated[
         tuple[Literal[MATURITY], ...], BeforeValidator(_as_list), Field(min_length=1)
     ] = None  # type: ignore[assignment]
-    interactions: _Interactions = None  # type: ignore[assignment]
+    interactions: Bounds = None  # type: ignore[assignment]
     segment: Texts = None  # type: ignore[assignment]
     persona: Texts = None  # type: ignore[assignment]
     country: Annotated[Texts, AfterValidator(_upper)] = None  # type: ignore[assignment]
@@ -266,12 +259,7 @@ class _RulesFile(FileModel):
     @field_validator("rules")
     @classmethod
     def _unique_names(cls, rules: tuple[_Rule, ...]) -> tuple[_Rule, ...]:
-        for i, rule in enumerate(rules):
-            earlier = [j for j, other in enumerate(rules[:i]) if other.name == rule.name]
-            if earlier:
-                why = f"the name is used by an earlier rule (#{earlier[0] + 1})"
-                raise Invalid(why, (i, "name"), rule.name)
-        return rules
+        return unique_names(rules)
 
 
 def _conditions(when: _When) -> dict[str, Any]:

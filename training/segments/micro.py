@@ -40,7 +40,7 @@ from pydantic import (
 from features.eventlog import EventLog
 from features.ids import ANON_PREFIX
 from features.workspace import Workspace
-from features.yaml_files import FileModel, Invalid, read_yaml, validate
+from features.yaml_files import Count, FileModel, Invalid, read_yaml, unique_names, validate
 from models.errors import SpecError
 from models.prefixspan import SequenceIndex
 from training.patterns import BY_FIELDS, session_sequences
@@ -107,7 +107,6 @@ def _not_blank(names: tuple[str, ...]) -> tuple[str, ...]:
 Names = Annotated[
     tuple[str, ...], BeforeValidator(_names), Field(min_length=1), AfterValidator(_not_blank)
 ]
-Count = Annotated[int, Field(ge=0)]
 
 
 class _Condition(FileModel):
@@ -148,12 +147,7 @@ class _RulesFile(FileModel):
     @field_validator("micro_segments")
     @classmethod
     def _unique_names(cls, rules: tuple[_Rule, ...]) -> tuple[_Rule, ...]:
-        for i, rule in enumerate(rules):
-            earlier = [j for j, other in enumerate(rules[:i]) if other.name == rule.name]
-            if earlier:
-                why = f"the name is used by an earlier rule (#{earlier[0] + 1})"
-                raise Invalid(why, (i, "name"), rule.name)
-        return rules
+        return unique_names(rules)
 
 
 def load_rules(path: Path | str) -> list[MicroSegmentRule]:
