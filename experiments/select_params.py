@@ -71,9 +71,8 @@ DEFAULT_MODELS = ("ease", "item_knn", "user_knn", "bpr", "ials", "ncf")
 #: adopted after test figures had been looked at (the EASE exploration of 2026-11-29).
 SEVERAL_SPLITS_NOTE = (
     "**Designed with test figures in view:** scoring candidates by the mean over several inner "
-    "splits (and this grid's range) was adopted after an exploration that scored EASE "
-    "candidates on the outer test part too; the choice below used validation figures only, "
-    "but the search design did not."
+    "splits was adopted after an exploration that scored EASE candidates on the outer test "
+    "part too; the choice below used validation figures only, but the search design did not."
 )
 
 
