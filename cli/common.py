@@ -1,6 +1,6 @@
 """What every ``tailor`` command shares: the Typer apps, the console, ``--home`` and small helpers.
 
-The commands live in ``training/cli_*.py``; :mod:`cli.app` imports them all.
+The commands live in ``cli/*_commands.py``; :mod:`cli.app` imports them all.
 
 Errors are handled once, here: a `TailorError` escaping any command becomes one ``error:`` line
 on stderr and exit code 1 (see `TailorGroup`); so does any other exception, named as a bug,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -39,6 +40,7 @@ from models.als import IALS, SERIAL_BELOW_NNZ, IALSConfig  # noqa: E402
 from models.bpr import BPR, BPRConfig  # noqa: E402
 from models.interactions import IdMap, Interactions  # noqa: E402
 from models.ranking_metrics import ranking_report  # noqa: E402
+from training import result_files  # noqa: E402
 
 INSTALL_HINT = (
     "implicit is not installed; install it with\n"
@@ -77,6 +79,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-bpr", action="store_true", help="benchmark ALS only")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="also write the report as a Markdown table (e.g. "
+        "experiments/results/implicit-comparison.md), its first line the command",
+    )
     return parser.parse_args(argv)
 
 
@@ -124,6 +133,32 @@ def run(
         reports.append(ranking_report(recommend(model), test, test.shape[1], k))
     stable = all(report == reports[0] for report in reports)
     return Result(label, seconds, reports[-1], stable)
+
+
+def recorded_command(args: argparse.Namespace, argv: list[str] | None) -> list[str]:
+    """The command line as given (``--out`` shown as a command line shows it)."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    if "--out" in given:
+        given[given.index("--out") + 1] = result_files.shown(args.out)
+    return result_files.script_command("experiments/bench_implicit.py", given)
+
+
+def write_markdown(path: Path, command: list[str], report: list[str]) -> None:
+    """The committed comparison: the command first, then the printed report, verbatim."""
+    text = [
+        result_files.generated_by(command),
+        "",
+        "# Tailor iALS / BPR against `implicit` on MovieLens-100K",
+        "",
+        f"Command: `{shlex.join(command)}` (needs `implicit`: see `--help`).",
+        "",
+        "```",
+        *report,
+        "```",
+        "",
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(text), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,39 +260,47 @@ def main(argv: list[str] | None = None) -> int:
             theirs = run("implicit BPR", args.repeats, implicit_bpr, implicit_recommend, test, k)
             pairs.append((ours, theirs))
 
-    print(
+    lines: list[str] = []
+
+    def say(line: str = "") -> None:
+        """Print a line of the report and keep it for ``--out``."""
+        print(line)
+        lines.append(line)
+
+    say(
         f"MovieLens-100K: {len(users)} users, {len(items)} items, {len(frame)} interactions "
         f"(every rating = 1); per-user random split seed {args.split_seed}: "
         f"train {train_matrix.nnz}, test {test.nnz}"
     )
-    print(
+    say(
         f"implicit {implicit.__version__}, torch {torch.__version__}, numpy {np.__version__}; "
         f"{args.repeats} fits per model in one process, time = median fit seconds"
     )
-    print(
+    say(
         f"Threads: threadpoolctl limits BLAS/OpenMP to {args.threads}; "
         f"torch.set_num_threads({args.threads}); implicit num_threads={args.threads}; "
         f"tailor IALS uses {ials_threads} torch thread(s) here "
         f"(one below {SERIAL_BELOW_NNZ:,} interactions), tailor BPR one"
     )
-    print(
+    say(
         f"ALS: factors={args.factors} regularization={args.regularization} alpha={args.alpha} "
         f"iterations={args.iterations} (implicit gets 1 + alpha*r with its alpha=1); "
         f"BPR: factors={args.factors} lr={args.bpr_learning_rate} "
         f"regularization={args.bpr_regularization} epochs={args.bpr_epochs}"
     )
-    print(f"Metrics at k={k} on the test split, training items excluded\n")
+    say(f"Metrics at k={k} on the test split, training items excluded")
+    say()
     header = (
         f"{'model':<24}{'fit s (median)':>16}  {'fit s per run':<24}"
         f"{f'ndcg@{k}':>10}{f'precision@{k}':>15}"
     )
-    print(header)
-    print("-" * len(header))
+    say(header)
+    say("-" * len(header))
     summary = []
     for ours, theirs in pairs:
         for result in (ours, theirs):
             runs = "/".join(f"{s:.2f}" for s in result.seconds)
-            print(
+            say(
                 f"{result.label:<24}{result.median:>16.3f}  {runs:<24}"
                 f"{result.metrics[f'ndcg_at_{k}']:>10.4f}"
                 f"{result.metrics[f'precision_at_{k}']:>15.4f}"
@@ -265,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         ratio = ours.median / theirs.median
         ndcg_ours, ndcg_theirs = ours.metrics[f"ndcg_at_{k}"], theirs.metrics[f"ndcg_at_{k}"]
-        print(
+        say(
             f"{'  ratio ours/implicit':<24}{ratio:>16.2f}  "
             f"ndcg@{k} ours - implicit = {ndcg_ours - ndcg_theirs:+.4f}"
         )
@@ -284,12 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     ratio = als_ours.median / als_theirs.median
     ndcg_ok = als_ours.metrics[f"ndcg_at_{k}"] >= als_theirs.metrics[f"ndcg_at_{k}"]
     verdict = "PASS" if ratio <= 1.5 and ndcg_ok else "FAIL"
-    print(
-        f"\nALS acceptance (time ratio <= 1.5 and ndcg@{k} >= implicit's): {verdict} "
+    say()
+    say(
+        f"ALS acceptance (time ratio <= 1.5 and ndcg@{k} >= implicit's): {verdict} "
         f"(ratio {ratio:.2f}, ndcg {'>=' if ndcg_ok else '<'} implicit)"
     )
     if not args.skip_bpr:
-        print(
+        say(
             "Note: implicit's BPR draws negatives in proportion to item popularity (a random "
             "interaction's item) and skips triples whose negative the user has; tailor's draws "
             "them uniformly and redraws (Rendle et al. 2009)."
@@ -297,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.out is not None:
+        write_markdown(args.out, recorded_command(args, argv), lines)
+        print(f"written: {args.out}")
     return 0
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
+import shlex
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -30,6 +30,7 @@ from prefixspan import PrefixSpan as ReferencePrefixSpan
 
 from features.synthetic.generate import generate_clickstream
 from models.prefixspan import PatternConfig, PrefixSpan, resolve_min_support
+from training import result_files
 from training.patterns import session_sequences
 
 #: field → minimum support (fraction of sessions) used for the comparison
@@ -138,10 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"ref={row['ref']:.3f}s ratio={row['ours'] / row['ref']:.3f}",
                 flush=True,
             )
-    command = "python experiments/compare_prefixspan.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
-    write_report(args, rows, sizes, command)
+    write_report(args, rows, sizes, shlex.join(recorded_command(args)))
     return 0 if all(row["agree"] for row in rows) else 1
 
 
@@ -163,8 +161,20 @@ NOTES = [
 ]
 
 
+def recorded_command(args: argparse.Namespace) -> list[str]:
+    """The command line that writes this table again, every option resolved (defaults too)."""
+    return result_files.script_command(
+        "experiments/compare_prefixspan.py",
+        ["--users", str(args.users), "--days", str(args.days), "--seed", str(args.seed)]
+        + ["--repeat", str(args.repeat), "--fields", *args.fields]
+        + ["--out", result_files.shown(args.out)],
+    )
+
+
 def write_report(args, rows: list[dict], sizes: dict, command: str) -> None:
     lines = [
+        result_files.generated_by(command),
+        "",
         "# PrefixSpan: ours (models/prefixspan.py) vs the `prefixspan` package",
         "",
         f"Generated clickstream: `generate_clickstream({args.users}, {args.days}, "

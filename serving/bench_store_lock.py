@@ -34,6 +34,7 @@ import httpx
 
 from features.workspace import Workspace
 from serving import wrk
+from serving.bench import GENERATED_BY
 from serving.process import running_service
 
 DEFAULT_OUT = Path("experiments") / "results" / "store-lock.md"
@@ -210,6 +211,8 @@ def render_markdown(report: LockReport) -> str:
     degraded = report.locked_counts.get(True, 0.0)
     health = sorted(report.health_ms)
     lines = [
+        GENERATED_BY.format(command=report.command),
+        "",
         "# `/recommend` while the online store is locked (issue #10 item 6)",
         "",
         f"- command: `{report.command}`",

@@ -30,9 +30,12 @@ def shown(path: Path) -> str:
         return str(path.resolve())
 
 
-def generated_by(command: list[str], comment: str = "md") -> str:
-    """The first line of a table: an HTML comment in Markdown (``md``), else ``<comment> ...``."""
-    text = PREFIX + shlex.join(command)
+def generated_by(command: list[str] | str, comment: str = "md") -> str:
+    """The first line of a table: an HTML comment in Markdown (``md``), else ``<comment> ...``.
+
+    ``command``: the argument list, or a command line already joined (as a script records
+    ``sys.argv``)."""
+    text = PREFIX + (command if isinstance(command, str) else shlex.join(command))
     return f"<!-- {text} -->" if comment == "md" else f"{comment} {text}"
 
 
@@ -40,3 +43,8 @@ def command_of(first_line: str) -> list[str] | None:
     """The command a table's first line records, or None when it records none."""
     line = first_line.strip().removeprefix("<!--").removesuffix("-->").lstrip("#").strip()
     return shlex.split(line.removeprefix(PREFIX)) if line.startswith(PREFIX) else None
+
+
+def script_command(script: str, argv: list[str]) -> list[str]:
+    """The command line of an experiment script run as ``python <script> <argv>``."""
+    return ["python", script, *argv]

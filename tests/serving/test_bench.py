@@ -231,3 +231,42 @@ def test_workers_go_to_bentoml_service_config_not_the_ignored_api_workers_flag(t
     }
     with pytest.raises(ValueError, match="workers must be >= 1"):
         workers_env({}, "tailor", 0)
+
+
+def test_results_table_starts_with_the_command_that_writes_it_again(tmp_path, monkeypatch):
+    """issue #10 (honest results): the first line of `tailor bench serve`'s table is the command
+    that regenerates it, ``--out`` included (without it the command writes into the workspace),
+    in the format of training.result_files; a command naming ``--out`` is kept as given."""
+    from training.result_files import command_of
+
+    monkeypatch.chdir(tmp_path)
+    report = _report()
+    report.command = "tailor bench serve --home /tmp/ws --concurrency 8"
+    out = tmp_path / "results" / "serving.md"
+    write_report(report, out)
+    lines = out.read_text().splitlines()
+    assert command_of(lines[0]) == [
+        "tailor", "bench", "serve", "--home", "/tmp/ws", "--concurrency", "8",
+        "--out", "results/serving.md",
+    ]  # fmt: skip
+    assert lines[2] == "# Scoring service under load (`tailor bench serve`)"
+    report.command = "tailor bench serve --out elsewhere.md"
+    write_report(report, out)
+    assert command_of(out.read_text().splitlines()[0]) == [
+        "tailor", "bench", "serve", "--out", "elsewhere.md"
+    ]  # fmt: skip
+
+
+def test_store_lock_table_starts_with_its_command():
+    """issue #10 (honest results): `python -m serving.bench_store_lock` records its command as
+    the table's first line, not inside the body only."""
+    from serving.bench_store_lock import LockReport
+    from serving.bench_store_lock import render_markdown as render_lock
+    from training.result_files import command_of
+
+    command = "python -m serving.bench_store_lock --home /tmp/ws --out store-lock.md"
+    report = LockReport(command=command, started="now", model="m@1", machine="2 CPUs",
+                        concurrency=8, seconds=10.0, lock_seconds=25.0)  # fmt: skip
+    report.normal = report.locked = _result(500, 10.0)
+    first = render_lock(report).splitlines()[0]
+    assert command_of(first) == command.split()

@@ -147,3 +147,18 @@ def test_cli_dbscan_refuses_one_dense_region_in_one_line(segmented):
     assert len(errors) == 1, result.stderr
     assert errors[0].startswith("error: algorithm='dbscan' found a single segment in ")
     assert "use algorithm=hdbscan" in errors[0]
+
+
+def test_report_starts_with_the_command_that_wrote_it(segmented, tmp_path):
+    """issue #10 (honest results): `tailor segment --report` tables record their command as the
+    first line (the format of training.result_files), figures copied beside them."""
+    from training.result_files import command_of
+    from training.segments.report import write_report
+
+    _, _, result, _ = segmented
+    command = "tailor segment --dataset cdnow --report out/segments.md --home /tmp/seg"
+    path = write_report(result, tmp_path / "segments.md", "Segments", [command], [])
+    lines = path.read_text().splitlines()
+    assert command_of(lines[0]) == command.split()
+    assert lines[2] == "# Segments"
+    assert (tmp_path / "segments" / "elbow.png").is_file()

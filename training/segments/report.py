@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from training import result_files
+
 
 def _plt():
     import matplotlib
@@ -136,14 +138,15 @@ def _markdown(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:
 
 def write_report(result, path: Path, title: str, commands: list[str], notes: list[str]) -> Path:
     """A Markdown result file with the segment table, tests, merges, stability and figures
-    (copied into ``<path stem>/`` beside it)."""
+    (copied into ``<path stem>/`` beside it); its first line is the command(s) that wrote it."""
     import shutil
 
     path = Path(path)
     folder = path.parent / path.stem
     folder.mkdir(parents=True, exist_ok=True)
     report = result.segmenter.report
-    lines = [f"# {title}", "", "Produced by:", "", "```bash", *commands, "```", "", *notes, ""]
+    lines = [result_files.generated_by(" && ".join(commands)), ""]
+    lines += [f"# {title}", "", "Produced by:", "", "```bash", *commands, "```", "", *notes, ""]
     quality = ", ".join(f"{k} {v:.4g}" for k, v in report.quality.items())
     lines += [
         f"Algorithm **{report.algorithm}**, k chosen by {result.segmenter.config.criterion}: "
