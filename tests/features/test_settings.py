@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,32 @@ def test_env_names():
     assert env_name("mlflow_tracking_uri") == "MLFLOW_TRACKING_URI"
     assert env_name("online_answers") == "TAILOR_ONLINE_ANSWERS"
     assert len(set(variables().values())) == len(Settings.model_fields)
+
+
+def test_a_bad_setting_stops_a_command_with_one_error_line(tmp_path):
+    """The CLI reads the settings when a command builds its workspace: a bad value is one
+    ``error:`` line (exit 1), no traceback; an unknown variable only warns."""
+    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["tailor"]
+    module, name = target.split(":")
+    script = f"import sys; from {module} import {name} as app; sys.argv[0] = 'tailor'; app()"
+    args = ["data", "quarantine", "list", "--home", str(tmp_path / "ws")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+
+    def tailor(**variables: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", script, *args],
+            env={**env, **variables},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    bad = tailor(TAILOR_PROFILE="big", TAILOR_MODEL_POLL_SECONDS="0")
+    assert bad.returncode == 1
+    output = bad.stdout + bad.stderr
+    message = "error: TAILOR_PROFILE='big' must be local or scale; TAILOR_MODEL_POLL_SECONDS='0'"
+    assert message in output
+    assert "Traceback" not in output
+    typo = tailor(TAILOR_MODEL_NAMES="x")
+    assert typo.returncode == 0, typo.stderr
+    assert "did you mean TAILOR_MODEL_NAME?" in typo.stderr
