@@ -96,8 +96,8 @@ HomeOption = Annotated[
     Path | None,
     typer.Option(
         "--home",
-        envvar="TAILOR_HOME",
-        help="Workspace folder for data, feature store, runs and models (default ./data).",
+        help="Workspace folder for data, feature store, runs and models (default "
+        "$TAILOR_HOME, else ./data; read through features.settings).",
     ),
 ]
 

@@ -351,8 +351,6 @@ def features_persona_tiers(
 ) -> None:
     """Price-tier cuts per category from the event log (each item's latest price: budget up to
     the 25th percentile, high-end above the 75th), for the persona rules of a real catalogue."""
-    import os
-
     from rich.table import Table
 
     from features.eventlog import EventLog
@@ -372,7 +370,7 @@ def features_persona_tiers(
     console.print(table)
     if out is not None:
         try:
-            text = with_price_tiers(cuts, os.environ.get(PERSONAS_ENV) or None)
+            text = with_price_tiers(cuts, ws.settings.personas)
         except (OSError, PersonaRulesError) as exc:
             fail(str(exc))
         out.write_text(text, encoding="utf-8")

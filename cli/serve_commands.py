@@ -37,10 +37,10 @@ def serve(
     import os
 
     from serving.loader import preflight
-    from serving.process import DEFAULT_ALIAS, DEFAULT_MODEL, serve_command, serve_env
+    from serving.process import serve_command, serve_env
 
     ws = workspace(home)
-    label = preflight(ws, os.environ.get("TAILOR_MODEL_NAME", DEFAULT_MODEL), DEFAULT_ALIAS)
+    label = preflight(ws, ws.settings.model_name, ws.settings.model_alias)
     console.print(f"model {label}")
     command = serve_command(port, host)
     console.print(f"serving {ws.home} on http://{host}:{port}")
@@ -69,14 +69,12 @@ def build_command(
     home: HomeOption = None,
 ) -> None:
     """Build a self-contained Bento (`bentoml build`): the champion, code, feature_repo, rules."""
-    import os
-
     from serving.bento import build_bento
     from serving.loader import ServingStartupError
-    from serving.process import DEFAULT_ALIAS, DEFAULT_MODEL, PROJECT_ROOT, serve_env
+    from serving.process import DEFAULT_ALIAS, PROJECT_ROOT, serve_env
 
     ws = workspace(home)
-    name = os.environ.get("TAILOR_MODEL_NAME", DEFAULT_MODEL)
+    name = ws.settings.model_name
     console.print(f"importing {name}@{DEFAULT_ALIAS} and running bentoml build (a minute or so)")
     try:
         built = build_bento(ws, name, DEFAULT_ALIAS, PROJECT_ROOT, serve_env(ws))

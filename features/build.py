@@ -10,7 +10,7 @@ import pandas as pd
 from features import store
 from features.context import activity_rows
 from features.eventlog import EventLog
-from features.persona_rules import configured_personas
+from features.persona_rules import load_personas
 from features.personas import PersonaConfig, persona_table
 from features.transforms import item_features, snapshot_times, user_features
 from features.workspace import Workspace
@@ -36,7 +36,7 @@ def build_feature_tables(
 ) -> FeatureBuild:
     """Compute weekly snapshots (``freq``) of user and item features plus activity rows, and
     the persona table: the same fold ``/events`` runs, over the whole log (``personas``: the
-    persona rules, default ``$TAILOR_PERSONAS`` or the packaged file)."""
+    persona rules, default the file of ``ws.settings.personas`` or the packaged one)."""
     events = EventLog(ws.event_log_dir).read()
     if events.empty:
         raise ValueError(f"the event log at {ws.event_log_dir} is empty: import events first")
@@ -45,7 +45,7 @@ def build_feature_tables(
         "user_features": user_features(events, as_of),
         "item_features": item_features(events, as_of),
         "user_activity": activity_rows(events),
-        "user_personas": persona_table(events, personas or configured_personas()),
+        "user_personas": persona_table(events, personas or load_personas(ws.settings.personas)),
     }
     paths = store.write_tables(ws, tables)
     return FeatureBuild(

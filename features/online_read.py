@@ -7,9 +7,11 @@ the SQLite table layout, ``FeatureStore._fvs_for_push_source_or_raise``) is test
 Feast :data:`FEAST_TESTED` only. At import the installed Feast is checked: another version turns
 the fast path off (a warning says so) and :mod:`features.store` uses Feast's public
 ``get_online_features`` and ``push``, as it does when ``TAILOR_FAST_ONLINE_READ=0``
-(:func:`fast_path_enabled`, read when a reader is built, never at import). The read timeout
-(``TAILOR_ONLINE_READ_TIMEOUT_MS``) bounds the fast path only: Feast's own read of a locked
-SQLite store waits its busy timeout (5 s) before it fails.
+(:func:`fast_path_enabled`). The read timeout (``TAILOR_ONLINE_READ_TIMEOUT_MS``) bounds the fast
+path only: Feast's own read of a locked SQLite store waits its busy timeout (5 s) before it
+fails. These settings come from the :class:`~features.settings.Settings` the store was built
+with (:func:`use_settings`, called by :func:`features.store.feature_store`), never from the
+environment here.
 
 Feast's ``get_online_features`` rebuilds the feature service, its views and their fields from
 the registry proto on every call (with typeguard checks on each ``Field``) and runs on-demand
@@ -28,7 +30,6 @@ views through pandas and pyarrow: about 25 ms for one row on the embedded store.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -41,6 +42,8 @@ import pandas as pd
 from feast import FeatureStore
 from feast.type_map import feast_value_type_to_python_type
 from feast.value_type import ValueType
+
+from features.settings import DEFAULTS, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -55,41 +58,16 @@ if not FEAST_SUPPORTED:
         feast.__version__,
         FEAST_TESTED,
     )
-#: ``0`` turns the fast path off: Feast's public read and push answer every call.
-FAST_PATH_ENV = "TAILOR_FAST_ONLINE_READ"
-#: How long one SQLite online read waits for a lock held by a writer before it gives up.
-READ_TIMEOUT_MS = 100.0
-#: Environment variable overriding :data:`READ_TIMEOUT_MS`.
-READ_TIMEOUT_ENV = "TAILOR_ONLINE_READ_TIMEOUT_MS"
 
 
 class OnlineStoreUnavailable(RuntimeError):
     """The online store did not answer within the read timeout (locked, busy)."""
 
 
-def fast_path_enabled() -> bool:
+def fast_path_enabled(settings: Settings) -> bool:
     """Whether the fast read and push are used: the Feast version is the tested one and
-    ``$TAILOR_FAST_ONLINE_READ`` is not ``0`` (``1`` or unset: on)."""
-    text = os.environ.get(FAST_PATH_ENV, "").strip()
-    if text not in ("", "0", "1"):
-        raise ValueError(f"{FAST_PATH_ENV}={text!r}: expected 1 (fast path) or 0 (Feast's read)")
-    return FEAST_SUPPORTED and text != "0"
-
-
-def read_timeout_seconds() -> float:
-    """The SQLite read's lock wait: ``$TAILOR_ONLINE_READ_TIMEOUT_MS``, else the default."""
-    text = os.environ.get(READ_TIMEOUT_ENV, "").strip()
-    if not text:
-        return READ_TIMEOUT_MS / 1e3
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 60_000:
-        raise ValueError(
-            f"{READ_TIMEOUT_ENV}={text!r}: expected milliseconds, more than 0 and at most 60000"
-        )
-    return value / 1e3
+    ``settings.fast_online_read`` (``TAILOR_FAST_ONLINE_READ``, default on)."""
+    return FEAST_SUPPORTED and settings.fast_online_read
 
 
 #: On-demand outputs memoised per reader before the memo starts over.
@@ -98,24 +76,6 @@ MEMO_LIMIT = 10_000
 READER_TTL_SECONDS = 60.0
 #: Serialized entity keys and converted values kept per SQLite reader before starting over.
 SQLITE_CACHE_LIMIT = 50_000
-#: One-row answers kept per SQLite reader and thread until the next write to the store.
-ANSWER_CACHE_SIZE = 4096
-#: Environment variable overriding :data:`ANSWER_CACHE_SIZE` (``0``: every read is a query).
-ANSWER_CACHE_ENV = "TAILOR_ONLINE_ANSWERS"
-
-
-def answer_cache_size() -> int:
-    """One-row answers kept per thread: ``$TAILOR_ONLINE_ANSWERS``, else the default."""
-    text = os.environ.get(ANSWER_CACHE_ENV, "").strip()
-    if not text:
-        return ANSWER_CACHE_SIZE
-    try:
-        size = int(text)
-    except ValueError:
-        size = -1
-    if size < 0:
-        raise ValueError(f"{ANSWER_CACHE_ENV}={text!r}: expected an integer >= 0 (0 keeps none)")
-    return size
 
 
 def _immutable(answer: dict) -> bool:
@@ -138,7 +98,7 @@ class OnlineReader:
     asks Feast for the whole row (the reference answer) and remembers the outputs.
     """
 
-    def __init__(self, store: FeatureStore, service: str) -> None:
+    def __init__(self, store: FeatureStore, service: str, settings: Settings = DEFAULTS) -> None:
         from feast.on_demand_feature_view import OnDemandFeatureView
 
         # no reference to ``store`` itself: readers are cached in a WeakKeyDictionary keyed by it
@@ -192,7 +152,7 @@ class OnlineReader:
         (self.join_key,) = join_keys
         self.row_keys = {self.join_key, *request_keys}
         self._memo: dict[tuple, dict[str, Any]] = {}
-        self._sqlite = SqliteViews.for_views(self.config, self._provider, self.views)
+        self._sqlite = SqliteViews.for_views(self.config, self._provider, self.views, settings)
 
     def read(self, rows: list[dict]) -> list[dict] | None:
         """One dict per row, or None when Feast must answer (unexpected keys, memo miss)."""
@@ -254,17 +214,26 @@ class SqliteViews:
     answer is Feast's: a view without a row for the entity gives None for each of its features,
     as does a feature the row lacks.
 
-    Each thread has its own read-only connection (the service reads on the event loop while
-    ``/events`` pushes in a worker thread). Outside a transaction every ``SELECT`` sees the
-    pushes committed before it, and never a push half written, which the shared connection can
-    show. Entity keys and converted values are cached: a person's key is serialized once, and a
-    feature takes few distinct values (the cache holds immutable values only). A one-row answer
-    is kept until the store's data version changes (any commit by any connection, this process
-    or another), so a person read again before anything was written costs a ``PRAGMA``, not
-    the query (:class:`_ThreadRead`).
+    ``timeout`` is the lock wait of one read in seconds; ``answer_limit`` the one-row answers kept
+    per thread (``0``: none). Each thread has its own read-only connection (the service reads on the
+    event loop while ``/events`` pushes in a worker thread). Outside a transaction every ``SELECT``
+    sees the pushes committed before it, and never a push half written, which the shared connection
+    can show. Entity keys and converted values are cached: a person's key is serialized once, and a
+    feature takes few distinct values (the cache holds immutable values only). A one-row answer is
+    kept until the store's data version changes (any commit by any connection, this process or
+    another), so a person read again before anything was written costs a ``PRAGMA``, not the query
+    (:class:`_ThreadRead`).
     """
 
-    def __init__(self, path: str, key_version: int, tables: list[str], views: list) -> None:
+    def __init__(
+        self,
+        path: str,
+        key_version: int,
+        tables: list[str],
+        views: list,
+        timeout: float = DEFAULTS.online_read_timeout_ms / 1e3,
+        answer_limit: int = DEFAULTS.online_answers,
+    ) -> None:
         self.uri = Path(path).absolute().as_uri() + "?mode=ro"
         self.key_version = key_version
         self.join_key = views[0][1]
@@ -281,13 +250,17 @@ class SqliteViews:
         self._keys: dict[Any, bytes] = {}  # entity key value -> serialized key
         self._values: dict[tuple[int, str, bytes], Any] = {}  # (table, feature, blob) -> value
         self._local = threading.local()
-        self.answer_limit = answer_cache_size()
-        self.timeout = read_timeout_seconds()
+        self.answer_limit = answer_limit
+        self.timeout = timeout
 
     @classmethod
-    def for_views(cls, config: Any, provider: Any, views: list) -> SqliteViews | None:
+    def for_views(
+        cls, config: Any, provider: Any, views: list, settings: Settings = DEFAULTS
+    ) -> SqliteViews | None:
         """A reader when the online store is Feast's own SQLite store and the views share one
-        join key of one type and no feature name; otherwise None (each view read by Feast)."""
+        join key of one type and no feature name; otherwise None (each view read by Feast).
+        Its lock wait and kept answers are ``settings``' (``TAILOR_ONLINE_READ_TIMEOUT_MS``,
+        ``TAILOR_ONLINE_ANSWERS``)."""
         from feast.infra.online_stores.helpers import compute_table_id
         from feast.infra.online_stores.sqlite import SqliteOnlineStore
 
@@ -299,7 +272,14 @@ class SqliteViews:
         versioning = config.registry.enable_online_feature_view_versioning
         tables = [compute_table_id(config.project, view[0], versioning) for view in views]
         path = SqliteOnlineStore._get_db_path(config)
-        return cls(path, config.entity_key_serialization_version, tables, views)
+        return cls(
+            path,
+            config.entity_key_serialization_version,
+            tables,
+            views,
+            timeout=settings.online_read_timeout_ms / 1e3,
+            answer_limit=settings.online_answers,
+        )
 
     def read(self, rows: list[dict]) -> list[dict] | None:
         """The stored features of ``rows``, or None when the query fails (no file or table yet):
@@ -445,6 +425,20 @@ def _python(value: Any, value_type: Any) -> Any:
 
 _READERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _PUSH_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SETTINGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def use_settings(store: FeatureStore, settings: Settings) -> None:
+    """Read and push through ``store`` with ``settings`` (the fast-path switch, the read timeout,
+    the kept answers); its readers are rebuilt with them. A store never given settings uses the
+    defaults. :func:`features.store.feature_store` calls this with the workspace's settings."""
+    _SETTINGS[store] = settings
+    forget_readers(store)
+
+
+def store_settings(store: FeatureStore) -> Settings:
+    """The settings ``store`` reads and pushes with (see :func:`use_settings`)."""
+    return _SETTINGS.get(store, DEFAULTS)
 
 
 def online_reader(store: FeatureStore, service: str) -> OnlineReader | None:
@@ -454,11 +448,12 @@ def online_reader(store: FeatureStore, service: str) -> OnlineReader | None:
     readers = _READERS.setdefault(store, {})
     reader = readers.get(service, False)
     if reader is False or (reader and time.monotonic() - reader.built > READER_TTL_SECONDS):
-        if not fast_path_enabled():
+        settings = store_settings(store)
+        if not fast_path_enabled(settings):
             readers[service] = None
             return None
         try:
-            reader = OnlineReader(store, service)
+            reader = OnlineReader(store, service, settings)
         except _Unsupported as exc:
             logger.info("online reads of %s go through Feast: %s", service, exc)
             reader = None
@@ -486,7 +481,7 @@ def push_online(store: FeatureStore, source: str, rows: pd.DataFrame) -> None:
     Without it, through Feast's public ``push``."""
     if rows.empty:
         return
-    if not fast_path_enabled():
+    if not fast_path_enabled(store_settings(store)):
         from feast.data_source import PushMode
 
         store.push(source, rows, to=PushMode.ONLINE)

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from features.personas import SEPARATOR, STATE_FIELDS, PersonaConfig, PersonaRule
+from features.settings import env_name
 from features.yaml_files import (
     Bounds,
     FileModel,
@@ -159,16 +160,10 @@ def _read(path: str | Path | None) -> tuple[Any, str]:
     )
 
 
-#: Environment variable naming a persona rules file to use instead of the packaged one.
-PERSONAS_ENV = "TAILOR_PERSONAS"
-
-
-def configured_personas() -> PersonaConfig:
-    """The rules ``$TAILOR_PERSONAS`` names, else the packaged ones (read when called, so the
-    service and ``tailor features build`` fold with the same file)."""
-    import os
-
-    return load_personas(os.environ.get(PERSONAS_ENV) or None)
+#: Environment variable naming a persona rules file to use instead of the packaged one (the
+#: ``personas`` setting: the service and ``tailor features build`` load
+#: ``load_personas(settings.personas)``, so both fold with the same file).
+PERSONAS_ENV = env_name("personas")
 
 
 def with_price_tiers(cuts: dict[str, list[float]], path: str | Path | None = None) -> str:

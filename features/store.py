@@ -11,7 +11,6 @@ here.
 from __future__ import annotations
 
 import logging
-import os
 import string
 from datetime import datetime
 from importlib import resources
@@ -21,7 +20,7 @@ import pandas as pd
 from feast import FeatureStore
 from feast.data_source import PushMode
 
-from features.online_read import forget_readers, online_reader, push_online
+from features.online_read import forget_readers, online_reader, push_online, use_settings
 from features.workspace import Workspace
 from models.errors import ConfigError
 
@@ -39,9 +38,6 @@ ACTIVITY_PUSH = "user_activity_push"
 PERSONA_PUSH = "user_persona_push"
 PERSONA_SERVICE = "user_persona_v1"
 
-DEFAULT_REDIS = "127.0.0.1:6379"
-DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
 
 def _template(profile: str) -> str:
     name = "feature_store.yaml" if profile == "local" else f"feature_store.{profile}.yaml"
@@ -49,13 +45,14 @@ def _template(profile: str) -> str:
 
 
 def render_config(ws: Workspace) -> Path:
-    """Write the profile's ``feature_store.yaml`` with this workspace's paths and services."""
+    """Write the profile's ``feature_store.yaml`` with this workspace's paths and services (the
+    project, Redis and PostgreSQL of ``ws.settings``)."""
     ws.feature_data_dir.mkdir(parents=True, exist_ok=True)
     values = {
         "TAILOR_FEAST_DIR": str(ws.feast_dir),
-        "TAILOR_FEAST_PROJECT": os.environ.get("TAILOR_FEAST_PROJECT", "tailor"),
-        "TAILOR_REDIS": os.environ.get("TAILOR_REDIS", DEFAULT_REDIS),
-        "TAILOR_POSTGRES_URL": os.environ.get("TAILOR_POSTGRES_URL", DEFAULT_POSTGRES),
+        "TAILOR_FEAST_PROJECT": ws.settings.feast_project,
+        "TAILOR_REDIS": ws.settings.redis,
+        "TAILOR_POSTGRES_URL": ws.settings.postgres_url,
     }
     text = string.Template(_template(ws.profile)).substitute(values)
     target = ws.feast_dir / "feature_store.yaml"
@@ -64,9 +61,13 @@ def render_config(ws: Workspace) -> Path:
 
 
 def feature_store(ws: Workspace) -> FeatureStore:
-    """A ``FeatureStore`` for the workspace; relative source paths resolve in its Feast folder."""
+    """A ``FeatureStore`` for the workspace; relative source paths resolve in its Feast folder.
+    Its online reads and pushes follow ``ws.settings``
+    (:func:`features.online_read.use_settings`)."""
     config = render_config(ws)
-    return FeatureStore(repo_path=str(ws.feast_dir), fs_yaml_file=config)
+    store = FeatureStore(repo_path=str(ws.feast_dir), fs_yaml_file=config)
+    use_settings(store, ws.settings)
+    return store
 
 
 def declarations() -> list:

@@ -2,19 +2,17 @@
 
 Every path comes from one place so that later work (erasure across every store, the scale
 profile) has a single map of where a person's data can live. Nothing here runs at import time:
-commands call :meth:`Workspace.from_env` and then :meth:`Workspace.ensure`.
+commands call :meth:`Workspace.from_env` and then :meth:`Workspace.ensure`. The workspace carries
+the :class:`~features.settings.Settings` it was made with, so the feature store and the online
+read follow the same settings as the command or service that made it.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-HOME_ENV = "TAILOR_HOME"
-PROFILE_ENV = "TAILOR_PROFILE"
-DEFAULT_HOME = "data"
-PROFILES = ("local", "scale")
+from features.settings import PROFILES, Settings
 
 
 @dataclass(frozen=True)
@@ -24,22 +22,30 @@ class Workspace:
     home: Path
     profile: str = "local"
     tracking_uri: str | None = None  # MLflow store; None means SQLite inside ``home``
+    settings: Settings = field(default_factory=Settings, repr=False)  # default: every default
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ValueError(f"unknown profile {self.profile!r}; allowed: {', '.join(PROFILES)}")
 
     @classmethod
-    def from_env(cls, home: str | Path | None = None, profile: str | None = None) -> Workspace:
-        """Build from arguments, else ``$TAILOR_HOME`` / ``$TAILOR_PROFILE`` /
-        ``$MLFLOW_TRACKING_URI``, else defaults. Read once, here: MLflow itself writes
-        ``MLFLOW_TRACKING_URI`` into the environment when a store is chosen, so reading it later
-        would follow whichever workspace was used last in this process."""
-        chosen = home or os.environ.get(HOME_ENV) or DEFAULT_HOME
+    def from_env(
+        cls,
+        home: str | Path | None = None,
+        profile: str | None = None,
+        settings: Settings | None = None,
+    ) -> Workspace:
+        """Build from arguments, else ``settings`` (default: :meth:`Settings.from_env`, read
+        here, by the command that asks): ``TAILOR_HOME``, ``TAILOR_PROFILE``,
+        ``MLFLOW_TRACKING_URI``. Read once, here: MLflow itself writes ``MLFLOW_TRACKING_URI``
+        into the environment when a store is chosen, so reading it later would follow whichever
+        workspace was used last in this process."""
+        settings = Settings.from_env() if settings is None else settings
         return cls(
-            home=Path(chosen).expanduser().resolve(),
-            profile=profile or os.environ.get(PROFILE_ENV) or "local",
-            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
+            home=Path(home or settings.home).expanduser().resolve(),
+            profile=profile or settings.profile,
+            tracking_uri=settings.mlflow_tracking_uri,
+            settings=settings,
         )
 
     # -- raw inputs -------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from features.online_read import ANSWER_CACHE_ENV
+from features.settings import env_name
 from features.workspace import Workspace
 from serving import wrk
 from serving.process import PROJECT_ROOT, free_port, running, running_service, workers_env
@@ -46,6 +46,7 @@ DEFAULT_OUT = PROJECT_ROOT / "experiments" / "results" / "serving.md"
 RPS_TARGET, RPS_GOAL, P99_TARGET, FEATURE_P99_MS = 0.8, 0.9, 1.5, 2.0
 #: The known-user run repeated with no online answers kept (see features.online_read).
 UNCACHED_RUN = "recommend: known users, every read a query"
+ANSWER_CACHE_ENV = env_name("online_answers")  # set to 0 for that run
 COLD_CONTEXTS = (
     {"country": "US", "device_type": "mobile"},
     {"country": "DE", "device_type": "desktop"},
@@ -103,7 +104,7 @@ def _copy_workspace(ws: Workspace, target: Path) -> Workspace:
         dirs_exist_ok=True,
         ignore=shutil.ignore_patterns("logs", "bentoml", "raw", "quarantine"),
     )
-    return Workspace(home=target, profile=ws.profile, tracking_uri=ws.tracking_uri).ensure()
+    return replace(ws, home=target).ensure()
 
 
 def _bodies(known: list[str], n: int) -> tuple[list[str], list[str]]:
@@ -139,7 +140,7 @@ def in_process(ws: Workspace, loaded, known: list[str], reads: int = 2000) -> di
 
     fs = feature_store.feature_store(ws)
     service = loaded.feature_service
-    rules = load_rules(os.environ.get("TAILOR_RULES") or None)
+    rules = load_rules(ws.settings.rules)
 
     def row(i: int) -> list[dict]:
         return [{"user_id": known[i % len(known)], "device_type": "mobile"}]
@@ -195,7 +196,7 @@ def bench_serve(
     with tempfile.TemporaryDirectory(prefix="tailor-bench-") as tmp:
         tmp_path = Path(tmp)
         copy = _copy_workspace(ws, tmp_path / "ws")
-        name = os.environ.get("TAILOR_MODEL_NAME", "tailor-recommender")
+        name = ws.settings.model_name
         loaded = load_registered(copy, name, DEFAULT_ALIAS)
         report.model = loaded.label
         known = [str(u) for u in loaded.scorer.bundle.users.ids[: settings.users]]

@@ -17,11 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+
+from features.settings import DEFAULTS, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +31,6 @@ logger = logging.getLogger(__name__)
 #: most 3 deep (``/recommend``'s ``context``, an ``/events`` batch of objects).
 MAX_JSON_DEPTH = 32
 EVENTS_ROUTE = "/events"
-EVENTS_LIMIT_ENV = "TAILOR_MAX_EVENTS_BYTES"
-REQUEST_LIMIT_ENV = "TAILOR_MAX_REQUEST_BYTES"
 
 
 @dataclass(frozen=True)
@@ -38,34 +38,17 @@ class BodyLimits:
     """The largest request body accepted, in bytes: ``events`` for ``/events`` batches (1000
     events of ~1 KiB), ``other`` for every other POST (a ``/recommend`` is ~200 bytes)."""
 
-    events: int = 1 << 20
-    other: int = 64 << 10
+    events: int = DEFAULTS.max_events_bytes
+    other: int = DEFAULTS.max_request_bytes
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> BodyLimits:
-        """Limits from ``$TAILOR_MAX_EVENTS_BYTES`` and ``$TAILOR_MAX_REQUEST_BYTES`` (positive
-        byte counts), else the defaults; read by the service constructor."""
-        default = cls()
-        return cls(
-            events=_positive_bytes(env, EVENTS_LIMIT_ENV, default.events),
-            other=_positive_bytes(env, REQUEST_LIMIT_ENV, default.other),
-        )
+    def from_settings(cls, settings: Settings) -> BodyLimits:
+        """The limits of ``settings`` (``TAILOR_MAX_EVENTS_BYTES``, ``TAILOR_MAX_REQUEST_BYTES``,
+        checked there); the service constructor passes its settings."""
+        return cls(events=settings.max_events_bytes, other=settings.max_request_bytes)
 
     def for_path(self, path: str) -> int:
         return self.events if path.rstrip("/") == EVENTS_ROUTE else self.other
-
-
-def _positive_bytes(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{name}={raw!r} must be a positive number of bytes, e.g. {default}")
-    return value
 
 
 def error_json(message: str, detail: dict[str, Any] | None = None) -> bytes:

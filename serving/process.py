@@ -15,11 +15,11 @@ from pathlib import Path
 
 import httpx
 
-from features.workspace import HOME_ENV, PROFILE_ENV, Workspace
+from features.settings import env_name
+from features.workspace import Workspace
 
 SERVICE = "serving.service:Tailor"
 SERVICE_NAME = "tailor"  # the name in @bentoml.service(name=...)
-DEFAULT_MODEL = "tailor-recommender"
 DEFAULT_ALIAS = "champion"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,10 +52,12 @@ def serve_command(port: int, host: str = "127.0.0.1", service: str = SERVICE) ->
 
 
 def serve_env(ws: Workspace, workers: int = 1) -> dict[str, str]:
+    """The service's environment: this process's, with the workspace's home, profile and
+    MLflow store (the service reads its settings from it, as any command does)."""
     env = dict(os.environ)
-    env[HOME_ENV] = str(ws.home)
-    env[PROFILE_ENV] = ws.profile
-    env["MLFLOW_TRACKING_URI"] = ws.mlflow_uri
+    env[env_name("home")] = str(ws.home)
+    env[env_name("profile")] = ws.profile
+    env[env_name("mlflow_tracking_uri")] = ws.mlflow_uri
     env.setdefault("BENTOML_HOME", str(ws.home / "bentoml"))
     env.setdefault("BENTOML_DO_NOT_TRACK", "True")
     return workers_env(env, SERVICE_NAME, workers)
@@ -105,7 +107,7 @@ def running_service(
     ``extra_env`` is added to the service's environment."""
     from serving.loader import preflight
 
-    preflight(ws, os.environ.get("TAILOR_MODEL_NAME", DEFAULT_MODEL), DEFAULT_ALIAS)
+    preflight(ws, ws.settings.model_name, ws.settings.model_alias)
     port = port or free_port()
     log_path = log_path or ws.home / "logs" / f"serve-{port}.log"
     env = {**serve_env(ws, workers), **(extra_env or {})}

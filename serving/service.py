@@ -5,18 +5,11 @@ the rules file); each request reads the person's online features and delegates t
 :mod:`serving.logic` / :mod:`serving.events`. A background thread follows the registry alias and
 swaps models without dropping requests (:mod:`serving.watcher`).
 
-Environment read when the service starts: ``TAILOR_HOME``, ``MLFLOW_TRACKING_URI``,
-``TAILOR_MODEL_NAME`` (default ``tailor-recommender``), ``TAILOR_MODEL_ALIAS`` (default
-``champion``), ``TAILOR_MODEL_POLL_SECONDS`` (default 30), ``TAILOR_RULES`` (default the
-packaged ``serving/rules.yaml``), ``TAILOR_PERSONAS`` (default the packaged
-``features/personas.yaml``), ``TAILOR_MAX_EVENTS_BYTES`` and ``TAILOR_MAX_REQUEST_BYTES`` (the
-largest ``/events`` and other request bodies, default 1 MiB and 64 KiB: larger ones are 413).
-``TAILOR_BENTO_MODEL`` (set inside a Bento built by
-``tailor build``) names a BentoML model to serve instead of the registry's champion; that model
-is fixed, so nothing is watched. ``TAILOR_ONLINE_READ_TIMEOUT_MS`` (default 100) bounds one
-online read and ``TAILOR_ONLINE_RETRY_SECONDS`` (default 1) is how long a failed read keeps the
-store marked unavailable (:mod:`serving.store_health`); ``TAILOR_FAST_ONLINE_READ=0`` reads
-through Feast's public API only (:mod:`features.online_read`).
+The constructor reads the settings once (:meth:`features.settings.Settings.from_env`; every
+variable is in README's "Configuration" table): the workspace, the model name and alias and how
+often the alias is polled, the rules and persona files, the body limits, the online read's
+bounds. With ``TAILOR_BENTO_MODEL`` (set inside a Bento built by ``tailor build``) it serves that
+BentoML model instead of the registry's alias; that model is fixed, so nothing is watched.
 """
 
 from __future__ import annotations
@@ -25,7 +18,6 @@ import gc
 import importlib.metadata
 import logging
 import math
-import os
 import threading
 import time
 import uuid
@@ -51,8 +43,10 @@ from pydantic import Field
 from features import store as feature_store
 from features.eventlog import EventLog
 from features.ids import person_keys
-from features.persona_rules import configured_personas
+from features.persona_rules import load_personas
+from features.settings import Settings
 from features.workspace import Workspace
+from models.errors import ConfigError
 from serving import logic
 from serving.bento import BENTO_MODEL_ENV, load_bento_model
 from serving.errors import MAX_JSON_DEPTH, BodyLimits, ClientErrorLogFilter, ErrorShapeMiddleware
@@ -85,17 +79,11 @@ from serving.schemas import (
     SimilarItemsRequest,
     SimilarItemsResponse,
 )
-from serving.store_health import (
-    RETRY_ENV,
-    OnlineHealth,
-    ReadinessNoteMiddleware,
-    retry_seconds,
-)
-from serving.watcher import POLL_ENV, ModelHolder, poll_seconds
+from serving.store_health import OnlineHealth, ReadinessNoteMiddleware
+from serving.watcher import ModelHolder
 
 logger = logging.getLogger(__name__)
 
-RULES_ENV = "TAILOR_RULES"
 #: /recommend runs on the event loop (a sync api's hop to the worker thread costs ~0.2 ms of
 #: CPU per request, as much as the request's own work). After an online read slower than
 #: SLOW_READ_SECONDS (a locked SQLite file, a Redis timeout; a healthy read takes ~0.2 ms, a
@@ -205,19 +193,19 @@ class Tailor:
         # a client error is one WARNING line, not an ERROR with the traceback and the input
         logging.getLogger(BENTOML_REQUEST_ERROR_LOGGER).addFilter(ClientErrorLogFilter())
         try:
-            self.body_limits = BodyLimits.from_env(os.environ)
-        except ValueError as exc:
+            settings = Settings.from_env()
+        except ConfigError as exc:
             raise ServingStartupError(str(exc)) from None
-        ws = Workspace.from_env()
-        name = os.environ.get("TAILOR_MODEL_NAME", "tailor-recommender")
-        alias = os.environ.get("TAILOR_MODEL_ALIAS", "champion")
-        self.rules = load_rules(os.environ.get(RULES_ENV) or None)
-        self.personas = configured_personas()  # $TAILOR_PERSONAS, else features/personas.yaml
+        self.body_limits = BodyLimits.from_settings(settings)
+        ws = Workspace.from_env(settings=settings)
+        name, alias = settings.model_name, settings.model_alias
+        self.rules = load_rules(settings.rules)
+        self.personas = load_personas(settings.personas)
         problems = unknown_rule_personas(self.rules, self.personas)
         if problems:
             raise ServingStartupError("; ".join(problems))
         self.store = feature_store.feature_store(ws)
-        bento_model = os.environ.get(BENTO_MODEL_ENV)
+        bento_model = settings.bento_model
         if bento_model:
             try:
                 stored = bentoml.models.get(bento_model)
@@ -236,10 +224,10 @@ class Tailor:
         self.quarantine_dir = ws.quarantine_dir
         self._has_segments = False
         self._segments_checked = -math.inf
-        self._segments_recheck = poll_seconds(os.environ.get(POLL_ENV))
+        self._segments_recheck = settings.model_poll_seconds
         self._off_loop_until = -math.inf  # see SLOW_READ_SECONDS
         self._off_loop: anyio.CapacityLimiter | None = None  # made on the event loop
-        self.online = OnlineHealth(retry_seconds(os.environ.get(RETRY_ENV)))
+        self.online = OnlineHealth(settings.online_retry_seconds)
         self.pending_personas = PendingPersonas()
         self._stop_retry = threading.Event()
         threading.Thread(target=self._retry_personas, name="persona-retry", daemon=True).start()
@@ -257,7 +245,7 @@ class Tailor:
             on_swap=self._swapped,
         )
         if not bento_model:
-            self.models.start(poll_seconds(os.environ.get(POLL_ENV)))
+            self.models.start(settings.model_poll_seconds)
         # What is loaded now (model, store, libraries) lives as long as the worker: keep it out of
         # the cyclic collector, whose full passes over it (~0.3 s each, several a minute under
         # load) were most of /recommend's p99 (issue #5).

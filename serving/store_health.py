@@ -1,13 +1,13 @@
 """The online store's health as the service sees it, and what ``/readyz`` says about it.
 
 A read of a locked or stalled online store is bounded by the read timeout
-(``TAILOR_ONLINE_READ_TIMEOUT_MS``, see :mod:`features.online_read`); that request is answered
-with popularity, ``degraded`` saying so. After :data:`FAILURES_TO_SKIP` failed reads in a row
-(one could be a commit that held the lock a moment too long on a busy machine) the store counts
-as unavailable for :data:`RETRY_SECONDS`: requests meanwhile skip the read and are answered with
-popularity at once, and the first request after that tries the store again. So a store locked
-for minutes costs one bounded read per retry interval, not one per request, and the event loop
-(which also answers ``/healthz``) is never held for long.
+(``TAILOR_ONLINE_READ_TIMEOUT_MS``, see :mod:`features.online_read`); that request is answered with
+popularity, ``degraded`` saying so. After :data:`FAILURES_TO_SKIP` failed reads in a row (one could
+be a commit that held the lock a moment too long on a busy machine) the store counts as unavailable
+for the retry interval (``TAILOR_ONLINE_RETRY_SECONDS``): requests meanwhile skip the read and are
+answered with popularity at once, and the first request after that tries the store again. So a store
+locked for minutes costs one bounded read per retry interval, not one per request, and the event
+loop (which also answers ``/healthz``) is never held for long.
 
 ``/readyz`` stays 200 while the store is unavailable: every request is still answered (degraded),
 and all replicas share the store, so taking them out of a load balancer would turn degraded
@@ -24,29 +24,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from features.settings import DEFAULTS
 from serving.schemas import STORE_UNAVAILABLE
 
-#: Seconds a failed online read keeps the store marked unavailable before the next try.
-RETRY_SECONDS = 1.0
 #: Failed reads in a row that mark the store unavailable.
 FAILURES_TO_SKIP = 2
-#: Environment variable overriding :data:`RETRY_SECONDS`.
-RETRY_ENV = "TAILOR_ONLINE_RETRY_SECONDS"
 #: The ``/readyz`` body while the store is unavailable.
 READYZ_DEGRADED = f"degraded: {STORE_UNAVAILABLE}\n"
-
-
-def retry_seconds(raw: str | None) -> float:
-    """``$TAILOR_ONLINE_RETRY_SECONDS`` as seconds (> 0); unset or empty gives the default."""
-    if raw is None or not raw.strip():
-        return RETRY_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 3600:
-        raise ValueError(f"{RETRY_ENV}={raw!r}: expected seconds, more than 0 and at most 3600")
-    return value
 
 
 class OnlineHealth:
@@ -54,7 +38,7 @@ class OnlineHealth:
 
     def __init__(
         self,
-        retry: float = RETRY_SECONDS,
+        retry: float = DEFAULTS.online_retry_seconds,
         clock: Callable[[], float] = time.monotonic,
         failures_to_skip: int = FAILURES_TO_SKIP,
     ) -> None:

@@ -16,23 +16,7 @@ from typing import Generic, TypeVar
 
 logger = logging.getLogger(__name__)
 
-POLL_ENV = "TAILOR_MODEL_POLL_SECONDS"
-DEFAULT_POLL_SECONDS = 30.0
-
 M = TypeVar("M")
-
-
-def poll_seconds(raw: str | None) -> float:
-    """``$TAILOR_MODEL_POLL_SECONDS`` as seconds (> 0); unset or empty gives the default."""
-    if raw is None or not raw.strip():
-        return DEFAULT_POLL_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{POLL_ENV}={raw!r} is not a number of seconds") from None
-    if value <= 0:
-        raise ValueError(f"{POLL_ENV}={raw!r} must be > 0")
-    return value
 
 
 class ModelHolder(Generic[M]):

@@ -5,13 +5,14 @@ these services and installs these tools, so a missing one there is a defect, not
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 
 import pytest
 
-REQUIRE_ENV = "TAILOR_REQUIRE_SERVICES"
+from features.settings import Settings, env_name
+
+REQUIRE_ENV = env_name("require_services")
 
 
 def reachable(host: str, port: int) -> bool:
@@ -25,7 +26,7 @@ def reachable(host: str, port: int) -> bool:
 
 def required() -> bool:
     """Whether a missing service or tool fails the test instead of skipping it."""
-    return os.environ.get(REQUIRE_ENV, "").strip().lower() in {"1", "true", "yes"}
+    return Settings.from_env().require_services
 
 
 def _missing(reason: str) -> None:

@@ -18,7 +18,9 @@ import pytest
 from features import online_read, store
 from features.context import activity_rows
 from features.personas import persona_frame
+from features.settings import Settings
 from features.workspace import Workspace
+from models.errors import ConfigError
 from tests.integration.test_feast_store import T0, _tables
 from tests.services import require_postgres, require_redis
 
@@ -140,15 +142,14 @@ def test_a_push_by_another_store_object_is_seen(local_store, trained_workspace, 
     assert after["last_product_id"] == "p-elsewhere"
 
 
-def test_reads_in_another_thread_never_see_half_a_push(local_store, trained_workspace, monkeypatch):
+def test_reads_in_another_thread_never_see_half_a_push(local_store, trained_workspace):
     """/recommend reads on the event loop while /events pushes in a worker thread: every read
     is the answer before or after a push (the push writes 4 features in one transaction).
 
     Reads here wait out the pushes: with the default 100 ms bound (issue #10 item 6), a read
     meeting a commit that holds the lock longer (a loaded machine) fails as unavailable, which
     is not what this test is about."""
-    monkeypatch.setenv(online_read.READ_TIMEOUT_ENV, "10000")
-    store.forget_readers(local_store)
+    online_read.use_settings(local_store, Settings(online_read_timeout_ms=10_000))
     person = trained_workspace.generated.events["user_id"].dropna().iloc[3]
     row = {"user_id": person, "device_type": "mobile"}
     _same_as_feast(local_store, [row])
@@ -195,11 +196,11 @@ def test_a_failing_sqlite_query_is_read_through_feast(local_store, trained_works
 
 
 @pytest.mark.scale
-def test_redis_answers_equal_feasts(tmp_path, monkeypatch):
+def test_redis_answers_equal_feasts(tmp_path):
     require_redis("needed by the scale profile")
     require_postgres("scale-profile registry")
-    monkeypatch.setenv("TAILOR_FEAST_PROJECT", f"tailor_test_{uuid.uuid4().hex[:8]}")
-    ws = Workspace(home=tmp_path, profile="scale").ensure()
+    settings = Settings(feast_project=f"tailor_test_{uuid.uuid4().hex[:8]}")
+    ws = Workspace(home=tmp_path, profile="scale", settings=settings).ensure()
     store.write_tables(ws, _tables())
     fs = store.apply(ws)
     try:
@@ -219,20 +220,17 @@ def test_redis_answers_equal_feasts(tmp_path, monkeypatch):
         fs.teardown()
 
 
-def test_no_answers_are_kept_when_the_environment_says_zero(
-    local_store, trained_workspace, monkeypatch
-):
+def test_no_answers_are_kept_when_the_environment_says_zero(local_store, trained_workspace):
     """``TAILOR_ONLINE_ANSWERS=0`` (the benchmark's "every read a query" run): the same answers,
     none kept; a value that is not a count >= 0 is refused with the variable's name."""
     known = trained_workspace.generated.events["user_id"].dropna().iloc[1]
     rows = [{"user_id": known, "device_type": "mobile"}]
     for setting, kept in (("0", 0), ("", 1)):
-        monkeypatch.setenv(online_read.ANSWER_CACHE_ENV, setting)
-        store.forget_readers(local_store)
+        settings = Settings.from_env({"TAILOR_ONLINE_ANSWERS": setting})
+        online_read.use_settings(local_store, settings)
         reader = store.online_reader(local_store, store.USER_SERVICE)
         for _ in range(3):
             _same_as_feast(local_store, rows)
         assert len(reader._sqlite._thread().answers) == kept, setting
-    monkeypatch.setenv(online_read.ANSWER_CACHE_ENV, "lots")
-    with pytest.raises(ValueError, match="TAILOR_ONLINE_ANSWERS='lots'"):
-        online_read.answer_cache_size()
+    with pytest.raises(ConfigError, match="TAILOR_ONLINE_ANSWERS='lots'"):
+        Settings.from_env({"TAILOR_ONLINE_ANSWERS": "lots"})

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from features import store
+from features.settings import Settings
 from features.workspace import Workspace
 from tests.services import require_postgres, require_redis
 
@@ -16,12 +17,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.scale]
 
 
 @pytest.fixture()
-def scale_ws(tmp_path, monkeypatch):
+def scale_ws(tmp_path):
     require_redis("needed by the scale profile")
     require_postgres("scale-profile registry")
     # A project of its own, so runs never see each other's registry rows or Redis keys.
-    monkeypatch.setenv("TAILOR_FEAST_PROJECT", f"tailor_test_{uuid.uuid4().hex[:8]}")
-    ws = Workspace(home=tmp_path, profile="scale").ensure()
+    settings = Settings(feast_project=f"tailor_test_{uuid.uuid4().hex[:8]}")
+    ws = Workspace(home=tmp_path, profile="scale", settings=settings).ensure()
     yield ws
     fs = store.feature_store(ws)
     fs.teardown()

@@ -26,7 +26,9 @@ from features.context import activity_rows
 from features.eventlog import EventLog
 from features.persona_rules import load_personas
 from features.personas import persona_table
+from features.settings import Settings
 from features.workspace import Workspace
+from models.errors import ConfigError
 from serving.bench_store_lock import exclusive_lock
 from serving.events import ingest_events
 from serving.persona_updates import PendingPersonas, reapply_personas, update_personas
@@ -76,14 +78,16 @@ def test_a_locked_store_fails_a_read_within_the_timeout(local_store, trained_wor
     assert store.online_features(local_store, rows)[0]["user_id"] == person
 
 
-def test_the_read_timeout_is_configurable_and_checked(local_store, monkeypatch):
-    monkeypatch.setenv(online_read.READ_TIMEOUT_ENV, "250")
-    store.forget_readers(local_store)
-    reader = store.online_reader(local_store, store.USER_SERVICE)
+def test_the_read_timeout_is_configurable_and_checked(local_store, tmp_path):
+    """The workspace's settings reach the store's reader (``feature_store`` passes them on)."""
+    settings = Settings.from_env({"TAILOR_ONLINE_READ_TIMEOUT_MS": "250"})
+    fs = store.feature_store(Workspace.from_env(tmp_path, settings=settings))
+    reader = store.online_reader(fs, store.USER_SERVICE)
     assert reader is not None and reader._sqlite.timeout == 0.25
-    monkeypatch.setenv(online_read.READ_TIMEOUT_ENV, "soon")
-    with pytest.raises(ValueError, match="TAILOR_ONLINE_READ_TIMEOUT_MS='soon'"):
-        online_read.read_timeout_seconds()
+    default = store.online_reader(local_store, store.USER_SERVICE)
+    assert default is not None and default._sqlite.timeout == 0.1
+    with pytest.raises(ConfigError, match="TAILOR_ONLINE_READ_TIMEOUT_MS='soon'"):
+        Settings.from_env({"TAILOR_ONLINE_READ_TIMEOUT_MS": "soon"})
 
 
 # ----------------------------------------------------------------------------- the switch
@@ -98,8 +102,7 @@ def test_with_the_fast_path_off_answers_are_feasts_public_read(
     rows = [{"user_id": u, "device_type": "desktop"} for u in [*users, "nobody"]]
     fast = [store.online_features(local_store, [row]) for row in rows]
 
-    monkeypatch.setenv(online_read.FAST_PATH_ENV, "0")
-    store.forget_readers(local_store)
+    online_read.use_settings(local_store, Settings.from_env({"TAILOR_FAST_ONLINE_READ": "0"}))
 
     def private(*_args, **_kwargs):
         raise AssertionError("the fast path was used with TAILOR_FAST_ONLINE_READ=0")
@@ -134,13 +137,13 @@ def _activity_event(person: str) -> pd.DataFrame:
 
 
 def test_the_switch_and_the_feast_version_decide_the_path(monkeypatch):
-    monkeypatch.delenv(online_read.FAST_PATH_ENV, raising=False)
-    assert online_read.fast_path_enabled() is online_read.FEAST_SUPPORTED
+    on, off = Settings.from_env({}), Settings.from_env({"TAILOR_FAST_ONLINE_READ": "0"})
+    assert online_read.fast_path_enabled(on) is online_read.FEAST_SUPPORTED
+    assert online_read.fast_path_enabled(off) is False
     monkeypatch.setattr(online_read, "FEAST_SUPPORTED", False)  # another Feast release
-    assert online_read.fast_path_enabled() is False
-    monkeypatch.setenv(online_read.FAST_PATH_ENV, "yes")
-    with pytest.raises(ValueError, match="TAILOR_FAST_ONLINE_READ='yes'"):
-        online_read.fast_path_enabled()
+    assert online_read.fast_path_enabled(on) is False
+    with pytest.raises(ConfigError, match="TAILOR_FAST_ONLINE_READ='yes'"):
+        Settings.from_env({"TAILOR_FAST_ONLINE_READ": "yes"})
 
 
 def test_feasts_private_api_is_used_in_one_module_only():

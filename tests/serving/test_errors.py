@@ -10,6 +10,8 @@ import time
 import pytest
 from pydantic import ValidationError
 
+from features.settings import Settings
+from models.errors import ConfigError
 from serving.errors import (
     MAX_JSON_DEPTH,
     BodyLimits,
@@ -100,14 +102,17 @@ def test_nesting_depth_is_bounded_before_parsing() -> None:
 
 def test_body_limits_from_the_environment() -> None:
     """issue #10 item 4: the limits are settings, read when the service is constructed."""
-    assert BodyLimits.from_env({}) == BodyLimits(events=1 << 20, other=64 << 10)
-    limits = BodyLimits.from_env(
+    assert BodyLimits.from_settings(Settings.from_env({})) == BodyLimits(
+        events=1 << 20, other=64 << 10
+    )
+    settings = Settings.from_env(
         {"TAILOR_MAX_EVENTS_BYTES": "2048", "TAILOR_MAX_REQUEST_BYTES": " 512 "}
     )
+    limits = BodyLimits.from_settings(settings)
     assert (limits.for_path("/events"), limits.for_path("/recommend")) == (2048, 512)
     for bad in ("0", "-1", "1MiB"):
-        with pytest.raises(ValueError, match=f"TAILOR_MAX_EVENTS_BYTES='{bad}' must be a pos"):
-            BodyLimits.from_env({"TAILOR_MAX_EVENTS_BYTES": bad})
+        with pytest.raises(ConfigError, match=f"TAILOR_MAX_EVENTS_BYTES='{bad}' must be a pos"):
+            Settings.from_env({"TAILOR_MAX_EVENTS_BYTES": bad})
 
 
 def _call(

@@ -7,13 +7,10 @@ import asyncio
 
 import pytest
 
+from features.settings import Settings
+from models.errors import ConfigError
 from serving.persona_updates import PendingPersonas
-from serving.store_health import (
-    READYZ_DEGRADED,
-    OnlineHealth,
-    ReadinessNoteMiddleware,
-    retry_seconds,
-)
+from serving.store_health import READYZ_DEGRADED, OnlineHealth, ReadinessNoteMiddleware
 
 
 class _Clock:
@@ -49,11 +46,15 @@ def test_failed_reads_skip_the_store_until_the_retry_time_then_one_caller_tries(
 
 
 def test_retry_seconds_from_the_environment():
-    assert retry_seconds(None) == retry_seconds(" ") == 1.0
-    assert retry_seconds("0.25") == 0.25
-    for bad in ("0", "-1", "soon"):
-        with pytest.raises(ValueError, match=f"TAILOR_ONLINE_RETRY_SECONDS='{bad}'"):
-            retry_seconds(bad)
+    def retry(environ: dict[str, str]) -> float:
+        return Settings.from_env(environ).online_retry_seconds
+
+    assert retry({}) == retry({"TAILOR_ONLINE_RETRY_SECONDS": " "}) == 1.0
+    assert retry({"TAILOR_ONLINE_RETRY_SECONDS": "0.25"}) == 0.25
+    assert OnlineHealth().retry == 1.0
+    for bad in ("0", "-1", "soon", "3601"):
+        with pytest.raises(ConfigError, match=f"TAILOR_ONLINE_RETRY_SECONDS='{bad}' must be"):
+            retry({"TAILOR_ONLINE_RETRY_SECONDS": bad})
 
 
 def _get(app, path: str) -> tuple[int, bytes, dict]:

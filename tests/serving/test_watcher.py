@@ -5,7 +5,9 @@ import time
 
 import pytest
 
-from serving.watcher import DEFAULT_POLL_SECONDS, ModelHolder, poll_seconds
+from features.settings import Settings
+from models.errors import ConfigError
+from serving.watcher import ModelHolder
 
 
 class _Registry:
@@ -68,14 +70,13 @@ def test_background_thread_picks_up_a_move() -> None:
         holder.stop()
 
 
-@pytest.mark.parametrize(
-    ("raw", "seconds"), [(None, DEFAULT_POLL_SECONDS), ("", 30.0), ("2.5", 2.5)]
-)
+@pytest.mark.parametrize(("raw", "seconds"), [(None, 30.0), ("", 30.0), ("2.5", 2.5)])
 def test_poll_seconds(raw, seconds) -> None:
-    assert poll_seconds(raw) == seconds
+    environ = {} if raw is None else {"TAILOR_MODEL_POLL_SECONDS": raw}
+    assert Settings.from_env(environ).model_poll_seconds == seconds
 
 
-@pytest.mark.parametrize("raw", ["soon", "0", "-1"])
+@pytest.mark.parametrize("raw", ["soon", "0", "-1", "inf"])
 def test_bad_poll_seconds_name_the_variable(raw) -> None:
-    with pytest.raises(ValueError, match="TAILOR_MODEL_POLL_SECONDS"):
-        poll_seconds(raw)
+    with pytest.raises(ConfigError, match=f"TAILOR_MODEL_POLL_SECONDS='{raw}' must be"):
+        Settings.from_env({"TAILOR_MODEL_POLL_SECONDS": raw})
