@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
 from features.workspace import Workspace  # noqa: E402
 from training.evaluate import fit_and_score  # noqa: E402
 from training.spec import load_experiment_spec  # noqa: E402
-from training.tune.data import prepare_data  # noqa: E402
+from training.tune.splits import prepare_data  # noqa: E402
 from training.tune.study import optimize_trials  # noqa: E402
 
 

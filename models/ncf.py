@@ -9,8 +9,8 @@ into one linear layer giving a logit. Training minimizes binary cross-entropy on
 each epoch.
 
 Early stopping: ``validation_fraction`` of each user's interactions (seeded, see
-`models.neural.data.holdout_per_user`) are held out of training; after each epoch the model ranks
-all items the user has not trained on and NDCG@10 on the held-out ones is reported as
+`models.neural.sampling.holdout_per_user`) are held out of training; after each epoch the model
+ranks all items the user has not trained on and NDCG@10 on the held-out ones is reported as
 ``val_ndcg_at_10``. Training stops after ``patience`` epochs without improvement and keeps the
 best epoch's weights. Held-out interactions are not trained on. With ``validation_fraction == 0``
 (or data too small to hold any item out) every interaction is trained on for all ``epochs``.
@@ -43,8 +43,8 @@ from models.checks import (
 )
 from models.interactions import Interactions
 from models.neural.adapter import MONITOR, NeuralRecommender, held_out_ndcg
-from models.neural.base import Validate, seed_everything, shuffled_batches
-from models.neural.data import NegativeSampler, holdout_per_user, positive_pairs
+from models.neural.recommender import Validate, seed_everything, shuffled_batches
+from models.neural.sampling import NegativeSampler, holdout_per_user, positive_pairs
 from models.ranking import cosine_to
 
 __all__ = [

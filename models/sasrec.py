@@ -57,8 +57,8 @@ from models.base import Callback
 from models.checks import check_early_stopping, check_float, check_int, check_schedule
 from models.interactions import Interactions
 from models.neural.adapter import MONITOR, VALIDATION_K, NeuralRecommender
-from models.neural.base import Validate, seed_everything, shuffled_batches
-from models.neural.data import NegativeSampler, ndcg_at_k
+from models.neural.recommender import Validate, seed_everything, shuffled_batches
+from models.neural.sampling import NegativeSampler, ndcg_at_k
 from models.sasrec_net import (
     SASRecModule,
     bce_loss,

@@ -25,7 +25,7 @@ tokens). The encoders are fitted in `_fit`; the user encoder is saved with the w
 arrays, nothing needs pickle) so `score_new_users` can encode new users' features.
 
 Early stopping as in `models.ncf`: ``validation_fraction`` of each user's interactions are held
-out (`models.neural.data.holdout_per_user`) and NDCG@10 on them is monitored by `fit_epochs`.
+out (`models.neural.sampling.holdout_per_user`) and NDCG@10 on them is monitored by `fit_epochs`.
 
 Scoring is deterministic and row-by-row (each user's tower runs with the same tensor shapes
 whatever the batch), so a batch scores exactly like single users.
@@ -55,8 +55,8 @@ from models.checks import (
 )
 from models.interactions import Interactions
 from models.neural.adapter import MONITOR, NeuralRecommender, held_out_ndcg
-from models.neural.base import Validate, arrays_to_state, seed_everything, state_to_arrays
-from models.neural.data import NegativeSampler, binarize, holdout_per_user, positive_pairs
+from models.neural.recommender import Validate, arrays_to_state, seed_everything, state_to_arrays
+from models.neural.sampling import NegativeSampler, binarize, holdout_per_user, positive_pairs
 from models.ranking import cosine_to
 from models.side_features import (
     FeatureEncoder,

@@ -49,7 +49,12 @@ from features.workspace import Workspace
 from models.errors import ConfigError
 from serving import logic
 from serving.bento import BENTO_MODEL_ENV, load_bento_model
-from serving.errors import MAX_JSON_DEPTH, BodyLimits, ClientErrorLogFilter, ErrorShapeMiddleware
+from serving.error_bodies import (
+    MAX_JSON_DEPTH,
+    BodyLimits,
+    ClientErrorLogFilter,
+    ErrorShapeMiddleware,
+)
 from serving.events import BatchTooLargeError, ingest_events
 from serving.loader import (
     LoadedModel,
@@ -137,7 +142,7 @@ def tailored_openapi(spec: OpenAPISpecification) -> OpenAPISpecification:
     """BentoML's document with Tailor's title, version and description, request bodies marked
     required (each API reads an empty body as ``{}``, which none accepts, bar ``/events``'s
     single-event form), ``/events`` documented as one event or a list, the error schemas in the
-    shape :mod:`serving.errors` answers, and the 413 and 415 answers of every API."""
+    shape :mod:`serving.error_bodies` answers, and the 413 and 415 answers of every API."""
     errors = {"InvalidArgument": "Bad Request", "NotFound": "Not Found"}
     errors |= {"InternalServerError": "Internal Server Error"}
     errors |= {"PayloadTooLarge": "Request body over the limit"}

@@ -230,3 +230,15 @@ def test_a_second_import_path_is_found(tmp_path: Path) -> None:
     assert second_import_paths(modules, [caller]) == [
         f"{caller}:3: from models.base import Interactions"
     ]
+
+
+def test_each_module_basename_is_used_once() -> None:
+    """Issue #10: ``metrics``, ``patterns``, ``personas`` and ``ranking`` each named modules in
+    several packages; a module's file name says which one it is."""
+    seen: dict[str, list[str]] = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.name != "__init__.py":
+                seen.setdefault(path.name, []).append(path.relative_to(ROOT).as_posix())
+    repeated = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not repeated, repeated

@@ -1,7 +1,7 @@
 """The `Recommender` adapter code the neural models (NCF, two-tower, SASRec) share.
 
 `NeuralRecommender` holds the trained ``module`` and the `EpochHistory` of the last fit, runs
-`models.neural.base.fit_epochs` with the config's ``epochs``, ``patience`` and ``seed`` while
+`models.neural.recommender.fit_epochs` with the config's ``epochs``, ``patience`` and ``seed`` while
 monitoring `MONITOR`, and saves / restores the module's weights as plain arrays. `held_out_ndcg`
 is the validation metric of the models that hold out part of each user's interactions.
 """
@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from torch import nn
 
 from models.base import Callback, Recommender
-from models.neural.base import (
+from models.neural.recommender import (
     EpochHistory,
     LossFn,
     MakeBatches,
@@ -26,7 +26,7 @@ from models.neural.base import (
     fit_epochs,
     state_to_arrays,
 )
-from models.neural.data import ndcg_at_k
+from models.neural.sampling import ndcg_at_k
 
 #: Early stopping monitors NDCG at this cutoff on the held-out items.
 VALIDATION_K = 10

@@ -256,7 +256,7 @@ def test_nothing_reads_the_environment_at_import():
         "features.online_read",
         "features.persona_rules",
         "features.build",
-        "serving.errors",
+        "serving.error_bodies",
         "serving.store_health",
         "serving.watcher",
         "serving.process",

@@ -1,4 +1,4 @@
-"""The shared neural epoch loop and helpers (`models.neural.base`) and the NCF model
+"""The shared neural epoch loop and helpers (`models.neural.recommender`) and the NCF model
 (`models.ncf`)."""
 
 import dataclasses
@@ -14,8 +14,8 @@ from torch import nn
 
 from models.interactions import IdMap, Interactions
 from models.ncf import NCF, NCFConfig
-from models.neural.base import arrays_to_state, fit_epochs, state_to_arrays
-from models.neural.data import NegativeSampler, holdout_per_user, ndcg_at_k, positive_pairs
+from models.neural.recommender import arrays_to_state, fit_epochs, state_to_arrays
+from models.neural.sampling import NegativeSampler, holdout_per_user, ndcg_at_k, positive_pairs
 
 # ---------------------------------------------------------------------- the epoch loop
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from features.settings import Settings
 from models.errors import ConfigError
-from serving.errors import (
+from serving.error_bodies import (
     MAX_JSON_DEPTH,
     BodyLimits,
     ClientErrorLogFilter,

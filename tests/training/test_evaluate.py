@@ -10,12 +10,12 @@ import scipy.sparse as sp
 
 from features.eventlog import EventLog
 from models import ranking_metrics
-from models.neural import data as neural_data
+from models.neural import sampling as neural_data
 from models.registry import build
 from training.data import interaction_frame, temporal_holdout
 from training.evaluate import fit_and_score, score
 from training.protocols import PROTOCOLS, protocol_split, temporal_global_split, to_eval
-from training.tune.data import tuning_splits
+from training.tune.splits import tuning_splits
 
 
 def _frame(n_users: int = 30, n_items: int = 12, seed: int = 0) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from features.workspace import Workspace
 from models.errors import ConfigError
 from training.promote import PromotionError, register_run
 from training.spec import ExperimentSpec, load_experiment_spec, parse_experiment_spec
-from training.tune.data import prepare_data, tuning_splits
+from training.tune.splits import prepare_data, tuning_splits
 from training.tune.study import open_study, run_tuning, study_trials
 from training.tune.trial import Objective
 

@@ -25,7 +25,7 @@ from training import lineage, tracking
 from training.evaluate import fit_and_score
 from training.promote import promote, register_run
 from training.spec import ExperimentSpec
-from training.tune.data import TuneData
+from training.tune.splits import TuneData
 
 logger = logging.getLogger(__name__)
 

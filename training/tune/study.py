@@ -2,7 +2,7 @@
 :class:`training.tune.trial.Objective`; the refit, test score, logging and registration after the
 study are :mod:`training.tune.results`. These three are the only Optuna importers.
 
-Choosing never sees the test part (`training.tune.data.tuning_splits`): trials
+Choosing never sees the test part (`training.tune.splits.tuning_splits`): trials
 fit on an inner train part and are scored on a validation part carved from the outer train part:
 the same protocol function with another seed for ``msr`` (as ``experiments/select_params.py``)
 and the same time cut again for ``temporal``; the protocol's own validation part for ``recbole``
@@ -48,8 +48,8 @@ from optuna.trial import TrialState
 from features.workspace import Workspace
 from training import lineage, tracking
 from training.spec import ExperimentSpec, load_experiment_spec
-from training.tune.data import TuneData, prepare_data
 from training.tune.results import TuneResult, dataset_label, finish_study
+from training.tune.splits import TuneData, prepare_data
 from training.tune.trial import Objective
 
 logger = logging.getLogger(__name__)

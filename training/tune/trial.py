@@ -18,11 +18,11 @@ import optuna
 from training import lineage, tracking
 from training.evaluate import fit_and_score
 from training.spec import ExperimentSpec
-from training.tune.data import TuneData
+from training.tune.splits import TuneData
 
 logger = logging.getLogger(__name__)
 
-#: The per-epoch validation value neural models report (`models.neural.base.fit_epochs`).
+#: The per-epoch validation value neural models report (`models.neural.recommender.fit_epochs`).
 MONITOR = "val_ndcg_at_10"
 
 

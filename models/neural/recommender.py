@@ -10,7 +10,7 @@ asks. `state_to_arrays` / `arrays_to_state` turn a module's ``state_dict`` into 
 and back, so `Recommender.save` stores weights without pickle.
 
 The interaction-matrix helpers (`binarize`, `positive_pairs`, `NegativeSampler`,
-`holdout_per_user`, `ndcg_at_k`) live in `models.neural.data`.
+`holdout_per_user`, `ndcg_at_k`) live in `models.neural.sampling`.
 """
 
 from __future__ import annotations
