@@ -120,15 +120,42 @@ def _main(
         raise typer.BadParameter("--quiet and --verbose exclude each other")
     _verbose = verbose
     console.quiet_progress = quiet
-    if quiet:  # MLflow's INFO lines and artifact download bars are info and progress too
-        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-        os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+    if not verbose:  # MLflow's INFO lines and artifact download bars are its own progress
+        # (set before MLflow is imported, which reads them; a value the user set is kept)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     configure_logging(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
-    warnings.filterwarnings("ignore", message="On demand feature view is an experimental")
-    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", module="sqlalchemy")
+    hide_known_library_warnings(show=verbose)
+
+
+#: Warnings the libraries underneath give on every normal run (category, start of the message):
+#: they say nothing the user can act on. Any other warning still shows.
+KNOWN_LIBRARY_WARNINGS: tuple[tuple[type[Warning], str], ...] = (
+    (RuntimeWarning, "On demand feature view is an experimental feature"),  # Feast apply
+    (UserWarning, "The specified dataset source can be interpreted"),  # mlflow.data
+    (UserWarning, "Hint: Inferred schema contains integer"),  # MLflow signature of `k`
+    (Warning, "The ``noload`` loader strategy is deprecated"),  # SQLAlchemy, in MLflow's store
+)
+_shown_warning = warnings.showwarning
+
+
+def hide_known_library_warnings(*, show: bool = False) -> None:
+    """Drop :data:`KNOWN_LIBRARY_WARNINGS` at display time (``show``: display them too).
+
+    Filters are not enough: Feast calls ``warnings.simplefilter("once", ...)`` when it is
+    imported, ahead of any filter set before, so the known ones are dropped where warnings are
+    shown instead."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        text = str(message)
+        known = any(
+            issubclass(category, kind) and text.startswith(start)
+            for kind, start in KNOWN_LIBRARY_WARNINGS
+        )
+        if show or not known:
+            _shown_warning(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning
 
 
 def configure_logging(level: int) -> None:

@@ -20,6 +20,7 @@ import pandas as pd
 from feast import FeatureStore
 from feast.data_source import PushMode
 
+from features.library_output import library_output
 from features.online_read import forget_readers, online_reader, push_online, use_settings
 from features.workspace import Workspace
 from models.errors import ConfigError
@@ -117,7 +118,8 @@ def materialize(
 ) -> FeatureStore:
     """Load the offline rows with ``start <= event_timestamp <= end`` into the online store."""
     store = store or feature_store(ws)
-    store.materialize(start_date=start, end_date=end)
+    with library_output(logger, "feast materialize"):
+        store.materialize(start_date=start, end_date=end)
     return store
 
 
@@ -272,7 +274,8 @@ def materialize_micro_segments(
     """Load micro-segment rows with ``start <= event_timestamp <= end`` into the online store
     (this view only, so views whose tables are not built yet are left alone)."""
     store = store or feature_store(ws)
-    store.materialize(start_date=start, end_date=end, feature_views=[MICRO_SEGMENT_VIEW])
+    with library_output(logger, "feast materialize"):
+        store.materialize(start_date=start, end_date=end, feature_views=[MICRO_SEGMENT_VIEW])
     return store
 
 

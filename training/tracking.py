@@ -15,6 +15,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from features.library_output import library_output
 from features.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,8 @@ def register(
     model_uri: str, name: str, alias: str, tags: dict[str, str]
 ) -> mlflow.entities.model_registry.ModelVersion:
     """Register a logged model, tag the version and move ``alias`` to it."""
-    version = mlflow.register_model(model_uri, name, tags=tags)
+    with library_output(logger, "mlflow register_model"):
+        version = mlflow.register_model(model_uri, name, tags=tags)
     MlflowClient().set_registered_model_alias(name, alias, version.version)
     return version
 
@@ -199,7 +201,8 @@ def register_run_model(
     level = registry_logger.level
     registry_logger.setLevel(logging.ERROR)
     try:
-        return mlflow.register_model(f"runs:/{run_id}/{artifact_path}", name, tags=tags)
+        with library_output(logger, "mlflow register_model"):
+            return mlflow.register_model(f"runs:/{run_id}/{artifact_path}", name, tags=tags)
     finally:
         registry_logger.setLevel(level)
 

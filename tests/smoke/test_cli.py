@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import typer.main
 from typer.testing import CliRunner
 
 from cli.app import app
+
+ROOT = Path(__file__).resolve().parents[2]
 
 runner = CliRunner()
 
@@ -96,7 +102,29 @@ def test_step_by_step_pipeline_then_clear_errors(tmp_path):
 
 @pytest.mark.smoke
 def test_demo_prints_a_real_answer_from_the_http_endpoint(tmp_path):
-    output = _run(["demo", "--users", "150", "--days", "21", "--seed", "3"], tmp_path / "demo")
+    """Run as `make demo` runs it: the `tailor` program in a process of its own, so the
+    libraries' warnings and prints reach the terminal as a user would see them."""
+    done = subprocess.run(
+        [sys.executable, "-c", "from cli.app import main; main()", "demo", "--users", "150",
+         "--days", "21", "--seed", "3", "--home", str(tmp_path / "demo")],
+        capture_output=True, text=True, timeout=900, cwd=ROOT,
+        env={**os.environ, "COLUMNS": "120", "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    # issue #10: Tailor's own progress, not library noise (known warnings, Feast's materialize
+    # report, MLflow's INFO lines, download bars and registry prints)
+    for noise in (
+        "On demand feature view is an experimental",
+        "noload",
+        "Materializing",
+        "INFO mlflow",
+        "Downloading artifacts",
+        "Successfully registered model",
+        "Hint: Inferred schema",
+        "Traceback",
+    ):
+        assert noise not in output, (noise, output[-3000:])
     body = output.split("POST /recommend", 1)[1]
     answer = json.loads(body[body.index("{") : body.index("\n}") + 2])
     assert len(answer["items"]) == 10
