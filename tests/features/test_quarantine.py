@@ -20,17 +20,7 @@ from features.ingest import ingest_frame, replay_quarantine
 from features.quarantine import TRUNCATED, Quarantine
 from features.schema import EventLimits
 from serving.events import ingest_events
-
-
-def view(event_id: str, **overrides) -> dict:
-    return {
-        "event_id": event_id,
-        "event_type": "page_view",
-        "timestamp": "2024-03-10T10:00:00Z",
-        "user_id": "u1",
-        "session_id": "s1",
-        **overrides,
-    }
+from tests.features.test_ingest_conflicts import view
 
 
 def folder_bytes(folder: Path) -> int:

@@ -33,6 +33,7 @@ from serving.bench_store_lock import exclusive_lock
 from serving.events import ingest_events
 from serving.persona_updates import PendingPersonas, reapply_personas, update_personas
 from serving.schemas import PERSONAS_NOT_UPDATED, STORE_UNAVAILABLE
+from tests.integration.test_online_read import _event as _pushed_event
 from tests.integration.test_serving_http import (  # noqa: F401  (served is a fixture)
     _categories,
     _event,
@@ -114,26 +115,10 @@ def test_with_the_fast_path_off_answers_are_feasts_public_read(
         answer = store.online_features(local_store, [row])
         assert answer == store._feast_online_features(local_store, [row], store.USER_SERVICE)
         assert answer == expected
-    event = _activity_event(users.iloc[0])
+    event = _pushed_event(users.iloc[0], product="p-switch")
     store.push_activity(local_store, activity_rows(event))  # Feast's public push
     (after,) = store.online_features(local_store, [rows[0]])
     assert after["last_product_id"] == "p-switch"
-
-
-def _activity_event(person: str) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "event_id": [f"e-{uuid.uuid4().hex}"],
-            "event_type": ["product_view"],
-            "timestamp": [pd.Timestamp.now(tz="UTC")],
-            "user_id": [person],
-            "anonymous_id": [None],
-            "session_id": ["s"],
-            "device_type": ["tablet"],
-            "product_id": ["p-switch"],
-            "category": ["switch-category"],
-        }
-    )
 
 
 def test_the_switch_and_the_feast_version_decide_the_path(monkeypatch):
