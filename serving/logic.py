@@ -236,7 +236,8 @@ def recommend(
             primary, strategy = _model(ctx, user_idx, decision.source_rule)
             personalized = True
         except Exception:  # a broken model must not break the answer
-            logger.exception("model %s failed for %s", scorer.label, request.person)
+            # the user index, not the person's id: logs carry no raw ids (STYLE, people's data)
+            logger.exception("model %s failed for user index %d", scorer.label, user_idx)
             degraded = MODEL_FAILED
             source = "popular_in_context"
     elif source == "model":  # the rules asked for the model, but it has never seen this person

@@ -235,10 +235,13 @@ class _BrokenModel:
         raise RuntimeError("boom")
 
 
-def test_failing_model_falls_back_to_popularity(scorer) -> None:
+def test_failing_model_falls_back_to_popularity(scorer, caplog) -> None:
     broken = Scorer.from_bundle(replace(scorer.bundle, model=_BrokenModel()), scorer.label)
-    answer = _ask(broken, user_id="a3", k=3)
+    with caplog.at_level("ERROR", logger="serving.logic"):
+        answer = _ask(broken, user_id="a3", k=3)
     assert answer.degraded == "model failed"  # issue #10 item 8: not "RuntimeError: boom"
+    # the fault is logged (with its traceback), but not the person's id
+    assert "failed for user index" in caplog.text and "for a3" not in caplog.text
     assert answer.personalized is False
     assert not any(item.strategy.startswith("model:") for item in answer.items)
     assert len(answer.items) == 3
