@@ -161,6 +161,75 @@ class Settings(BaseModel):
         f"a positive number of bytes, e.g. {64 << 10}",
         ge=1,
     )
+    # -- the real-time path (issue #11) ----------------------------------------------------------
+    database_url: str | None = _setting(
+        None,
+        "Workspace database (identity graph, embedded session store), a SQLAlchemy URL; unset: "
+        "SQLite `<home>/tailor.db` on the local profile, `TAILOR_POSTGRES_URL` on scale.",
+        "a SQLAlchemy URL",
+    )
+    broker_url: str | None = _setting(
+        None,
+        "Event broker between collection and processing: `amqp://user:pass@host:5672/` "
+        "(RabbitMQ); unset: the embedded durable queue in `<home>/queue/`.",
+        "an amqp:// URL",
+    )
+    broker_queue: str = _setting(
+        "tailor.events",
+        "Name of the broker's event queue (its dead letters: `<name>.dead`).",
+        "a queue name",
+    )
+    spool_max_bytes: int = _setting(
+        256 << 20,
+        "Disk spool for events while the broker is unreachable, in bytes (full: 503).",
+        f"a positive number of bytes, e.g. {256 << 20}",
+        ge=1,
+    )
+    serve_consumer: Flag = _setting(
+        True,
+        "`1`: with the embedded queue the service runs the event consumer in-process; `0`: run "
+        "`tailor consume` yourself.",
+        "1 (in-process consumer) or 0 (none)",
+    )
+    session_timeout_minutes: float = _setting(
+        30.0,
+        "Minutes without events after which a visitor's session id (`tailor_sid`) rotates.",
+        "minutes, more than 0 and at most 1440",
+        gt=0,
+        le=1440,
+    )
+    collect_origins: str = _setting(
+        "",
+        "Origins allowed to call `/collect` from a browser (CORS, with credentials), "
+        "comma-separated, e.g. `https://shop.example`; empty: none.",
+        "comma-separated origins (scheme://host[:port])",
+    )
+    cookie_secret: str | None = _setting(
+        None,
+        "Key that signs the collector's cookies; unset: a random key kept in "
+        "`<home>/secrets/cookie_secret`.",
+        "a secret of at least 32 characters",
+        min_length=32,
+    )
+    cookie_days: int = _setting(
+        395,
+        "Lifetime of the anonymous-id cookie `tailor_aid` in days (renewed on use; 13 months at "
+        "most).",
+        "days, from 1 to 395",
+        ge=1,
+        le=395,
+    )
+    fingerprint: Flag = _setting(
+        False,
+        "`1`: the collector stores a coarse device fingerprint as a weak identity hint (never "
+        "enough alone to merge people).",
+        "1 (compute it) or 0 (never)",
+    )
+    allow_user_merge: Flag = _setting(
+        False,
+        "`1`: `/identify` may merge two known user ids into one person; `0`: refused.",
+        "1 (allowed) or 0 (refused)",
+    )
     # -- the test harness -----------------------------------------------------------------------
     require_services: Flag = _setting(
         False,

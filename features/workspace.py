@@ -95,6 +95,32 @@ class Workspace:
         """Scratch space for model files before they are logged to MLflow."""
         return self.home / "models"
 
+    # -- the real-time path (issue #11) ------------------------------------------------------
+    @property
+    def database_url(self) -> str:
+        """The workspace database (identity graph, session store on the local profile): the
+        configured URL, else PostgreSQL on the scale profile, else SQLite inside ``home``."""
+        if self.settings.database_url:
+            return self.settings.database_url
+        if self.profile == "scale":
+            return self.settings.postgres_url
+        return f"sqlite:///{self.home / 'tailor.db'}"
+
+    @property
+    def queue_dir(self) -> Path:
+        """The embedded durable event queue (used when no broker URL is configured)."""
+        return self.home / "queue"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Events accepted while the broker was unreachable, forwarded when it returns."""
+        return self.home / "spool"
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Generated secrets (the cookie-signing key), readable by the owner only."""
+        return self.home / "secrets"
+
     def ensure(self) -> Workspace:
         """Create the folders; commands call this, importing never does."""
         for path in (

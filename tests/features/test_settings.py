@@ -136,6 +136,17 @@ def test_the_defaults():
         "max_events_bytes": 1 << 20,
         "max_request_bytes": 64 << 10,
         "require_services": False,
+        "database_url": None,
+        "broker_url": None,
+        "broker_queue": "tailor.events",
+        "spool_max_bytes": 256 << 20,
+        "serve_consumer": True,
+        "session_timeout_minutes": 30.0,
+        "collect_origins": "",
+        "cookie_secret": None,
+        "cookie_days": 395,
+        "fingerprint": False,
+        "allow_user_merge": False,
     }
     blank = {name: "  " for name in variables().values()}
     assert Settings.from_env(blank) == DEFAULTS  # blank is unset
