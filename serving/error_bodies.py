@@ -162,15 +162,23 @@ class ErrorShapeMiddleware:
     malformed or too deeply nested JSON, and :func:`error_body` for every 4xx JSON response.
 
     ``limits`` is called per request (the service constructor reads the settings, after this
-    middleware is built); without it the :class:`BodyLimits` defaults apply.
+    middleware is built); without it the :class:`BodyLimits` defaults apply. Requests to
+    ``own_checks`` paths pass untouched: their app checks its bodies itself (the browser
+    collector takes ``text/plain`` beacons and answers in this shape already).
     """
 
-    def __init__(self, app: Any, limits: Callable[[], BodyLimits] | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        limits: Callable[[], BodyLimits] | None = None,
+        own_checks: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.limits = limits or BodyLimits
+        self.own_checks = own_checks
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope.get("type") != "http":
+        if scope.get("type") != "http" or scope.get("path") in self.own_checks:
             await self.app(scope, receive, send)
             return
         if scope.get("method") == "POST":

@@ -30,6 +30,8 @@ class ServiceMetrics:
     model_info: Any  # Gauge(model, model_name, version): 1 for the model being served
     feature_read: Any  # Histogram(service): the online feature read inside /recommend
     persona_updates: Any  # Counter(outcome): people updated; calls whose update failed
+    #: Counter(endpoint, reason): refused requests, ignored cookies and rejected events (#11)
+    rejections: Any = None
     #: (endpoint, strategy kind, degraded) -> its (request counter, latency histogram) children;
     #: bounded, as the labels are, and saves two ``labels()`` look-ups per request
     _children: dict[tuple[str, str, bool], tuple[Any, Any]] = field(
@@ -50,6 +52,11 @@ class ServiceMetrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def rejected(self, endpoint: str, reason: str, count: int = 1) -> None:
+        """Count ``count`` rejections of one bounded ``reason`` on ``endpoint``."""
+        if count > 0 and self.rejections is not None:
+            self.rejections.labels(endpoint=endpoint, reason=reason).inc(count)
 
     def serving(self, label: str, old_label: str | None = None) -> None:
         """Mark ``name@version`` as served (and the one it replaced as not)."""
@@ -98,5 +105,11 @@ def service_metrics() -> ServiceMetrics:
             "Real-time persona updates on /events: people updated (outcome=updated) and calls "
             "whose update failed, events kept (outcome=failed).",
             ["outcome"],
+        ),
+        rejections=prom.Counter(
+            "tailor_rejections",
+            "Refused requests, ignored (forged or malformed) cookies and rejected events, by "
+            "endpoint and reason.",
+            ["endpoint", "reason"],
         ),
     )

@@ -49,6 +49,7 @@ from features.workspace import Workspace
 from models.errors import ConfigError
 from serving import logic
 from serving.bento import BENTO_MODEL_ENV, load_bento_model
+from serving.collector import COLLECT_PATH, COLLECT_PATHS, Collector, Delivery, collector_app
 from serving.error_bodies import (
     MAX_JSON_DEPTH,
     BodyLimits,
@@ -227,6 +228,15 @@ class Tailor:
         self.metrics.serving(loaded.label)
         self.log = EventLog(ws.event_log_dir)
         self.quarantine_dir = ws.quarantine_dir
+        try:  # the browser collector (/collect, /collect.gif; mounted below the class)
+            self.collector = Collector.from_settings(
+                settings,
+                ws.secrets_dir,
+                self._collected,
+                lambda reason, count: self.metrics.rejected(COLLECT_PATH, reason, count),
+            )
+        except ConfigError as exc:
+            raise ServingStartupError(str(exc)) from None
         self._has_segments = False
         self._segments_checked = -math.inf
         self._segments_recheck = settings.model_poll_seconds
@@ -450,6 +460,25 @@ class Tailor:
         )
         return answer
 
+    def _collected(self, events: list[Any]) -> Delivery:
+        """The collector's sink: the events filled in by :mod:`serving.collector`, stored as
+        ``/events`` stores them (under the log's writer lock)."""
+        started = time.perf_counter()
+        with self.log.writer():
+            answer = ingest_events(
+                events,
+                self.log,
+                self.quarantine_dir,
+                lambda activity: feature_store.push_activity(self.store, activity),
+                source="api:/collect",
+                fold=self._fold_personas,
+            )
+        strategy = "push" if not answer.degraded else "log_only"
+        self.metrics.observe(
+            COLLECT_PATH, strategy, time.perf_counter() - started, bool(answer.degraded)
+        )
+        return Delivery(answer.model_dump(), rejected=answer.rejected + answer.conflict)
+
 
 def _body_limits() -> BodyLimits:
     """The running service's limits (read by its constructor), per request."""
@@ -459,8 +488,21 @@ def _body_limits() -> BodyLimits:
         return BodyLimits()
 
 
-Tailor.add_asgi_middleware(ErrorShapeMiddleware, limits=_body_limits)
+Tailor.add_asgi_middleware(ErrorShapeMiddleware, limits=_body_limits, own_checks=COLLECT_PATHS)
 Tailor.add_asgi_middleware(
     ReadinessNoteMiddleware,
     health_of=lambda: getattr(bentoml.get_current_service(), "online", None),
 )
+
+
+def _collector() -> Collector | None:
+    """The running service's collector; None before its constructor has run."""
+    try:
+        return getattr(bentoml.get_current_service(), "collector", None)
+    except BentoMLException:
+        return None
+
+
+# /collect and /collect.gif: a Starlette app; BentoML's PassiveMount at "/" only takes the
+# paths it routes, so every other route stays the service's
+Tailor.mount_asgi_app(collector_app(_collector), path="/", name="collector")
