@@ -160,7 +160,8 @@ def test_secure_only_over_tls_or_a_loopback_proxy_saying_https(sink, counted):
     response = plain.post("/collect", json=_view())
     assert not any("Secure" in h for h in response.headers.get_list("set-cookie"))
     # a client on the internet cannot claim TLS...
-    spoofed = plain.post("/collect", json=_view(), headers={"x-forwarded-proto": "https"})
+    remote = _client(collector, base_url="http://shop.example", client=("203.0.113.5", 40000))
+    spoofed = remote.post("/collect", json=_view(), headers={"x-forwarded-proto": "https"})
     assert not any("Secure" in h for h in spoofed.headers.get_list("set-cookie"))
     # ...a proxy on this machine that terminated TLS can
     proxied = _client(collector, base_url="http://shop.example", client=("127.0.0.1", 40000))

@@ -33,6 +33,10 @@ ANDROID_TABLET = (
     "Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/120.0.0.0 Safari/537.36"
 )
+LENOVO_TABLET = (  # no "Tablet" in ua-parser's brand: the missing "Mobile" says it
+    "Mozilla/5.0 (Linux; Android 12; Lenovo TB-J606F) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36"
+)
 KINDLE = (
     "Mozilla/5.0 (Linux; Android 11; KFTRWI) AppleWebKit/537.36 (KHTML, like Gecko) Silk/120 "
     "like Chrome/120 Safari/537.36"
@@ -60,6 +64,7 @@ GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.
         (IPAD, Device("tablet", "Mobile Safari", "16", "iOS", "16")),
         (ANDROID_PHONE, Device("mobile", "Chrome Mobile", "120", "Android", "14")),
         (ANDROID_TABLET, Device("tablet", "Chrome", "120", "Android", "13")),
+        (LENOVO_TABLET, Device("tablet", "Chrome", "120", "Android", "12")),
         (WINDOWS_CHROME, Device("desktop", "Chrome", "120", "Windows", "10")),
         (MAC_SAFARI, Device("desktop", "Safari", "17", "Mac OS X", "10")),
         (LINUX_FIREFOX, Device("desktop", "Firefox", "121", "Linux", None)),
