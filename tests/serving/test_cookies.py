@@ -211,3 +211,18 @@ def test_a_short_key_file_is_a_config_error_naming_the_file(tmp_path) -> None:
     (tmp_path / SECRET_FILE).chmod(0o600)
     with pytest.raises(ConfigError, match=SECRET_FILE):
         cookie_key(None, tmp_path)
+
+
+def _key_in_process(secrets_dir: str) -> str:
+    from pathlib import Path
+
+    return cookie_key(None, Path(secrets_dir))
+
+
+def test_worker_processes_starting_at_once_share_one_key(tmp_path) -> None:
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        keys = pool.map(_key_in_process, [str(tmp_path / "secrets")] * 8)
+    assert len(set(keys)) == 1
+    assert sorted(os.listdir(tmp_path / "secrets")) == [SECRET_FILE]

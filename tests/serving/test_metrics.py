@@ -50,3 +50,29 @@ def test_observe_counts_each_request_and_looks_labels_up_once() -> None:
     assert requests.calls[("inc", degraded)] == 1
     assert sum(latency.calls.values()) == 4
     assert (requests.lookups, latency.lookups) == (3, 3)  # one per (endpoint, kind, degraded)
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+
+    def labels(self, **labels: str):
+        counts, key = self.counts, tuple(sorted(labels.items()))
+
+        class Child:
+            def inc(self, amount: float = 1) -> None:
+                counts[key] += amount
+
+        return Child()
+
+
+def test_rejections_are_counted_by_endpoint_and_reason() -> None:
+    rejections = _Counter()
+    metrics = ServiceMetrics(None, None, None, None, None, None, rejections=rejections)
+    metrics.rejected("/collect", "cookie_forged")
+    metrics.rejected("/collect", "invalid_event", 3)
+    metrics.rejected("/collect", "invalid_event", 0)  # nothing to count
+    assert rejections.counts == {
+        (("endpoint", "/collect"), ("reason", "cookie_forged")): 1,
+        (("endpoint", "/collect"), ("reason", "invalid_event")): 3,
+    }
