@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -179,3 +180,23 @@ def fingerprint(
         "confidence": CONFIDENCE[len(known)],
         "hints": sorted(known),
     }
+
+
+def fingerprint_hint(properties: Any) -> tuple[str, float] | None:
+    """``(hash, confidence)`` of the fingerprint an event carries (its ``properties``, as a
+    dict or the event log's JSON text), else None: what the identity graph may record as a weak
+    hint, never as a reason to merge on its own."""
+    if isinstance(properties, str):
+        try:
+            properties = json.loads(properties)
+        except ValueError:
+            return None
+    hint = properties.get(FINGERPRINT) if isinstance(properties, dict) else None
+    if not isinstance(hint, dict):
+        return None
+    digest, confidence = hint.get("hash"), hint.get("confidence")
+    if not isinstance(digest, str) or not digest.startswith(f"{FINGERPRINT_VERSION}:"):
+        return None
+    if isinstance(confidence, bool) or not isinstance(confidence, int | float):
+        return None
+    return digest, min(float(confidence), MAX_CONFIDENCE)

@@ -418,3 +418,17 @@ def test_before_the_service_is_constructed_the_answer_is_503(sink):
     response = client.post("/collect", json=_view())
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert client.get("/collect.gif", params={"e": "{}"}).status_code == 503
+
+
+def test_from_settings_makes_the_key_and_refuses_a_bad_origin_list(tmp_path):
+    from features.settings import Settings
+    from models.errors import ConfigError
+
+    settings = Settings(collect_origins=SHOP, cookie_days=30, session_timeout_minutes=10)
+    collector = Collector.from_settings(settings, tmp_path / "secrets", lambda events: None)
+    assert (tmp_path / "secrets" / "cookie_secret").exists()
+    assert collector.config.origins == {SHOP} and collector.config.fingerprint is False
+    assert collector.cookies.aid_max_age == 30 * 86400
+    assert collector.cookies.session_timeout == 600
+    with pytest.raises(ConfigError, match="TAILOR_COLLECT_ORIGINS: '\\*' is not an origin"):
+        Collector.from_settings(Settings(collect_origins="*"), tmp_path, lambda events: None)

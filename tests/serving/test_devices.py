@@ -10,6 +10,7 @@ from serving.devices import (
     UNKNOWN,
     Device,
     fingerprint,
+    fingerprint_hint,
     fingerprint_key,
     languages,
     parse_user_agent,
@@ -131,3 +132,15 @@ def test_fingerprint_is_a_keyed_weak_hint() -> None:
     fewer = fingerprint(key, device, "fr-FR", {})
     assert fewer["confidence"] == 0.1 and fewer["hints"] == ["lang", "ua"]
     assert fingerprint(key, UNKNOWN, "fr-FR", {}) is None  # one hint alone: no fingerprint
+
+
+def test_the_hint_is_read_back_from_an_event_capped_at_the_weak_confidence() -> None:
+    import json
+
+    hint = fingerprint(fingerprint_key("k" * 40), parse_user_agent(IPHONE), "fr", {})
+    stored = json.dumps({"browser": "Mobile Safari", "fingerprint": hint})  # the log's text
+    assert fingerprint_hint(stored) == (hint["hash"], 0.1)
+    assert fingerprint_hint({"fingerprint": {**hint, "confidence": 0.99}})[1] == MAX_CONFIDENCE
+    for properties in (None, "not json", {}, {"fingerprint": "x"}, {"fingerprint": {"hash": 1}}):
+        assert fingerprint_hint(properties) is None
+    assert fingerprint_hint({"fingerprint": {"hash": "md5:abc", "confidence": 0.1}}) is None
