@@ -86,14 +86,57 @@ class LiveSession:
         return out
 
 
-def _epoch(timestamp: Any) -> float:
-    return pd.Timestamp(timestamp).timestamp()
+@dataclass(frozen=True)
+class SessionEvent:
+    """What a session keeps of one event; ``at`` in epoch seconds."""
+
+    event_id: str
+    event_type: str
+    at: float
+    person: str
+    product_id: str | None
+    quantity: int
+
+
+def session_events(events: pd.DataFrame) -> dict[str, list[SessionEvent]]:
+    """The events that carry a session id, per session, each session's sorted by time then
+    event id (as the event log sorts them); the person is :func:`features.ids.person_keys`'s."""
+    frame = events[events["session_id"].notna() & (events["session_id"].astype(str) != "")]
+    if frame.empty:
+        return {}
+    frame = frame.sort_values(["timestamp", "event_id"], kind="stable")
+    n = len(frame)
+    products = frame["product_id"] if "product_id" in frame else pd.Series([None] * n)
+    quantities = frame["quantity"] if "quantity" in frame else pd.Series([None] * n)
+    stamps = pd.to_datetime(frame["timestamp"], utc=True).astype("datetime64[ns, UTC]")
+    columns = zip(
+        frame["session_id"].astype(str).tolist(),
+        frame["event_id"].astype(str).tolist(),
+        frame["event_type"].astype(str).tolist(),
+        (stamps.astype("int64") / 1e9).tolist(),
+        person_keys(frame).tolist(),
+        products.astype(object).where(products.notna(), None).tolist(),
+        quantities.astype(object).where(quantities.notna(), None).tolist(),
+        strict=True,
+    )
+    out: dict[str, list[SessionEvent]] = {}
+    for session_id, event_id, kind, at, person, product, quantity in columns:
+        product = product if isinstance(product, str) and product else None
+        quantity = int(quantity) if quantity is not None else 1
+        out.setdefault(session_id, []).append(
+            SessionEvent(event_id, kind, at, person, product, quantity)
+        )
+    return out
 
 
 def fold(
-    session: LiveSession | None, session_id: str, events: pd.DataFrame, ttl: float, now: float
+    session: LiveSession | None,
+    session_id: str,
+    events: Iterable[SessionEvent],
+    ttl: float,
+    now: float,
 ) -> LiveSession | None:
-    """``session`` with ``events`` (one session's, with a ``person`` column, sorted by time)
+    """``session`` with ``events`` (one session's, sorted by time: :func:`session_events`)
     applied; events already seen are skipped. None when nothing new was applied (so nothing to
     write). A session expires ``ttl`` seconds after its latest event (a clock running ahead
     counts as now)."""
@@ -103,22 +146,21 @@ def fold(
     counters = {**dict.fromkeys(COUNTERS, 0), **current.counters}
     people, new_ids = list(current.people), []
     started, last = current.started_at, current.last_event_at
-    for row in events.itertuples(index=False):
-        if row.event_id in seen:
+    for event in events:
+        if event.event_id in seen:
             continue
-        seen.add(row.event_id)
-        new_ids.append(row.event_id)
-        at = min(_epoch(row.timestamp), now)
+        seen.add(event.event_id)
+        new_ids.append(event.event_id)
+        at = min(event.at, now)
         started = at if not started else min(started, at)
         last = max(last, at)
-        if row.person not in people:
-            people.append(row.person)
-        kind, product = row.event_type, row.product_id
+        if event.person not in people:
+            people.append(event.person)
+        kind, product, quantity = event.event_type, event.product_id, event.quantity
         if kind in _COUNTED:
             counters[_COUNTED[kind]] += 1
-        if not isinstance(product, str) or not product:
+        if product is None:
             continue
-        quantity = int(row.quantity) if pd.notna(row.quantity) else 1
         if kind == "product_view":
             if product in views:
                 views.remove(product)
@@ -142,20 +184,6 @@ def fold(
         expires_at=last + ttl,
         seen_events=(*current.seen_events, *new_ids)[-MAX_SEEN_EVENTS:],
     )
-
-
-def _by_session(events: pd.DataFrame) -> Iterable[tuple[str, pd.DataFrame]]:
-    """The events that belong to a session, with their ``person``, grouped per session and
-    sorted by time."""
-    frame = events[events["session_id"].notna() & (events["session_id"].astype(str) != "")]
-    if frame.empty:
-        return []
-    frame = frame.assign(person=person_keys(frame).to_numpy())
-    for column in ("product_id", "quantity"):
-        if column not in frame:
-            frame[column] = None
-    frame = frame.sort_values(["timestamp", "event_id"], kind="stable")
-    return ((str(sid), group) for sid, group in frame.groupby("session_id", sort=False))
 
 
 class SessionStore(ABC):
@@ -182,8 +210,8 @@ class SessionStore(ABC):
         nothing."""
         changed = 0
         now = self.clock()
-        for session_id, group in _by_session(events):
-            if _epoch(group["timestamp"].max()) + self.ttl <= now:
+        for session_id, group in session_events(events).items():
+            if group[-1].at + self.ttl <= now:
                 continue  # the session ended long ago: not live, nothing to keep
             changed += self._apply(
                 session_id, lambda found, g=group, s=session_id: fold(found, s, g, self.ttl, now)
@@ -250,6 +278,18 @@ class SqlSessionStore(SessionStore):
             sa.Column("expires_at", sa.Float, nullable=False, index=True),
         )
         meta.create_all(self.engine)
+        # built once: /recommend reads a session per request of a person the model has not seen
+        now = sa.bindparam("now", type_=sa.Float)
+        self._get = sa.select(self.sessions.c.document).where(
+            self.sessions.c.session_id == sa.bindparam("session_id"),
+            self.sessions.c.expires_at > now,
+        )
+        self._of_person = (
+            sa.select(self.sessions.c.document)
+            .join(self.people, self.people.c.session_id == self.sessions.c.session_id)
+            .where(self.people.c.person == sa.bindparam("person"), self.sessions.c.expires_at > now)
+            .order_by(self.people.c.last_event_at.desc(), self.sessions.c.session_id)
+        )
 
     def _apply(self, session_id, change) -> bool:
         sa = self._sa
@@ -300,26 +340,13 @@ class SqlSessionStore(SessionStore):
         )
 
     def get(self, session_id: str) -> LiveSession | None:
-        sa = self._sa
         with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(self.sessions.c.document).where(
-                    self.sessions.c.session_id == session_id,
-                    self.sessions.c.expires_at > self.clock(),
-                )
-            ).first()
+            row = conn.execute(self._get, {"session_id": session_id, "now": self.clock()}).first()
         return self._live(LiveSession.from_json(row[0])) if row else None
 
     def sessions_of(self, person: str) -> list[LiveSession]:
-        sa = self._sa
-        people, sessions = self.people, self.sessions
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(sessions.c.document)
-                .join(people, people.c.session_id == sessions.c.session_id)
-                .where(people.c.person == person, sessions.c.expires_at > self.clock())
-                .order_by(people.c.last_event_at.desc(), sessions.c.session_id)
-            ).all()
+            rows = conn.execute(self._of_person, {"person": person, "now": self.clock()}).all()
         return [LiveSession.from_json(row[0]) for row in rows]
 
     def erase(self, person: str) -> int:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from features.context import activity_rows
-from features.live_sessions import fold
+from features.live_sessions import fold, session_events
 from models.ranking_metrics import hit_rate_at_k, ndcg_at_k
 from models.scoring import Scorer
 from serving.logic import clean_features, recommend
@@ -121,6 +121,7 @@ def bench_session_strategy(
         if len(views) >= 2:
             result.n_sessions += 1
         activity = activity_rows(events)  # same order: row i is the push after event i
+        replayed = session_events(events)[str(session_id)]  # the same order again
         session, folded = None, 0
         for position in views[1:]:
             target = str(events.at[position, "product_id"])
@@ -132,7 +133,7 @@ def bench_session_strategy(
             now = before["timestamp"].iloc[-1].timestamp()
             features = _features(activity, position - 1)
             # the live session after the events so far, folded as the store folds them
-            session = fold(session, str(session_id), events.iloc[folded:position], REPLAY_TTL, now)
+            session = fold(session, str(session_id), replayed[folded:position], REPLAY_TTL, now)
             folded = position
             request = _request(str(person), k)
             answers = {
