@@ -59,7 +59,6 @@ class SessionBenchResult:
     n_sessions: int = 0
     n_unknown_next: int = 0
     answered: int = 0
-    details: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_steps(self) -> int:
