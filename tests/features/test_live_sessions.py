@@ -1,5 +1,6 @@
-"""The live session store (issue #11, "Sessions in real time") on both backends: SQLite in the
-workspace database and the real Redis on this machine (skipped locally when it is absent)."""
+"""The live session store (issue #11, "Sessions in real time") on both backends: the workspace
+database (SQLite, and PostgreSQL as on the scale profile, in a schema of its own per test) and the
+real Redis on this machine (skipped locally when a server is absent)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from features.live_sessions import (
 )
 from features.settings import Settings
 from features.workspace import Workspace
-from tests.services import require_redis
+from tests.services import require_postgres, require_redis
 
 REDIS = "127.0.0.1:6379"
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
 class Clock:
@@ -33,14 +35,28 @@ class Clock:
         return self.now
 
 
+def _postgres_schema() -> str:
+    """A fresh schema in the test database; the store's URL puts it first on the search path."""
+    import sqlalchemy as sa
+
+    schema = f"live_{uuid.uuid4().hex[:12]}"
+    with sa.create_engine(POSTGRES).begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    return schema
+
+
 def make_store(backend: str, tmp_path, ttl: float, clock=time.time) -> SessionStore:
     if backend == "sqlite":
         return SqlSessionStore(f"sqlite:///{tmp_path / 'tailor.db'}", ttl, clock)
+    if backend == "postgres":
+        require_postgres("workspace database on the scale profile")
+        schema = _postgres_schema()
+        return SqlSessionStore(f"{POSTGRES}?options=-csearch_path%3D{schema}", ttl, clock)
     require_redis("live session store")
     return RedisSessionStore(REDIS, ttl, clock, prefix=f"test:{uuid.uuid4().hex}:")
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
 def backend(request) -> str:
     return request.param
 
@@ -54,6 +70,13 @@ def cleanup():
             keys = list(store.client.scan_iter(match=f"{store.prefix}*"))
             if keys:
                 store.client.delete(*keys)
+        elif store.engine.dialect.name == "postgresql":
+            import sqlalchemy as sa
+
+            store.engine.dispose()
+            schema = store.engine.url.query["options"].removeprefix("-csearch_path=")
+            with sa.create_engine(POSTGRES).begin() as conn:
+                conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
 
 
 def events(*rows: tuple, start: float | None = None) -> pd.DataFrame:
@@ -170,7 +193,7 @@ def test_expired_sessions_are_gone(backend, tmp_path, cleanup):
     # after expiry the same session id starts afresh
     store.update(events(("e3", "product_view", "p3", "s1", "u1")))
     assert store.get("s1").views == ("p3",)
-    if backend == "sqlite":  # the expired row was pruned by that update
+    if backend != "redis":  # the expired row was pruned by that update
         import sqlalchemy as sa
 
         with store.engine.connect() as conn:
