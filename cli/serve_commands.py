@@ -18,6 +18,7 @@ from cli.common import (
     bench_app,
     console,
     fail,
+    progress_bar,
     say,
     summary_table,
     workspace,
@@ -153,3 +154,71 @@ def bench_serve_command(
     for line in target_lines(report):
         console.print(line)
     console.print(f"written: {write_report(report, out or workspace_results(ws) / 'serving.md')}")
+
+
+@bench_app.command("session")
+def bench_session_command(
+    users: Annotated[int, typer.Option(min=50, help="Registered users to generate.")] = 5000,
+    days: Annotated[int, typer.Option(min=14, help="Days to generate.")] = 35,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed of the generated data.")] = 7,
+    test_days: Annotated[
+        int, typer.Option(min=1, help="Days after the training cut (as `tailor train`).")
+    ] = 7,
+    model: Annotated[
+        str | None, typer.Option(help="Registered model to fit (default: `tailor train`'s).")
+    ] = None,
+    k: Annotated[int, typer.Option(min=1, max=200, help="List length of NDCG@k and HR@k.")] = 10,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Markdown file to write (default <home>/results/session_strategy.md)."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Session strategy vs popularity: NDCG@k of the next product viewed by first-session
+    visitors of generated data, replayed through /recommend's logic."""
+    from features.synthetic.generate import generate_clickstream
+    from models.scoring import Scorer
+    from serving.session_bench import bench_session_strategy, table_rows, write_session_report
+    from training.config import TrainConfig
+    from training.result_files import generated_by, shown, workspace_results
+    from training.session_holdout import first_session_holdout
+
+    ws = workspace(home)
+    config = TrainConfig()
+    model = model or config.model
+    out = out or workspace_results(ws) / "session_strategy.md"
+    command = ["tailor", "bench", "session", "--users", str(users), "--days", str(days)]
+    command += ["--seed", str(seed), "--test-days", str(test_days), "--model", model]
+    command += ["--k", str(k), "--out", shown(out)]
+    say(f"generating {users} users over {days} days (seed {seed})")
+    events = generate_clickstream(users, days, seed).events
+    say(f"fitting {model} on the events before the last {test_days} days")
+    try:
+        holdout = first_session_holdout(events, test_days, model, config.params)
+    except ValueError as exc:
+        fail(str(exc))
+    scorer = Scorer.from_bundle(holdout.bundle, f"{model}@cut")
+    with progress_bar() as progress:
+        task = progress.add_task("replaying first sessions", total=None)
+        result = bench_session_strategy(
+            scorer,
+            holdout.sessions,
+            k,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    table = Table(title=f"first-session visitors: next product viewed, {model}")
+    for column in ("next views", "steps", "strategy", f"NDCG@{k}", f"HR@{k}"):
+        left = column in ("next views", "strategy")
+        table.add_column(column, justify="left" if left else "right")
+    for row in table_rows(result):
+        table.add_row(*row)
+    console.print(table)
+    data = {
+        "data": f"`tailor data generate --users {users} --days {days} --seed {seed}` "
+        f"({len(events)} events)",
+        "cut": f"{holdout.cut} (the last {test_days} days held out, as `tailor train`)",
+        "training": f"{holdout.n_train_events} events before the cut, {model} fitted in "
+        f"{holdout.fit_seconds:.1f} s",
+    }
+    written = write_session_report(result, out, generated_by(command), data)
+    console.print(f"written: {written}")

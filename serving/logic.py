@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from features.live_sessions import LiveSession
 from features.personas import SEPARATOR, split_label
 from models.scoring import Scorer
 from serving.rerank import Candidate, boost, candidates, diversify, iter_candidates, place_slots
@@ -40,6 +41,7 @@ __all__ = [
     "cold_start_category",
     "read_features",
     "recommend",
+    "session_candidates",
     "similar_items",
 ]
 
@@ -172,6 +174,35 @@ def _model(ctx: _Context, user_idx: int, rule: str | None) -> tuple[list[Candida
     return out, strategy
 
 
+def session_candidates(
+    scorer: Scorer, views: list[str], exclude: set[int], pool: int
+) -> tuple[list[Candidate], str]:
+    """Item-to-item candidates for a live session: ``(items, strategy)``.
+
+    Each recent view known to the model (most recent last in ``views``) adds the model's
+    similarities to its nearest items, weighted ``1 / (1 + age)`` (the latest view 1, the one
+    before 1/2, ...); items in ``exclude`` and items whose summed similarity is not positive are
+    left out; the best ``pool`` items come first (ties: lower index). Empty when no view is known
+    to the model.
+    """
+    bundle = scorer.bundle
+    viewed = scorer.item_indices(views)
+    strategy = f"session:{bundle.model_name}"
+    n_items = bundle.history.shape[1]
+    n = min(pool + len(exclude) + len(viewed), n_items - 1)
+    if not viewed or n <= 0:
+        return [], strategy
+    totals: dict[int, float] = {}
+    for age, item in enumerate(reversed(viewed)):
+        weight = 1.0 / (1 + age)
+        item_idx, scores = bundle.model.similar_items(item, k=n)
+        for i, score in zip(item_idx.tolist(), scores.tolist(), strict=True):
+            if i >= 0 and i not in exclude and math.isfinite(score):
+                totals[i] = totals.get(i, 0.0) + weight * score
+    ranked = sorted(totals.items(), key=lambda pair: (-pair[1], pair[0]))
+    return [Candidate(i, s, strategy) for i, s in ranked[:pool] if s > 0], strategy
+
+
 def facts_for(scorer: Scorer, request: RecommendRequest, features: dict[str, Any]) -> Facts:
     """What the rules see: maturity, history size, segment, personas and the request context."""
     user_idx = scorer.user_idx(request.person)
@@ -199,9 +230,15 @@ def recommend(
     features: dict[str, Any] | None = None,
     rules: RuleSet | None = None,
     degraded: str | None = None,
+    session: LiveSession | None = None,
 ) -> RecommendResponse:
     """Answer one request. ``features`` are the person's online features (may be empty);
-    ``degraded`` says the online store failed, so the answer is popularity, not personalized."""
+    ``degraded`` says the online store failed, so the answer is popularity, not personalized.
+
+    ``session``: the person's live session (:mod:`features.live_sessions`). A person the model
+    has not seen, with views in it that the model knows, is answered item-to-item from those
+    views (:func:`session_candidates`, strategy ``session:<model>``) instead of popularity, and
+    never gets back what the session viewed or carted."""
     features = clean_features(features)
     bundle, k = scorer.bundle, request.k
     facts = facts_for(scorer, request, features)
@@ -218,6 +255,9 @@ def recommend(
     if "exclude_seen" in decision.filters:
         exclude.update(history.tolist())
         exclude.update(scorer.item_indices([features.get("last_product_id", "")]))
+    live = session if session is not None and not known and not degraded else None
+    if live is not None:
+        exclude.update(scorer.item_indices([*live.views, *live.cart]))
 
     feature_category = cold_start_category(features)
     values = {
@@ -242,7 +282,14 @@ def recommend(
             source = "popular_in_context"
     elif source == "model":  # the rules asked for the model, but it has never seen this person
         source = "popular_in_context"
-    if source != "model" or degraded:
+    if live is not None and live.views:
+        try:
+            primary, strategy = session_candidates(scorer, list(live.views), exclude, ctx.pool)
+            personalized = True
+        except Exception:  # a broken model must not break the answer: popularity instead
+            logger.exception("session candidates of %s failed", scorer.label)
+            primary = []
+    if (source != "model" or degraded) and not primary:
         primary, strategy, personalized = _source(ctx, decision, source)
     if degraded:
         personalized = False

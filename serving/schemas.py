@@ -136,8 +136,14 @@ class RecommendRequest(BaseModel):
     device_type: DeviceType | None = Field(
         default=None, description="Flat form of context.device_type (older clients)."
     )
+    session_id: Id | None = Field(
+        default=None,
+        description="The visitor's live session; left out: the person's latest live session.",
+    )
 
-    _no_nulls = field_validator("user_id", "anonymous_id", "device_type", mode="before")(_not_null)
+    _no_nulls = field_validator(
+        "user_id", "anonymous_id", "device_type", "session_id", mode="before"
+    )(_not_null)
 
     @model_validator(mode="after")
     def _person(self) -> RecommendRequest:

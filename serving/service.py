@@ -43,6 +43,7 @@ from pydantic import Field
 from features import store as feature_store
 from features.eventlog import EventLog
 from features.ids import person_keys
+from features.live_sessions import LiveSession, SessionStore
 from features.persona_rules import load_personas
 from features.settings import Settings
 from features.workspace import Workspace
@@ -227,6 +228,7 @@ class Tailor:
         self.metrics = service_metrics()
         self.metrics.serving(loaded.label)
         self.log = EventLog(ws.event_log_dir)
+        self.sessions = SessionStore.for_workspace(ws)
         self.quarantine_dir = ws.quarantine_dir
         try:  # the browser collector (/collect, /collect.gif; mounted below the class)
             self.collector = Collector.from_settings(
@@ -333,11 +335,33 @@ class Tailor:
             features, degraded = {}, STORE_UNAVAILABLE
         if time.perf_counter() - started > SLOW_READ_SECONDS:
             self._off_loop_until = time.monotonic() + OFF_LOOP_SECONDS
-        answer = logic.recommend(model.scorer, request, features, self.rules, degraded)
+        session = self._live_session(request, model) if not degraded else None
+        answer = logic.recommend(model.scorer, request, features, self.rules, degraded, session)
         self.metrics.observe(
             "/recommend", answer.strategy, time.perf_counter() - started, bool(answer.degraded)
         )
         return answer
+
+    def _live_session(self, request: RecommendRequest, model: LoadedModel) -> LiveSession | None:
+        """The request's live session (``session_id``, else the person's latest), read only for
+        people the model has not seen; a store failure means no session, never an error."""
+        if model.scorer.user_idx(request.person) >= 0:
+            return None
+        try:
+            if request.session_id:
+                return self.sessions.get(request.session_id)
+            return self.sessions.latest_for(request.person)
+        except Exception as exc:
+            logger.warning("live session read failed: %s", type(exc).__name__)
+            return None
+
+    def _update_sessions(self, appended) -> None:
+        """Fold appended events into the live sessions (idempotent); a failure is logged only:
+        the events are in the log, and the session store is a cache of the last minutes."""
+        try:
+            self.sessions.update(appended)
+        except Exception as exc:
+            logger.warning("live session update failed: %s", type(exc).__name__)
 
     @bentoml.api(route="/segment")
     def segment(self, request: SegmentRequest, /) -> SegmentResponse:
@@ -384,6 +408,7 @@ class Tailor:
         """Fold the events a call appended into their people's personas (one online read, one
         push); a store failure is returned as the reason, never raised, and the people wait in
         :attr:`pending_personas`. After a success, the people waiting are re-applied too."""
+        self._update_sessions(appended)  # issue #11: until the event consumer does it
         updated, degraded = update_personas(
             appended, self._read_personas, self._push_personas, self.personas
         )

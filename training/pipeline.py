@@ -23,6 +23,7 @@ from features import store
 from features.eventlog import EventLog
 from features.ids import person_keys
 from features.workspace import Workspace
+from models.base import Recommender
 from models.bundle import ModelBundle, context_popularity, popularity_order
 from models.interactions import IdMap, Interactions
 from training import lineage, tracking
@@ -120,6 +121,34 @@ def _plot(metrics: dict[str, float], baseline: dict[str, float], names: tuple[st
     return fig
 
 
+def serving_bundle(
+    model_name: str,
+    model: Recommender,
+    interactions: Interactions,
+    frame: pd.DataFrame,
+    events: pd.DataFrame,
+) -> ModelBundle:
+    """What the service loads: ``model`` fitted on ``interactions`` (built from ``frame``, the
+    `training.data.interaction_frame` of ``events``), its histories, popularity, item categories
+    and popular items per request context."""
+    return ModelBundle(
+        model_name=model_name,
+        model=model,
+        users=interactions.users,
+        items=interactions.items,
+        history=interactions.matrix,
+        popular=popularity_order(interactions.matrix),
+        item_categories=item_categories(frame, interactions.items),
+        # Popular items per country / device / category for cold visitors in that context;
+        # the same positive events the model learns from.
+        context_popular=context_popularity(
+            events[events["event_type"].isin(list(EVENT_WEIGHTS))],
+            interactions.items,
+            item_column="product_id",
+        ),
+    )
+
+
 def train_and_evaluate(
     ws: Workspace, config: TrainConfig, progress: Progress | None = None
 ) -> TrainResult:
@@ -150,22 +179,7 @@ def train_and_evaluate(
     say(f"refitting {config.model} on all interactions")
     full = Interactions.from_frame(frame, weight_col="weight")
     final, final_fit = fit(config.model, config.params, full)
-    bundle = ModelBundle(
-        model_name=config.model,
-        model=final,
-        users=full.users,
-        items=full.items,
-        history=full.matrix,
-        popular=popularity_order(full.matrix),
-        item_categories=item_categories(frame, full.items),
-        # Popular items per country / device / category for cold visitors in that context;
-        # the same positive events the model learns from.
-        context_popular=context_popularity(
-            events[events["event_type"].isin(list(EVENT_WEIGHTS))],
-            full.items,
-            item_column="product_id",
-        ),
-    )
+    bundle = serving_bundle(config.model, final, full, frame, events)
 
     timings = {
         "train_seconds": evaluated.fit_seconds,

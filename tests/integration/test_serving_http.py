@@ -440,9 +440,11 @@ def test_events_round_trip_changes_the_next_recommendation(served, trained_works
     assert after["features"]["last_category"] == "grocery"  # pushed to the online store
     assert after["features"]["last_product_id"] == product
     assert after["rules_fired"][0] == "returning-visitor"
-    assert after["strategy"] == "popular_in_category:grocery"
+    # issue #11: the views are in the visitor's live session, answered item-to-item from them
+    # (tests/integration/test_sessions_http.py); without one it is popular_in_category:grocery
+    assert after["strategy"] == "session:ease"
     assert after["personalized"] is True
-    assert [categories[item["item_id"]] for item in after["items"]] == ["grocery"] * 4
+    assert product not in {item["item_id"] for item in after["items"]}
 
     again = _post(served, "/events", first).json()  # one event, not a list; already logged
     assert (again["accepted"], again["duplicate"], again["rejected"]) == (0, 1, 0)
