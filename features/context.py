@@ -39,7 +39,7 @@ def activity_rows(events: pd.DataFrame) -> pd.DataFrame:
     event time, and product fields are carried forward from the latest product event so a page view
     does not erase what the user was looking at.
     """
-    from features.ids import person_keys
+    from features.identity.keys import person_keys
 
     frame = events.sort_values(["timestamp", "event_id"], kind="stable")
     keys = person_keys(frame)

@@ -198,9 +198,9 @@ class EventLog:
 
     def read_people(self, people: Iterable[str]) -> pd.DataFrame:
         """Every event of these people (person keys: a ``user_id``, or ``anon:`` and an
-        ``anonymous_id``; see :mod:`features.ids`), sorted like :meth:`read`. The log is
+        ``anonymous_id``; see :mod:`features.identity.keys`), sorted like :meth:`read`. The log is
         filtered while it is read, so a few people cost a scan, not the whole log in memory."""
-        from features.ids import ANON_PREFIX, person_keys
+        from features.identity.keys import ANON_PREFIX, person_keys
 
         wanted = set(people)
         users = sorted(p for p in wanted if not p.startswith(ANON_PREFIX))

@@ -42,7 +42,7 @@ from typing import Any
 
 import pandas as pd
 
-from features.ids import person_keys
+from features.identity.keys import person_keys
 
 #: Joins several persona names into one label (persona names may contain commas).
 SEPARATOR = " + "

@@ -26,7 +26,7 @@ from features.feature_specs import (
     ITEM_FEATURES,
     USER_FEATURES,
 )
-from features.ids import person_keys
+from features.identity.keys import person_keys
 from features.snapshots.core import as_of_times, finish, prepare, utc_ns
 from features.snapshots.items import item_snapshot
 from features.snapshots.users import user_snapshot
@@ -40,7 +40,7 @@ __all__ = [
 
 
 def person_key(events: pd.DataFrame) -> pd.Series:
-    """The user entity key per event; see :func:`features.ids.person_keys` (the one id module)."""
+    """The user entity key per event; see :func:`features.identity.keys.person_keys`."""
     return person_keys(events)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from features.ids import person_keys
+from features.identity.keys import person_keys
 from features.personas import PersonaConfig, PersonaState, fold, persona_frame, state_row
 from serving.rules import RuleSet
 from serving.schemas import PERSONAS_NOT_UPDATED

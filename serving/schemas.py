@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from features.ids import person_key
+from features.identity.keys import person_key
 from features.schema import DeviceType
 
 MAX_K = 200

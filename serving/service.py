@@ -42,7 +42,7 @@ from pydantic import Field
 
 from features import store as feature_store
 from features.eventlog import EventLog
-from features.ids import person_keys
+from features.identity.keys import person_keys
 from features.persona_rules import load_personas
 from features.settings import Settings
 from features.workspace import Workspace

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.ids import person_keys
+from features.identity.keys import person_keys
 from models.interactions import IdMap
 from training.protocols import EvalSet, temporal_global_split, to_eval
 

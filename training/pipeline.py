@@ -21,7 +21,7 @@ import pandas as pd
 
 from features import store
 from features.eventlog import EventLog
-from features.ids import person_keys
+from features.identity.keys import person_keys
 from features.workspace import Workspace
 from models.bundle import ModelBundle, context_popularity, popularity_order
 from models.interactions import IdMap, Interactions

@@ -14,7 +14,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from features.ids import person_keys
+from features.identity.keys import person_keys
 from features.schema import PRODUCT_EVENTS
 
 DAY_NS = 86_400 * 10**9

@@ -26,7 +26,7 @@ import pandas as pd
 
 from features import store
 from features.eventlog import EventLog
-from features.ids import person_keys
+from features.identity.keys import person_keys
 from features.segment_inputs import cdnow_inputs, event_inputs, movielens_inputs
 from features.workspace import Workspace
 from models.segments.matching import contingency
