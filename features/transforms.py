@@ -18,7 +18,7 @@ and must not import Feast (see ``feature_repo/`` for declarations).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
@@ -70,14 +70,19 @@ def snapshot_times(events: pd.DataFrame, freq: str = "7D") -> list[pd.Timestamp]
     return times
 
 
-def user_features(events: pd.DataFrame, as_of: Sequence[pd.Timestamp]) -> pd.DataFrame:
+def user_features(
+    events: pd.DataFrame,
+    as_of: Sequence[pd.Timestamp],
+    resolve: Callable[[pd.DataFrame], pd.Series] | None = None,
+) -> pd.DataFrame:
     """User feature snapshots: one row per (user, as-of) for users active in the last 30 days.
 
-    Columns: ``user_id`` (see :func:`person_key`), ``event_timestamp`` and ``created`` (both the
+    Columns: ``user_id`` (see :func:`person_key`; ``resolve``'s key when given, e.g. the
+    identity graph's canonical key), ``event_timestamp`` and ``created`` (both the
     as-of time, datetime64[ns, UTC]), then :data:`USER_FEATURES` in order with their dtypes.
     Rows are sorted by (event_timestamp, user_id).
     """
-    prep = prepare(events)
+    prep = prepare(events, resolve)
     parts = [user_snapshot(prep, t) for t in as_of_times(as_of)]
     return finish(parts, "user_id", USER_FEATURES)
 

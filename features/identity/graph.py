@@ -58,6 +58,8 @@ MAX_CACHED = 200_000
 LOOKUP_BATCH = 500
 #: Above this many distinct people, :meth:`IdentityGraph.canonical_keys` reads every alias once.
 BULK_READ_PEOPLE = 5_000
+#: One table creation at a time in this process (other processes: the retries in ``create``).
+_CREATE_LOCK = threading.Lock()
 #: The merge log's ``kind`` values.
 LINK, USER_MERGE = "link", "user_merge"
 
@@ -209,10 +211,15 @@ class IdentityGraph:
         """Create the tables if missing (first use does it; two processes may race: fine)."""
         if self._created:
             return
-        try:
-            self._meta.create_all(self.engine, checkfirst=True)
-        except sa.exc.DBAPIError:  # another process created them between the check and create
-            self._meta.create_all(self.engine, checkfirst=True)
+        with _CREATE_LOCK:
+            for attempt in range(5):
+                try:
+                    self._meta.create_all(self.engine, checkfirst=True)
+                    break
+                except sa.exc.DBAPIError:  # another process created one between check and create
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
         self._created = True
 
     def drop(self) -> None:
