@@ -30,6 +30,7 @@ class ServiceMetrics:
     model_info: Any  # Gauge(model, model_name, version): 1 for the model being served
     feature_read: Any  # Histogram(service): the online feature read inside /recommend
     persona_updates: Any  # Counter(outcome): people updated; calls whose update failed
+    identify: Any  # Counter(outcome): /identify links, repeats and rejections by reason
     #: (endpoint, strategy kind, degraded) -> its (request counter, latency histogram) children;
     #: bounded, as the labels are, and saves two ``labels()`` look-ups per request
     _children: dict[tuple[str, str, bool], tuple[Any, Any]] = field(
@@ -97,6 +98,13 @@ def service_metrics() -> ServiceMetrics:
             "tailor_persona_updates",
             "Real-time persona updates on /events: people updated (outcome=updated) and calls "
             "whose update failed, events kept (outcome=failed).",
+            ["outcome"],
+        ),
+        identify=prom.Counter(
+            "tailor_identify",
+            "/identify calls and identify events by outcome: linked, unchanged (already one "
+            "person), user_merge (two users merged, when allowed), refused_user_merge, "
+            "rejected (bad ids), degraded (merged, online store not updated).",
             ["outcome"],
         ),
     )
