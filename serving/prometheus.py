@@ -30,7 +30,7 @@ class ServiceMetrics:
     model_info: Any  # Gauge(model, model_name, version): 1 for the model being served
     feature_read: Any  # Histogram(service): the online feature read inside /recommend
     persona_updates: Any  # Counter(outcome): people updated; calls whose update failed
-    identify: Any  # Counter(outcome): /identify links, repeats and rejections by reason
+    identify: Any = None  # Counter(outcome): /identify links, repeats and rejections by reason
     #: (endpoint, strategy kind, degraded) -> its (request counter, latency histogram) children;
     #: bounded, as the labels are, and saves two ``labels()`` look-ups per request
     _children: dict[tuple[str, str, bool], tuple[Any, Any]] = field(

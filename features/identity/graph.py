@@ -16,7 +16,9 @@ confidence: they are never followed by :meth:`canonical` or :meth:`link`, so a s
 fingerprint alone never merges two people (it may only be shown as a candidate).
 
 Every merge is appended to a **merge log** table (what was merged into what, when, from which
-source): the record an erasure or an audit needs. Nothing in it is ever updated.
+source): the record an erasure or an audit needs. Nothing in it is ever updated; only
+:meth:`IdentityGraph.erase` deletes a person's rows (leaving an ``erasure`` row with no ids).
+:meth:`IdentityGraph.export` gives everything the graph holds about a person.
 
 The tables live in the workspace database (:mod:`features.database`: SQLite ``<home>/tailor.db``
 locally, PostgreSQL on the scale profile), made with SQLAlchemy Core on first use. Writes are
@@ -60,8 +62,8 @@ LOOKUP_BATCH = 500
 BULK_READ_PEOPLE = 5_000
 #: One table creation at a time in this process (other processes: the retries in ``create``).
 _CREATE_LOCK = threading.Lock()
-#: The merge log's ``kind`` values.
-LINK, USER_MERGE = "link", "user_merge"
+#: The merge log's ``kind`` values (an erasure leaves a row without ids, so caches notice).
+LINK, USER_MERGE, ERASURE = "link", "user_merge", "erasure"
 
 #: ``events -> the person key of each row`` (a Series aligned with ``events``): how functions
 #: without a workspace learn who each event belongs to. Default :func:`person_keys` (no graph).
@@ -514,6 +516,89 @@ class IdentityGraph:
                 item["previous"] = json.loads(item["previous"])
                 out.append(item)
             return out
+
+    # -- a person's data: export and erasure ----------------------------------------------------
+    def _person_rows(self, conn: sa.Connection, aliases: list[str]) -> tuple[list, list]:
+        anonymous = [a[len(ANON_PREFIX) :] for a in aliases if a.startswith(ANON_PREFIX)]
+        hints = conn.execute(
+            sa.select(self.hints).where(self.hints.c.anonymous_id.in_(anonymous))
+        ).all()
+        merges = conn.execute(
+            sa.select(self.merges)
+            .where(
+                self.merges.c.anonymous_key.in_(aliases)
+                | self.merges.c.user_id.in_(aliases)
+                | self.merges.c.canonical.in_(aliases)
+            )
+            .order_by(self.merges.c.id)
+        ).all()
+        return hints, merges
+
+    def export(self, key: str) -> dict:
+        """Everything the graph holds about the person of ``key``: canonical key, aliases,
+        fingerprint hints of their devices and their merge log rows (JSON-ready)."""
+        root = self.canonical(key)
+        with self.engine.connect() as conn:
+            aliases = self._members(conn, root)
+            hints, merges = self._person_rows(conn, aliases)
+        return {
+            "canonical": root,
+            "aliases": aliases,
+            "hints": [
+                {
+                    "anonymous_id": h.anonymous_id,
+                    "fingerprint": h.fingerprint,
+                    "confidence": h.confidence,
+                    "seen": _aware(h.seen).isoformat(),
+                }
+                for h in hints
+            ],
+            "merges": [
+                {
+                    "id": m.id,
+                    "merged_at": _aware(m.merged_at).isoformat(),
+                    "kind": m.kind,
+                    "source": m.source,
+                    "anonymous_key": m.anonymous_key,
+                    "user_id": m.user_id,
+                    "canonical": m.canonical,
+                    "merged": json.loads(m.merged),
+                    "previous": json.loads(m.previous),
+                }
+                for m in merges
+            ],
+        }
+
+    def erase(self, key: str) -> list[str]:
+        """Delete the person of ``key`` from the graph: their nodes, their devices' hints and
+        their merge log rows; an ``erasure`` row without ids marks it (other processes' caches
+        then drop what they knew). Returns the person keys erased, for the other stores."""
+        root = self.canonical(key)
+        with self._write() as conn:
+            aliases = self._members(conn, root)
+            hints, merges = self._person_rows(conn, aliases)
+            conn.execute(self.nodes.delete().where(self.nodes.c.canonical == root))
+            anonymous = {h.anonymous_id for h in hints}
+            if anonymous:
+                conn.execute(self.hints.delete().where(self.hints.c.anonymous_id.in_(anonymous)))
+            if merges:
+                ids = [m.id for m in merges]
+                conn.execute(self.merges.delete().where(self.merges.c.id.in_(ids)))
+            conn.execute(
+                self.merges.insert().values(
+                    merged_at=datetime.now(UTC),
+                    kind=ERASURE,
+                    source="erase",
+                    anonymous_key="",
+                    user_id="",
+                    canonical="",
+                    merged="[]",
+                    previous="[]",
+                )
+            )
+            conn.commit()
+        self.invalidate()
+        return aliases
 
     def link_events(self, events: pd.DataFrame, *, source: str = "event:identify") -> list[Merge]:
         """Link the pair of every ``identify`` event in ``events`` (user id and anonymous id);

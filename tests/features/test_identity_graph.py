@@ -6,6 +6,7 @@ locally without a server, failed in CI), each with its own table prefix.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -207,3 +208,34 @@ def test_processes_linking_at_once_keep_one_consistent_person(url, make_graph) -
     aliases = graph.aliases("shared-user")
     assert len(aliases) == 1 + 40 and len(set(aliases)) == 41
     assert len(graph.merge_log()) == 40  # each device merged once, the repeats logged nothing
+
+
+def test_export_and_erase_cover_everything_the_graph_holds(make_graph) -> None:
+    graph, other = make_graph(), make_graph()
+    graph.link("cookieZ", "newuser77", source="test")
+    graph.link("phone", "newuser77", source="test")
+    graph.link("elsewhere", "someone-else", source="test")
+    graph.add_hint("phone", "fp-1", 0.5)
+    assert other.canonical("anon:phone") == "newuser77"  # cached in another object
+
+    exported = graph.export("anon:phone")
+    assert exported["canonical"] == "newuser77"
+    assert exported["aliases"] == ["newuser77", "anon:cookieZ", "anon:phone"]
+    assert [h["anonymous_id"] for h in exported["hints"]] == ["phone"]
+    assert [m["anonymous_key"] for m in exported["merges"]] == ["anon:cookieZ", "anon:phone"]
+    json.dumps(exported)  # JSON-ready
+
+    assert graph.erase("newuser77") == ["newuser77", "anon:cookieZ", "anon:phone"]
+    assert graph.canonical("anon:phone") == "anon:phone"
+    assert graph.export("newuser77") == {
+        "canonical": "newuser77",
+        "aliases": ["newuser77"],
+        "hints": [],
+        "merges": [],
+    }
+    log = graph.merge_log()
+    assert [row["kind"] for row in log] == ["link", "erasure"]
+    assert log[-1]["anonymous_key"] == log[-1]["user_id"] == ""  # no ids left
+    assert graph.canonical("anon:elsewhere") == "someone-else"  # others untouched
+    other._checked = -float("inf")  # its next read checks the log (as after 0.2 s)
+    assert other.canonical("anon:phone") == "anon:phone"
