@@ -10,6 +10,7 @@ import pandas as pd
 from features import store
 from features.context import activity_rows
 from features.eventlog import EventLog
+from features.identity.graph import IdentityGraph
 from features.persona_rules import load_personas
 from features.personas import PersonaConfig, persona_table
 from features.transforms import item_features, snapshot_times, user_features
@@ -36,16 +37,21 @@ def build_feature_tables(
 ) -> FeatureBuild:
     """Compute weekly snapshots (``freq``) of user and item features plus activity rows, and
     the persona table: the same fold ``/events`` runs, over the whole log (``personas``: the
-    persona rules, default the file of ``ws.settings.personas`` or the packaged one)."""
+    persona rules, default the file of ``ws.settings.personas`` or the packaged one).
+
+    People are keyed by the identity graph's canonical key (issue #11): the anonymous history of
+    someone who later logged in is theirs, under their user id, in every table."""
     events = EventLog(ws.event_log_dir).read()
     if events.empty:
         raise ValueError(f"the event log at {ws.event_log_dir} is empty: import events first")
     as_of = snapshot_times(events, freq)
+    resolve = IdentityGraph.for_workspace(ws).canonical_keys
+    rules = personas or load_personas(ws.settings.personas)
     tables = {
-        "user_features": user_features(events, as_of),
+        "user_features": user_features(events, as_of, resolve),
         "item_features": item_features(events, as_of),
-        "user_activity": activity_rows(events),
-        "user_personas": persona_table(events, personas or load_personas(ws.settings.personas)),
+        "user_activity": activity_rows(events, resolve),
+        "user_personas": persona_table(events, rules, resolve),
     }
     paths = store.write_tables(ws, tables)
     return FeatureBuild(

@@ -26,7 +26,7 @@ import fcntl
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -196,13 +196,21 @@ class EventLog:
         frame = frame.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
         return frame.loc[:, wanted]
 
-    def read_people(self, people: Iterable[str]) -> pd.DataFrame:
+    def read_people(
+        self, people: Iterable[str], aliases: Callable[[str], Iterable[str]] | None = None
+    ) -> pd.DataFrame:
         """Every event of these people (person keys: a ``user_id``, or ``anon:`` and an
-        ``anonymous_id``; see :mod:`features.ids`), sorted like :meth:`read`. The log is
-        filtered while it is read, so a few people cost a scan, not the whole log in memory."""
-        from features.ids import ANON_PREFIX, person_keys
+        ``anonymous_id``; see :mod:`features.identity.keys`), sorted like :meth:`read`. The log is
+        filtered while it is read, so a few people cost a scan, not the whole log in memory.
+
+        ``aliases`` (the identity graph's :meth:`~features.identity.graph.IdentityGraph.aliases`)
+        gives every person key of a person: their events under each alias are read too (a user's
+        history from before their login). Default: a person is only their own key."""
+        from features.identity.keys import ANON_PREFIX, person_keys
 
         wanted = set(people)
+        if aliases is not None:
+            wanted = {alias for person in wanted for alias in aliases(person)}
         users = sorted(p for p in wanted if not p.startswith(ANON_PREFIX))
         anons = sorted(p[len(ANON_PREFIX) :] for p in wanted if p.startswith(ANON_PREFIX))
         files = self._files()

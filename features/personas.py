@@ -36,13 +36,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import pandas as pd
 
-from features.ids import person_keys
+from features.identity.keys import person_keys
 
 #: Joins several persona names into one label (persona names may contain commas).
 SEPARATOR = " + "
@@ -295,13 +295,19 @@ def persona_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
-def persona_table(events: pd.DataFrame, config: PersonaConfig) -> pd.DataFrame:
+def persona_table(
+    events: pd.DataFrame,
+    config: PersonaConfig,
+    resolve: Callable[[pd.DataFrame], pd.Series] = person_keys,
+) -> pd.DataFrame:
     """The offline persona table: the same :func:`fold` over the event log, one row per person
     each time their session changes and at their last event (so point-in-time joins see the
-    persona a person had at any moment)."""
+    persona a person had at any moment). People are ``resolve``'s keys (default: person keys;
+    with the identity graph, canonical keys, so a login's anonymous history counts for the
+    user)."""
     if events.empty:
         return persona_frame([])
-    frame = events.assign(person=person_keys(events).to_numpy())
+    frame = events.assign(person=resolve(events).to_numpy())
     frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
     frame = frame.sort_values(["person", "timestamp", "event_id"], kind="stable")
     people = frame["person"].to_numpy()

@@ -24,13 +24,23 @@ from pydantic import (
     model_validator,
 )
 
-EVENT_TYPES = ("page_view", "product_view", "search", "add_to_cart", "remove_from_cart", "purchase")
+#: ``identify`` (last, so generated data's indices into this tuple stay put) says the event's
+#: ``anonymous_id`` is ``user_id``: ingestion links the two in the identity graph (issue #11).
+EVENT_TYPES = (
+    "page_view",
+    "product_view",
+    "search",
+    "add_to_cart",
+    "remove_from_cart",
+    "purchase",
+    "identify",
+)
 DEVICE_TYPES = ("desktop", "mobile", "tablet", "other")
 PRODUCT_EVENTS = frozenset({"product_view", "add_to_cart", "remove_from_cart", "purchase"})
 QUANTITY_EVENTS = frozenset({"add_to_cart", "remove_from_cart", "purchase"})
 
 EventType = Literal[
-    "page_view", "product_view", "search", "add_to_cart", "remove_from_cart", "purchase"
+    "page_view", "product_view", "search", "add_to_cart", "remove_from_cart", "purchase", "identify"
 ]
 DeviceType = Literal["desktop", "mobile", "tablet", "other"]
 
@@ -285,6 +295,11 @@ class Event(BaseModel):
             self.quantity = 1
         if self.event_type == "search" and self.query is None:
             raise ValueError("query is required for search")
+        if self.event_type == "identify":
+            if self.user_id is None or self.anonymous_id is None:
+                raise ValueError("identify needs both user_id and anonymous_id (the pair to link)")
+            if self.user_id == self.anonymous_id:
+                raise ValueError("identify: user_id is the same as anonymous_id")
         return self
 
     def to_row(self) -> dict[str, Any]:

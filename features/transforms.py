@@ -18,7 +18,7 @@ and must not import Feast (see ``feature_repo/`` for declarations).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
@@ -26,7 +26,7 @@ from features.feature_specs import (
     ITEM_FEATURES,
     USER_FEATURES,
 )
-from features.ids import person_keys
+from features.identity.keys import person_keys
 from features.snapshots.core import as_of_times, finish, prepare, utc_ns
 from features.snapshots.items import item_snapshot
 from features.snapshots.users import user_snapshot
@@ -40,7 +40,7 @@ __all__ = [
 
 
 def person_key(events: pd.DataFrame) -> pd.Series:
-    """The user entity key per event; see :func:`features.ids.person_keys` (the one id module)."""
+    """The user entity key per event; see :func:`features.identity.keys.person_keys`."""
     return person_keys(events)
 
 
@@ -70,14 +70,19 @@ def snapshot_times(events: pd.DataFrame, freq: str = "7D") -> list[pd.Timestamp]
     return times
 
 
-def user_features(events: pd.DataFrame, as_of: Sequence[pd.Timestamp]) -> pd.DataFrame:
+def user_features(
+    events: pd.DataFrame,
+    as_of: Sequence[pd.Timestamp],
+    resolve: Callable[[pd.DataFrame], pd.Series] | None = None,
+) -> pd.DataFrame:
     """User feature snapshots: one row per (user, as-of) for users active in the last 30 days.
 
-    Columns: ``user_id`` (see :func:`person_key`), ``event_timestamp`` and ``created`` (both the
+    Columns: ``user_id`` (see :func:`person_key`; ``resolve``'s key when given, e.g. the
+    identity graph's canonical key), ``event_timestamp`` and ``created`` (both the
     as-of time, datetime64[ns, UTC]), then :data:`USER_FEATURES` in order with their dtypes.
     Rows are sorted by (event_timestamp, user_id).
     """
-    prep = prepare(events)
+    prep = prepare(events, resolve)
     parts = [user_snapshot(prep, t) for t in as_of_times(as_of)]
     return finish(parts, "user_id", USER_FEATURES)
 

@@ -19,6 +19,7 @@ import pandas as pd
 from features.context import activity_rows
 from features.event_files import Rejection
 from features.eventlog import EventLog
+from features.identity.keys import person_keys
 from features.ingest import ingest_rows
 from features.schema import EventLimits
 from serving.schemas import MAX_EVENTS, STORE_NOT_UPDATED, EventRejection, EventsResponse
@@ -63,6 +64,8 @@ def ingest_events(
     fold: Fold | None = None,
     *,
     limits: EventLimits | None = None,
+    link: Callable[[pd.DataFrame], object] | None = None,
+    resolve: Callable[[pd.DataFrame], pd.Series] = person_keys,
 ) -> EventsResponse:
     """Append one event or a batch; push the new events' activity rows to the online store, and
     hand the appended events (never the duplicates) to ``fold``, the persona update.
@@ -70,15 +73,18 @@ def ingest_events(
     An event out of ``limits`` (default :data:`features.schema.DEFAULT_LIMITS`) is rejected
     alone, the rest stored. An ``event_id`` already stored with other content is a conflict:
     quarantined and counted in ``conflict`` with its reason in ``rejections``, never in
-    ``duplicate``."""
+    ``duplicate``. ``link`` (the identity graph's) first links the appended ``identify`` events;
+    activity rows are keyed by ``resolve`` (default person keys; the service: canonical keys)."""
     rows = _non_objects(as_batch(payload))
     report = ingest_rows(iter(rows), log, quarantine_dir, source, limits=limits)
     rejections = [
         EventRejection(row=r.row, field=r.field, reason=r.reason) for r in report.rejections
     ]
     pushed, degraded = 0, None
+    if report.appended is not None and link is not None:
+        link(report.appended)
     if report.appended is not None:
-        activity = activity_rows(report.appended)
+        activity = activity_rows(report.appended, resolve)
         try:
             push(activity)
             pushed = len(activity)

@@ -32,6 +32,7 @@ class ServiceMetrics:
     persona_updates: Any  # Counter(outcome): people updated; calls whose update failed
     #: Counter(endpoint, reason): refused requests, ignored cookies and rejected events (#11)
     rejections: Any = None
+    identify: Any = None  # Counter(outcome): /identify links, repeats and rejections by reason
     #: (endpoint, strategy kind, degraded) -> its (request counter, latency histogram) children;
     #: bounded, as the labels are, and saves two ``labels()`` look-ups per request
     _children: dict[tuple[str, str, bool], tuple[Any, Any]] = field(
@@ -111,5 +112,12 @@ def service_metrics() -> ServiceMetrics:
             "Refused requests, ignored (forged or malformed) cookies and rejected events, by "
             "endpoint and reason.",
             ["endpoint", "reason"],
+        ),
+        identify=prom.Counter(
+            "tailor_identify",
+            "/identify calls and identify events by outcome: linked, unchanged (already one "
+            "person), user_merge (two users merged, when allowed), refused_user_merge, "
+            "rejected (bad ids), degraded (merged, online store not updated).",
+            ["outcome"],
         ),
     )

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from features.ids import person_key
+from features.identity.keys import person_key
 from features.schema import DeviceType
 
 MAX_K = 200
@@ -250,3 +250,49 @@ class EventsResponse(_Answer):
             f"'{STORE_NOT_UPDATED}' and/or '{PERSONAS_NOT_UPDATED}' (joined by '; ')."
         ),
     )
+
+
+#: Traits one /identify may carry at most (accepted, not stored: see IdentifyRequest).
+MAX_TRAITS = 100
+
+
+class IdentifyRequest(BaseModel):
+    """A login: ``anonymous_id`` (the device or cookie id the visitor had) is ``user_id``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"example": {"anonymous_id": "cookieZ", "user_id": "newuser77"}},
+    )
+
+    anonymous_id: Id = Field(description="The device or cookie id used before the login.")
+    user_id: Id = Field(description="The authenticated user id it belongs to.")
+    traits: dict[str, Any] = Field(
+        default_factory=dict,
+        max_length=MAX_TRAITS,
+        description="What the site knows about the user (accepted for compatibility with "
+        "analytics clients; not stored).",
+    )
+
+
+class IdentifyResponse(_Answer):
+    canonical: str = Field(
+        description="The person's canonical key: what /recommend and the feature store use."
+    )
+    aliases: list[str] = Field(description="Every person key of the person, canonical first.")
+    merged: list[str] = Field(
+        default_factory=list,
+        description="Keys that joined the person in this call (empty when already linked).",
+    )
+    previous: list[str] = Field(
+        default_factory=list, description="The canonical keys the merged keys had before."
+    )
+    merge_id: int | None = Field(default=None, description="The merge log's record, when new.")
+    kind: str | None = Field(
+        default=None, description="'link' (a device to a user) or 'user_merge' (two users)."
+    )
+    degraded: str | None = Field(
+        default=None,
+        description=f"Why the merged history is not in the online store yet: '{STORE_NOT_UPDATED}'"
+        " (re-applied from the event log when the store is back).",
+    )
+    request_id: str

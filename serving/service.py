@@ -42,7 +42,8 @@ from pydantic import Field
 
 from features import store as feature_store
 from features.eventlog import EventLog
-from features.ids import person_keys
+from features.identity.graph import IdentityError, IdentityGraph, UserMergeRefused
+from features.identity.keys import person_keys
 from features.live_sessions import LiveSession, SessionStore
 from features.persona_rules import load_personas
 from features.settings import Settings
@@ -58,6 +59,7 @@ from serving.error_bodies import (
     ErrorShapeMiddleware,
 )
 from serving.events import BatchTooLargeError, ingest_events
+from serving.identify import identify, link_identify_events, refresh_person, resolve_person
 from serving.loader import (
     LoadedModel,
     ServingStartupError,
@@ -79,6 +81,8 @@ from serving.schemas import (
     PERSON_REQUIRED,
     STORE_UNAVAILABLE,
     EventsResponse,
+    IdentifyRequest,
+    IdentifyResponse,
     RecommendRequest,
     RecommendResponse,
     SegmentRequest,
@@ -108,8 +112,8 @@ EventsPayload = Annotated[
 BENTOML_REQUEST_ERROR_LOGGER = "bentoml._internal.server.http_app"
 
 DESCRIPTION = f"""Tailor's personalization API: recommendations for a person in a request context
-(`/recommend`), similar items (`/similar_items`), behavioural segments (`/segment`) and event
-ingestion (`/events`).
+(`/recommend`), similar items (`/similar_items`), behavioural segments (`/segment`), event
+ingestion (`/events`) and logins (`/identify`: an anonymous id's history becomes the user's).
 
 Every error is a JSON object `{{"error": text, "detail": object}}`; `error` names the fields at
 fault, `detail` (when present) carries them as `{{"errors": [{{"field", "message", "type"}}]}}`
@@ -246,6 +250,8 @@ class Tailor:
         self._off_loop: anyio.CapacityLimiter | None = None  # made on the event loop
         self.online = OnlineHealth(settings.online_retry_seconds)
         self.pending_personas = PendingPersonas()
+        self.identity = IdentityGraph.for_workspace(ws)  # issue #11: one person, every key
+        self._merged_by_events: list[str] = []  # by the /events call under the log's lock
         self._stop_retry = threading.Event()
         threading.Thread(target=self._retry_personas, name="persona-retry", daemon=True).start()
 
@@ -322,6 +328,7 @@ class Tailor:
 
     def _recommend(self, request: RecommendRequest, read: bool = True) -> RecommendResponse:
         started = time.perf_counter()
+        request = self._canonical_request(request)
         model = self.models.current  # one read: a swap mid-request does not mix models
         if read:
             features, degraded = logic.read_features(
@@ -409,14 +416,18 @@ class Tailor:
         push); a store failure is returned as the reason, never raised, and the people wait in
         :attr:`pending_personas`. After a success, the people waiting are re-applied too."""
         self._update_sessions(appended)  # issue #11: until the event consumer does it
+        resolve = self.identity.canonical_keys
         updated, degraded = update_personas(
-            appended, self._read_personas, self._push_personas, self.personas
+            appended, self._read_personas, self._push_personas, self.personas, resolve
         )
+        merged, self._merged_by_events = self._merged_by_events, []
+        for canonical in merged:  # an identify event merged them: fold their whole history
+            degraded = self._refresh_person(canonical) or degraded
         self.metrics.persona_updates.labels(outcome="updated").inc(updated)
         if degraded:
             self.metrics.persona_updates.labels(outcome="failed").inc()
             if not appended.empty:
-                self.pending_personas.add(person_keys(appended).unique().tolist())
+                self.pending_personas.add(resolve(appended).unique().tolist())
         elif len(self.pending_personas):
             self._reapply_personas()
         return updated, degraded
@@ -432,10 +443,11 @@ class Tailor:
             try:
                 done += reapply_personas(
                     batch,
-                    self.log.read_people,
+                    self._read_people,
                     self._read_personas,
                     self._push_personas,
                     self.personas,
+                    self.identity.canonical_keys,
                 )
             except Exception as exc:
                 self.pending_personas.add(people[start:])
@@ -472,6 +484,8 @@ class Tailor:
                     self.quarantine_dir,
                     lambda activity: feature_store.push_activity(self.store, activity),
                     fold=self._fold_personas,
+                    link=self._link_identify_events,
+                    resolve=self.identity.canonical_keys,
                 )
         except BatchTooLargeError as exc:
             raise BentoMLException(
@@ -497,12 +511,74 @@ class Tailor:
                 lambda activity: feature_store.push_activity(self.store, activity),
                 source="api:/collect",
                 fold=self._fold_personas,
+                link=self._link_identify_events,
+                resolve=self.identity.canonical_keys,
             )
         strategy = "push" if not answer.degraded else "log_only"
         self.metrics.observe(
             COLLECT_PATH, strategy, time.perf_counter() - started, bool(answer.degraded)
         )
         return Delivery(answer.model_dump(), rejected=answer.rejected + answer.conflict)
+
+    # -- identity (issue #11): /identify, canonical keys on every read ---------------------------
+    def _canonical_request(self, request: RecommendRequest) -> RecommendRequest:
+        """The request under the person's canonical key (a logged-in user's anonymous device
+        reads the user's features; a user merged into another reads that user's)."""
+        canonical = resolve_person(self.identity, request.person)
+        if canonical == request.person or canonical.startswith("anon:"):
+            return request
+        return request.model_copy(update={"user_id": canonical})
+
+    def _read_people(self, people: list[str]):
+        return self.log.read_people(people, self.identity.aliases)
+
+    def _link_identify_events(self, appended) -> None:
+        """Link a call's identify events (before its activity push and fold, so they go under
+        the canonical key); the people merged are refreshed after the fold (under the lock)."""
+        try:
+            self._merged_by_events = link_identify_events(self.identity, appended)
+        except Exception as exc:  # the events are stored; a replay links them again
+            logger.warning("linking identify events failed: %s", type(exc).__name__)
+            return
+        self.metrics.identify.labels(outcome="linked").inc(len(self._merged_by_events))
+
+    def _refresh_person(self, canonical: str) -> str | None:
+        degraded = refresh_person(
+            canonical,
+            self._read_people,
+            self._read_personas,
+            self._push_personas,
+            lambda activity: feature_store.push_activity(self.store, activity),
+            self.personas,
+            self.identity.canonical_keys,
+        )
+        if degraded:
+            self.pending_personas.add([canonical])
+        return degraded
+
+    @bentoml.api(route="/identify")
+    def identify(self, request: IdentifyRequest, /) -> IdentifyResponse:
+        """Link an anonymous id to a user id (a login): the anonymous history becomes the
+        user's, in the online store at once. 400 for bad ids, 409 for a device of another user
+        (unless TAILOR_ALLOW_USER_MERGE=1)."""
+        started = time.perf_counter()
+        try:
+            with self.log.writer():  # no /events fold between the re-fold and its push
+                answer = identify(request, self.identity, self._refresh_person)
+        except UserMergeRefused as exc:
+            self.metrics.identify.labels(outcome="refused_user_merge").inc()
+            raise BentoMLException(str(exc), error_code=HTTPStatus.CONFLICT) from None
+        except IdentityError as exc:
+            self.metrics.identify.labels(outcome="rejected").inc()
+            raise BentoMLException(str(exc), error_code=HTTPStatus.BAD_REQUEST) from None
+        outcome = answer.kind or "unchanged"
+        self.metrics.identify.labels(outcome="linked" if outcome == "link" else outcome).inc()
+        if answer.degraded:
+            self.metrics.identify.labels(outcome="degraded").inc()
+        self.metrics.observe(
+            "/identify", outcome, time.perf_counter() - started, bool(answer.degraded)
+        )
+        return answer
 
 
 def _body_limits() -> BodyLimits:

@@ -7,23 +7,28 @@ the user features).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
-from features.ids import person_keys
+from features.identity.keys import person_keys
 from models.interactions import IdMap
 from training.protocols import EvalSet, temporal_global_split, to_eval
 
 EVENT_WEIGHTS = {"product_view": 1.0, "add_to_cart": 2.0, "purchase": 4.0}
 
 
-def interaction_frame(events: pd.DataFrame) -> pd.DataFrame:
-    """One row per positive product event: ``user_id, item_id, weight, timestamp``."""
+def interaction_frame(
+    events: pd.DataFrame, resolve: Callable[[pd.DataFrame], pd.Series] = person_keys
+) -> pd.DataFrame:
+    """One row per positive product event: ``user_id, item_id, weight, timestamp``; ``user_id``
+    is ``resolve``'s key (the identity graph's canonical key in ``tailor train``)."""
     positive = events[events["event_type"].isin(list(EVENT_WEIGHTS))]
     positive = positive[positive["product_id"].notna()]
     return pd.DataFrame(
         {
-            "user_id": person_keys(positive).to_numpy(),
+            "user_id": resolve(positive).to_numpy(),
             "item_id": positive["product_id"].astype(str).to_numpy(),
             "weight": positive["event_type"].map(EVENT_WEIGHTS).astype("float32").to_numpy(),
             "timestamp": positive["timestamp"].to_numpy(),

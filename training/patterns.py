@@ -3,7 +3,8 @@
 A session's sequence is one event field (``page``, ``category`` or ``event_type``) in time order,
 missing values skipped; sessions with no value at all are left out, so a fractional support is a
 share of the sessions that have one. Each session belongs to one person: its first ``user_id``
-when it has one, else ``anon:<anonymous_id>`` (the Feast entity key, see ``features.ids``).
+when it has one, else ``anon:<anonymous_id>`` (the Feast entity key, see
+``features.identity.keys``).
 
 Per-segment mining takes a person → segment mapping (a dict, a frame, or a CSV/Parquet file with
 ``user_id`` and ``segment_label`` or ``segment`` columns; later the ``user_segments`` Feast view)
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from features.eventlog import EventLog
-from features.ids import ANON_PREFIX
+from features.identity.keys import ANON_PREFIX
 from features.workspace import Workspace
 from models.prefixspan import PatternConfig, PatternSet, PrefixSpan, ProgressCallback
 

@@ -21,7 +21,8 @@ import pandas as pd
 
 from features import store
 from features.eventlog import EventLog
-from features.ids import person_keys
+from features.identity.graph import IdentityGraph
+from features.identity.keys import person_keys
 from features.workspace import Workspace
 from models.base import Recommender
 from models.bundle import ModelBundle, context_popularity, popularity_order
@@ -57,11 +58,16 @@ class TrainResult:
 
 
 def training_set(
-    ws: Workspace, cut: pd.Timestamp, train_users: IdMap, events: pd.DataFrame, service: str
+    ws: Workspace,
+    cut: pd.Timestamp,
+    train_users: IdMap,
+    events: pd.DataFrame,
+    service: str,
+    resolve: Callable[[pd.DataFrame], pd.Series] = person_keys,
 ):
     """Point-in-time user features as of the cut, one row per training user (from Feast)."""
     before = events[events["timestamp"] < cut]
-    last_device = before.assign(person=person_keys(before)).groupby("person")["device_type"].last()
+    last_device = before.assign(person=resolve(before)).groupby("person")["device_type"].last()
     users = train_users.ids
     entity_df = pd.DataFrame(
         {
@@ -158,7 +164,9 @@ def train_and_evaluate(
     events = EventLog(ws.event_log_dir).read()
     if events.empty:
         raise ValueError(f"the event log at {ws.event_log_dir} is empty: import events first")
-    frame = interaction_frame(events)
+    # people under their canonical key: a login's anonymous history is the user's (issue #11)
+    resolve = IdentityGraph.for_workspace(ws).canonical_keys
+    frame = interaction_frame(events, resolve)
     cut, split = temporal_holdout(frame, config.test_days)
     say(
         f"split at {cut}: {split.train.n_users} users, {split.train.n_items} items, "
@@ -166,7 +174,7 @@ def train_and_evaluate(
     )
 
     say(f"reading the training set from Feast ({config.feature_service})")
-    features = training_set(ws, cut, split.train.users, events, config.feature_service)
+    features = training_set(ws, cut, split.train.users, events, config.feature_service, resolve)
     # Feast drops label rows without an eligible feature row, so count users, not rows.
     with_features = features.loc[features["sessions_30d"].notna(), "user_id"].nunique()
     covered = with_features / max(split.train.n_users, 1)

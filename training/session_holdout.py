@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from features.ids import person_keys
+from features.identity.keys import person_keys
 from models.bundle import ModelBundle
 from models.interactions import Interactions
 from training.data import holdout_cut, interaction_frame
@@ -39,7 +39,7 @@ class SessionHoldout:
 
 
 def first_sessions(events: pd.DataFrame, cut: pd.Timestamp) -> pd.DataFrame:
-    """Every event of the first session of each person (:func:`features.ids.person_keys`) whose
+    """Every event of the first session of each person (:func:`features.identity.keys.person_keys`) whose
     first event is at or after ``cut``, with a ``person`` column, sorted by time and event id.
     Only that person's events of the session are kept."""
     frame = events.assign(person=person_keys(events).to_numpy())

@@ -7,14 +7,14 @@ by time; :func:`events_in_window` slices that for one as-of time; :func:`stamp` 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
 
-from features.ids import person_keys
+from features.identity.keys import person_keys
 from features.schema import PRODUCT_EVENTS
 
 DAY_NS = 86_400 * 10**9
@@ -82,11 +82,15 @@ def _codes(values: pd.Series, *, sort: bool = False) -> tuple[np.ndarray, np.nda
     return codes.astype(np.int64, copy=False), names
 
 
-def prepare(events: pd.DataFrame) -> Prepared:
+def prepare(
+    events: pd.DataFrame, resolve: Callable[[pd.DataFrame], pd.Series] | None = None
+) -> Prepared:
     """Validate, factorise strings to codes once and sort by time; the heavy lifting is here.
 
     Strings are factorised in input order and only the integer arrays are reordered, which is
-    much cheaper than sorting a frame of Python strings.
+    much cheaper than sorting a frame of Python strings. People are person keys, or
+    ``resolve``'s keys when given (the identity graph's canonical keys: a linked device's events
+    count for its user).
     """
     missing = [c for c in _REQUIRED_COLUMNS if c not in events.columns]
     if missing:
@@ -99,8 +103,12 @@ def prepare(events: pd.DataFrame) -> Prepared:
     anon, anons = _codes(events["anonymous_id"])
     if ((user < 0) & (anon < 0)).any():
         person_keys(events)  # raises with the count and the first offending row
-    person, first = pd.factorize(np.where(user >= 0, user, len(users) + anon)[order])
-    persons = np.concatenate([users, "anon:" + anons])[first]
+    if resolve is None:
+        person, first = pd.factorize(np.where(user >= 0, user, len(users) + anon)[order])
+        persons = np.concatenate([users, "anon:" + anons])[first]
+    else:
+        person, persons = pd.factorize(resolve(events).to_numpy()[order])
+        persons = np.asarray(persons, dtype=object)
     session_raw, session_ids = _codes(events["session_id"])
     session_raw = session_raw[order] + 1
     session = pd.factorize(person.astype(np.int64) * (len(session_ids) + 1) + session_raw)[0]

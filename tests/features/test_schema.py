@@ -26,6 +26,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "add_to_cart": {"product_id": "p1", "price": 9.5},
     "remove_from_cart": {"product_id": "p1", "price": 9.5},
     "purchase": {"product_id": "p1", "price": 9.5},
+    "identify": {"anonymous_id": "cookieZ"},
 }
 
 
@@ -104,6 +105,13 @@ CROSS_FIELD_RULES = [
     ],
     ("search without query", raw_event("search", query=None), "query is required for search"),
     ("search with blank query", raw_event("search", query="  "), "query is required for search"),
+    ("identify without anonymous_id", raw_event("identify", anonymous_id=None), "needs both"),
+    ("identify without user_id", raw_event("identify", user_id=None), "needs both"),
+    (
+        "identify of one id to itself",
+        raw_event("identify", anonymous_id="u1"),
+        "user_id is the same as anonymous_id",
+    ),
 ]
 
 

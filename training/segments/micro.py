@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from features.eventlog import EventLog
-from features.ids import ANON_PREFIX
+from features.identity.keys import ANON_PREFIX
 from features.workspace import Workspace
 from features.yaml_files import Count, FileModel, Invalid, read_yaml, unique_names, validate
 from models.errors import SpecError

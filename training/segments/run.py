@@ -26,7 +26,7 @@ import pandas as pd
 
 from features import store
 from features.eventlog import EventLog
-from features.ids import person_keys
+from features.identity.graph import IdentityGraph
 from features.segment_inputs import cdnow_inputs, event_inputs, movielens_inputs
 from features.workspace import Workspace
 from models.segments.matching import contingency
@@ -55,7 +55,8 @@ def user_features_as_of(ws: Workspace, as_of: pd.Timestamp | None):
         raise ValueError(f"the event log at {ws.event_log_dir} is empty: import events first")
     if as_of is None:
         as_of = events["timestamp"].max().floor("D") + pd.Timedelta(days=1)
-    persons = pd.unique(person_keys(events[events["timestamp"] < as_of]))
+    before = events[events["timestamp"] < as_of]
+    persons = pd.unique(IdentityGraph.for_workspace(ws).canonical_keys(before))
     if len(persons) == 0:
         raise ValueError(f"no event before as-of {as_of}; the log starts {events.timestamp.min()}")
     entity_df = pd.DataFrame({"user_id": persons, "event_timestamp": as_of, "device_type": "other"})

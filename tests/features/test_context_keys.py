@@ -1,4 +1,4 @@
-"""Person keys (:mod:`features.ids`) and request-time and real-time features (features.context)."""
+"""Person keys (:mod:`features.identity.keys`), request-time and real-time features (context)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from features.context import activity_rows, context_features
-from features.ids import ANON_PREFIX, person_key, person_keys
+from features.identity.keys import ANON_PREFIX, person_key, person_keys
 
 # ------------------------------------------------------------------------------------- ids
 
