@@ -4,9 +4,9 @@ time").
 For every live session it keeps the last :data:`MAX_VIEWS` products viewed (most recent last, a
 product viewed again moves to the end), the cart (product -> quantity, from ``add_to_cart``,
 ``remove_from_cart`` and ``purchase``), counters (``views``, ``carts``, ``searches``,
-``purchases``) and the people (person keys, :mod:`features.identity.keys`) seen in it. A session lives
-``ttl`` seconds (default ``TAILOR_SESSION_TIMEOUT_MINUTES``) after its latest event; an event
-already older than that never opens or extends one.
+``purchases``) and the people (person keys, :mod:`features.identity.keys`) seen in it. A
+session lives ``ttl`` seconds (default ``TAILOR_SESSION_TIMEOUT_MINUTES``) after its latest event;
+an event already older than that never opens or extends one.
 
 Two backends behind one interface, chosen by :meth:`SessionStore.for_workspace`:
 
@@ -100,7 +100,8 @@ class SessionEvent:
 
 def session_events(events: pd.DataFrame) -> dict[str, list[SessionEvent]]:
     """The events that carry a session id, per session, each session's sorted by time then
-    event id (as the event log sorts them); the person is :func:`features.identity.keys.person_keys`'s."""
+    event id (as the event log sorts them); the person is
+    :func:`features.identity.keys.person_keys`'s."""
     frame = events[events["session_id"].notna() & (events["session_id"].astype(str) != "")]
     if frame.empty:
         return {}

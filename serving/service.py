@@ -43,7 +43,6 @@ from pydantic import Field
 from features import store as feature_store
 from features.eventlog import EventLog
 from features.identity.graph import IdentityError, IdentityGraph, UserMergeRefused
-from features.identity.keys import person_keys
 from features.live_sessions import LiveSession, SessionStore
 from features.persona_rules import load_personas
 from features.settings import Settings

@@ -39,9 +39,10 @@ class SessionHoldout:
 
 
 def first_sessions(events: pd.DataFrame, cut: pd.Timestamp) -> pd.DataFrame:
-    """Every event of the first session of each person (:func:`features.identity.keys.person_keys`) whose
-    first event is at or after ``cut``, with a ``person`` column, sorted by time and event id.
-    Only that person's events of the session are kept."""
+    """Every event of the first session of each person
+    (:func:`features.identity.keys.person_keys`) whose first event is at or after ``cut``, with a
+    ``person`` column, sorted by time and event id. Only that person's events of the session are
+    kept."""
     frame = events.assign(person=person_keys(events).to_numpy())
     frame = frame.sort_values(["timestamp", "event_id"], kind="stable")
     first = frame.groupby("person", sort=False).head(1)
