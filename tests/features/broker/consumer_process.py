@@ -1,0 +1,47 @@
+"""A consumer process for the crash tests: what ``tailor consume --home H`` does for the event log
+(the broker from the workspace's settings, batches appended to the log idempotently, the
+acknowledgement after the write), until SIGTERM.
+
+Run: ``python -m tests.features.broker.consumer_process --home H [--lease-seconds S]``, with
+``TAILOR_BROKER_URL`` / ``TAILOR_BROKER_QUEUE`` in the environment as for ``tailor``.
+``--lease-seconds`` shortens the embedded queue's lease so that a killed consumer's batch comes
+back within the test's time. Once ``tailor consume`` exists, the tests point at it instead
+(see ``consumer_command`` in test_contract.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from features.broker.connect import open_broker
+from features.broker.embedded import EmbeddedBroker
+from features.broker.logsink import log_writer
+from features.eventlog import EventLog
+from features.workspace import Workspace
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--home", required=True, help="the workspace")
+    parser.add_argument("--lease-seconds", type=float, help="embedded queue's lease")
+    parser.add_argument("--batch-size", type=int, default=500, help="messages per batch")
+    args = parser.parse_args()
+    ws = Workspace.from_env(home=args.home).ensure()
+    broker = open_broker(ws)
+    if isinstance(broker, EmbeddedBroker) and args.lease_seconds:
+        broker.close()
+        broker = EmbeddedBroker(ws.queue_dir / "events.db", lease_seconds=args.lease_seconds)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    handler = log_writer(EventLog(ws.event_log_dir), ws.quarantine_dir)
+    print("consuming", flush=True)
+    try:
+        broker.consume(handler, stop=stop, batch_size=args.batch_size)
+    finally:
+        broker.close()
+
+
+if __name__ == "__main__":
+    main()
