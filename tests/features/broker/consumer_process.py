@@ -5,8 +5,10 @@ acknowledgement after the write), until SIGTERM.
 Run: ``python -m tests.features.broker.consumer_process --home H [--lease-seconds S]``, with
 ``TAILOR_BROKER_URL`` / ``TAILOR_BROKER_QUEUE`` in the environment as for ``tailor``.
 ``--lease-seconds`` shortens the embedded queue's lease so that a killed consumer's batch comes
-back within the test's time. Once ``tailor consume`` exists, the tests point at it instead
-(see ``consumer_command`` in test_contract.py).
+back within the test's time; ``--write-delay`` slows each write down so that a kill lands inside
+the handler (between receiving a batch and its acknowledgement) most of the time. Once
+``tailor consume`` exists, the tests point at it instead (``consumer_command`` in
+test_contract.py); it then needs the same two knobs, or the test waits out the default lease.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+import time
 
+from features.broker.base import Message
 from features.broker.connect import open_broker
 from features.broker.embedded import EmbeddedBroker
 from features.broker.logsink import log_writer
@@ -27,6 +31,12 @@ def main() -> None:
     parser.add_argument("--home", required=True, help="the workspace")
     parser.add_argument("--lease-seconds", type=float, help="embedded queue's lease")
     parser.add_argument("--batch-size", type=int, default=500, help="messages per batch")
+    parser.add_argument(
+        "--write-delay",
+        type=float,
+        default=0.0,
+        help="seconds to wait before each write (a slow disk: a kill lands inside the handler)",
+    )
     args = parser.parse_args()
     ws = Workspace.from_env(home=args.home).ensure()
     broker = open_broker(ws)
@@ -35,7 +45,12 @@ def main() -> None:
         broker = EmbeddedBroker(ws.queue_dir / "events.db", lease_seconds=args.lease_seconds)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    handler = log_writer(EventLog(ws.event_log_dir), ws.quarantine_dir)
+    write = log_writer(EventLog(ws.event_log_dir), ws.quarantine_dir)
+
+    def handler(batch: list[Message]) -> dict[str, str]:
+        time.sleep(args.write_delay)
+        return write(batch)
+
     print("consuming", flush=True)
     try:
         broker.consume(handler, stop=stop, batch_size=args.batch_size)

@@ -24,6 +24,8 @@ from tests.features.broker.events import event_messages, log_ids
 
 ROOT = Path(__file__).resolve().parents[3]
 BIG = 20_000
+#: Seconds the consumer process waits before each write in the crash test (a slow disk).
+WRITE_DELAY = 0.2
 
 
 def run_consumer(
@@ -186,6 +188,8 @@ def consumer_command(target: BrokerTarget) -> list[str]:
         str(target.home),
         "--lease-seconds",
         "3",
+        "--write-delay",
+        str(WRITE_DELAY),
     ]
 
 
@@ -214,6 +218,9 @@ def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(target: BrokerTa
     )
     try:
         at_kill = _wait_for_events(log, BIG // 4, first, timeout=40)
+        # a batch was just written; the next one is in the handler now (WRITE_DELAY): the kill
+        # lands between its delivery and its acknowledgement
+        time.sleep(WRITE_DELAY / 2)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
