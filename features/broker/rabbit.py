@@ -1,9 +1,10 @@
 """The RabbitMQ broker (scale profile) through FastStream, behind the sync :class:`Broker` contract.
 
 What RabbitMQ holds: a durable **quorum** queue ``<queue>`` (replicated, fsync'd before a confirm)
-and its dead letters in the quorum queue ``<queue>.dead``. The main queue also names the dead
-queue as its own dead-letter target (``x-dead-letter-strategy: at-least-once``), so a message the
-broker itself would drop (a delivery or length limit a site adds by policy) lands there too.
+and its dead letters in the durable queue ``<queue>.dead`` (classic: see ``_queue``). The main
+queue names the dead queue as its own dead-letter target (``x-dead-letter-strategy:
+at-least-once``), so a message the broker itself would drop (RabbitMQ 4's default delivery limit,
+a length limit a site adds by policy) lands there too, with RabbitMQ's reason (``x-death``).
 
 - **Publish** (FastStream ``RabbitBroker.publish``) runs on a channel with publisher confirms and
   ``mandatory`` + ``on_return_raises``: :meth:`RabbitBroker.publish` returns only once RabbitMQ
@@ -114,7 +115,19 @@ class _LoopThread:
             future.cancel()
             raise
 
+    @staticmethod
+    async def _cancel_tasks() -> None:
+        """Cancel what the client left running (a reconnect attempt) and let it unwind."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=2.0) if tasks else None
+
     def close(self) -> None:
+        try:
+            self.run(self._cancel_tasks(), 5.0)
+        except Exception:  # closing anyway
+            logger.debug("cancelling the client's tasks", exc_info=True)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5.0)
         if not self.thread.is_alive():
@@ -176,14 +189,17 @@ class RabbitBroker(Broker):
         return f"{parts.hostname}:{parts.port or 5672}{parts.path or '/'} queue {self.queue_name}"
 
     def _queue(self, name: str) -> RabbitQueue:
-        arguments: dict[str, Any] = {}
-        if name == self.queue_name:
-            arguments = {
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": self.dead_queue_name,
-                "x-dead-letter-strategy": "at-least-once",
-                "x-overflow": "reject-publish",
-            }
+        if name == self.dead_queue_name:
+            # classic (durable, persistent messages): reading dead letters takes them with
+            # basic.get and returns them, which a quorum queue counts as a failed delivery and,
+            # under RabbitMQ 4's default delivery limit, would drop after 20 readings
+            return RabbitQueue(name, queue_type=QueueType.CLASSIC, durable=True)
+        arguments: dict[str, Any] = {
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.dead_queue_name,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
         return RabbitQueue(name, queue_type=QueueType.QUORUM, durable=True, arguments=arguments)
 
     async def _connect(self) -> AbstractRobustConnection:

@@ -57,7 +57,12 @@ _CRC = struct.Struct(">I")
 
 
 class SpoolFullError(TailorError):
-    """The broker is unreachable and the spool has no room for this batch (answer 503)."""
+    """The broker is unreachable and the spool has no room for this batch: answer 503 with
+    ``Retry-After: retry_after`` (seconds)."""
+
+    def __init__(self, message: str, retry_after: int = 30) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class SpoolCorruptError(TailorError):
@@ -172,7 +177,8 @@ class SpooledBroker(Broker):
             if used + len(data) > self.max_bytes:
                 raise SpoolFullError(
                     f"the broker is unreachable and the spool {self.spool_dir} holds {used} "
-                    f"bytes: {len(data)} more would pass TAILOR_SPOOL_MAX_BYTES={self.max_bytes}"
+                    f"bytes: {len(data)} more would pass TAILOR_SPOOL_MAX_BYTES={self.max_bytes}",
+                    retry_after=max(1, round(self.retry_seconds * 30)),
                 )
             name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._counter):09d}-{len(messages)}"
             target = self.spool_dir / f"{name}{SUFFIX}"

@@ -135,6 +135,7 @@ def test_the_spool_fills_up_with_a_clear_error_and_keeps_what_it_accepted(
             accepted.extend(event_id for event_id, _ in batch)
     assert len(accepted) == 5 * 50
     assert str(spool_dir) in str(refused.value)
+    assert refused.value.retry_after > 0  # the service's Retry-After
     offline.close()
 
     online = SpooledBroker(RabbitBroker(RABBIT_URL, queue_name), spool_dir, max_bytes=1 << 20)
