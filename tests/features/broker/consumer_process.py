@@ -5,10 +5,10 @@ acknowledgement after the write), until SIGTERM.
 Run: ``python -m tests.features.broker.consumer_process --home H [--lease-seconds S]``, with
 ``TAILOR_BROKER_URL`` / ``TAILOR_BROKER_QUEUE`` in the environment as for ``tailor``.
 ``--lease-seconds`` shortens the embedded queue's lease so that a killed consumer's batch comes
-back within the test's time; ``--write-delay`` slows each write down so that a kill lands inside
-the handler (between receiving a batch and its acknowledgement) most of the time. Once
-``tailor consume`` exists, the tests point at it instead (``consumer_command`` in
-test_contract.py); it then needs the same two knobs, or the test waits out the default lease.
+back within the test's time; ``--delay-before-write`` / ``--delay-after-write`` (a slow disk)
+let the test aim its SIGKILL at the two dangerous moments: a batch received but not written, and
+a batch written but not acknowledged. Once ``tailor consume`` exists, the tests can point at it
+(``consumer_command`` in test_contract.py); it then needs the same knobs.
 """
 
 from __future__ import annotations
@@ -32,10 +32,18 @@ def main() -> None:
     parser.add_argument("--lease-seconds", type=float, help="embedded queue's lease")
     parser.add_argument("--batch-size", type=int, default=500, help="messages per batch")
     parser.add_argument(
-        "--write-delay",
+        "--delay-before-write",
         type=float,
         default=0.0,
-        help="seconds to wait before each write (a slow disk: a kill lands inside the handler)",
+        help="seconds between receiving a batch and writing it (a kill then loses the batch "
+        "unless the acknowledgement waits for the write)",
+    )
+    parser.add_argument(
+        "--delay-after-write",
+        type=float,
+        default=0.0,
+        help="seconds between writing a batch and returning (a kill then leaves a written, "
+        "unacknowledged batch: it is delivered again and must not be written twice)",
     )
     args = parser.parse_args()
     ws = Workspace.from_env(home=args.home).ensure()
@@ -48,8 +56,10 @@ def main() -> None:
     write = log_writer(EventLog(ws.event_log_dir), ws.quarantine_dir)
 
     def handler(batch: list[Message]) -> dict[str, str]:
-        time.sleep(args.write_delay)
-        return write(batch)
+        time.sleep(args.delay_before_write)
+        failures = write(batch)
+        time.sleep(args.delay_after_write)
+        return failures
 
     print("consuming", flush=True)
     try:

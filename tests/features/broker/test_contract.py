@@ -24,8 +24,9 @@ from tests.features.broker.events import event_messages, log_ids
 
 ROOT = Path(__file__).resolve().parents[3]
 BIG = 20_000
-#: Seconds the consumer process waits before each write in the crash test (a slow disk).
-WRITE_DELAY = 0.2
+#: Seconds the crash test's consumers wait before and after each write (a slow disk), so that a
+#: SIGKILL lands where the test aims it.
+KILL_DELAY = 0.3
 
 
 def run_consumer(
@@ -178,8 +179,9 @@ def test_a_connection_dropped_mid_stream_loses_and_doubles_nothing(target: Broke
     assert probe.depth() == 0
 
 
-def consumer_command(target: BrokerTarget) -> list[str]:
-    """The consumer process (``tailor consume --home H`` once that exists)."""
+def consumer_command(target: BrokerTarget, *, delay: float = 0.0) -> list[str]:
+    """The consumer process (``tailor consume --home H`` once that exists); ``delay`` seconds
+    before and after each write."""
     return [
         sys.executable,
         "-m",
@@ -188,8 +190,10 @@ def consumer_command(target: BrokerTarget) -> list[str]:
         str(target.home),
         "--lease-seconds",
         "3",
-        "--write-delay",
-        str(WRITE_DELAY),
+        "--delay-before-write",
+        str(delay),
+        "--delay-after-write",
+        str(delay),
     ]
 
 
@@ -198,42 +202,62 @@ def _consumer_env(target: BrokerTarget) -> dict[str, str]:
     return {**env, **target.env, "PYTHONPATH": str(ROOT)}
 
 
+def _start(target: BrokerTarget, delay: float = 0.0) -> subprocess.Popen:
+    return subprocess.Popen(
+        consumer_command(target, delay=delay),
+        env=_consumer_env(target),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def _wait_for_events(log: EventLog, count: int, proc: subprocess.Popen, timeout: float) -> int:
+    """Events in the log once it holds ``count`` (returns right after the part that made it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         stored = len(log.event_ids())
         if stored >= count:
             return stored
         assert proc.poll() is None, proc.communicate()[1][-3000:]
-        time.sleep(0.02)
+        time.sleep(0.01)
     return len(log.event_ids())
 
 
+def _kill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(target: BrokerTarget):
+    """SIGKILL twice in the middle of 20,000 events, at the two moments that matter: right after
+    a batch was written (not yet acknowledged: it comes again and must not be written twice),
+    and while a batch waits to be written (acknowledged too early, it would be lost)."""
     target.open().publish(event_messages(BIG))
     log = EventLog(target.home / "events")  # where the workspace keeps its log
-    env = _consumer_env(target)
-    first = subprocess.Popen(
-        consumer_command(target), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        at_kill = _wait_for_events(log, BIG // 4, first, timeout=40)
-        # a batch was just written; the next one is in the handler now (WRITE_DELAY): the kill
-        # lands between its delivery and its acknowledgement
-        time.sleep(WRITE_DELAY / 2)
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-    assert BIG // 4 <= at_kill < BIG, f"{at_kill} of {BIG} appended when it was killed"
 
-    second = subprocess.Popen(
-        consumer_command(target), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    first = _start(target, delay=KILL_DELAY)
     try:
-        stored = _wait_for_events(log, BIG, second, timeout=40)
+        after_write = _wait_for_events(log, BIG // 4, first, timeout=40)
     finally:
-        second.terminate()
-        _, err = second.communicate(timeout=30)
+        _kill(first)  # a batch was just written: its handler is in the delay after the write
+    assert BIG // 4 <= after_write < BIG, f"{after_write} of {BIG} stored at the first kill"
+
+    second = _start(target, delay=KILL_DELAY)
+    try:
+        _wait_for_events(log, BIG // 2, second, timeout=40)
+        time.sleep(KILL_DELAY * 1.5)  # past the delay after that write, into the next one's
+    finally:
+        _kill(second)  # a batch received, not yet written
+    before_write = len(log.event_ids())
+    assert before_write < BIG, f"{before_write} of {BIG} stored at the second kill"
+
+    third = _start(target)
+    try:
+        stored = _wait_for_events(log, BIG, third, timeout=40)
+    finally:
+        third.terminate()
+        _, err = third.communicate(timeout=30)
     assert stored == BIG, err[-3000:]
     ids = log_ids(log)
     assert len(ids) == BIG, f"{len(ids)} rows for {BIG} events"
