@@ -217,7 +217,9 @@ class RabbitBroker(Broker):
                 log_level=logging.DEBUG,
             )
             try:
-                connection = await asyncio.wait_for(broker.connect(), self.connect_timeout)
+                # aio-pika's own timeout (``timeout=`` above) ends its connecting task after a
+                # failed first attempt; this bound only backs it up, so it is a little longer
+                connection = await asyncio.wait_for(broker.connect(), self.connect_timeout + 1)
                 # the dead queue first: the main queue names it as its dead-letter target
                 await broker.declare_queue(self._queue(self.dead_queue_name))
                 await broker.declare_queue(self._queue(self.queue_name))
