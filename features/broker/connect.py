@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from features.broker.base import Broker
+from features.broker.contract import Broker
 from features.broker.embedded import EmbeddedBroker
 from features.broker.rabbit import SCHEMES, RabbitBroker
 from features.broker.spool import SpooledBroker

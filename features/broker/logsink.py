@@ -1,5 +1,6 @@
-"""The event-log write of a consumer: a :data:`~features.broker.base.Handler` that appends a batch
-of event messages to the :class:`~features.eventlog.EventLog`, idempotently by ``event_id``.
+"""The event-log write of a consumer: a :data:`~features.broker.contract.Handler` that appends a
+batch of event messages to the :class:`~features.eventlog.EventLog`, idempotently by
+``event_id``.
 
 Each message body is one event as JSON (the event schema). The batch goes through
 :func:`features.ingest.ingest_rows`, the same path as ``tailor data import``: validated,
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from features.broker.base import Handler, Message
+from features.broker.contract import Handler, Message
 from features.event_files import Rejection
 from features.eventlog import EventLog
 from features.ingest import IngestReport, ingest_rows

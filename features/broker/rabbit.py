@@ -11,7 +11,7 @@ a length limit a site adds by policy) lands there too, with RabbitMQ's reason (`
   acknowledged every message of the batch (a message no queue took is an error, not a silent
   drop); the batch is sent pipelined (up to ``MAX_IN_FLIGHT`` unconfirmed at once). Unreachable,
   refused, returned or not confirmed within ``publish_timeout`` seconds:
-  :class:`~features.broker.base.BrokerUnavailableError` (wrap it in
+  :class:`~features.broker.contract.BrokerUnavailableError` (wrap it in
   :class:`~features.broker.spool.SpooledBroker` to accept events anyway).
 - **Consume**: manual acknowledgements sent only after the handler returned; prefetch
   ``2 × batch_size`` (one batch in the handler, the next one arriving). A failed message is
@@ -69,7 +69,7 @@ from faststream.rabbit import RabbitBroker as FastStreamRabbitBroker
 from faststream.rabbit import RabbitQueue
 from faststream.rabbit.schemas import Channel, QueueType
 
-from features.broker.base import (
+from features.broker.contract import (
     MAX_ATTEMPTS,
     Broker,
     BrokerUnavailableError,

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from features.broker.base import Broker
+from features.broker.contract import Broker
 from features.broker.embedded import EmbeddedBroker
 from features.broker.logsink import log_writer
 from features.broker.rabbit import RabbitBroker

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from features.broker.base import Broker
+from features.broker.contract import Broker
 from features.broker.embedded import EmbeddedBroker
 from features.broker.rabbit import RabbitBroker
 from features.settings import env_name

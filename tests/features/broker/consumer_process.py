@@ -18,8 +18,8 @@ import signal
 import threading
 import time
 
-from features.broker.base import Message
 from features.broker.connect import open_broker
+from features.broker.contract import Message
 from features.broker.embedded import EmbeddedBroker
 from features.broker.logsink import log_writer
 from features.eventlog import EventLog

@@ -1,4 +1,4 @@
-"""The broker contract (features/broker/base.py), one suite run on the embedded queue and on the
+"""The broker contract (features/broker/contract.py), one suite run on the embedded queue and on the
 real RabbitMQ (issue #11): round trip, acknowledgement after the handler, dead letters with their
 reason, requeue, and the bars of the issue: duplicate delivery of 1,000 messages changes nothing,
 a connection dropped or a consumer killed with SIGKILL in the middle of 20,000 events leaves
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from features.broker.base import Broker, Handler, Message
+from features.broker.contract import Broker, Handler, Message
 from features.broker.logsink import log_writer
 from features.eventlog import EventLog
 from features.ingest import IngestReport

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from features.broker.base import BrokerUnavailableError, Message
+from features.broker.contract import BrokerUnavailableError, Message
 from features.broker.rabbit import RabbitBroker
 from models.errors import ConfigError
 from tests.features.broker.conftest import RABBIT_URL, RABBITMQCTL, require_rabbitmq

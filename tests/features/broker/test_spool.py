@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from features.broker.base import Message
+from features.broker.contract import Message
 from features.broker.rabbit import RabbitBroker
 from features.broker.spool import (
     SpoolCorruptError,
