@@ -4,9 +4,9 @@
 the inner broker; when that raises :class:`~features.broker.contract.BrokerUnavailableError` the
 batch is written to the spool folder instead and the publish returns: the events are accepted
 because they are safe on disk (written to a temporary file, ``fsync``'d, renamed into place, the
-folder ``fsync``'d). While the spool holds anything, new batches go to the spool too, behind the older
-ones, so a collector does not wait on a dead broker's timeout for every request and the spool
-drains in the order it was filled. When the spool would grow past ``max_bytes``, the publish
+folder ``fsync``'d). While the spool holds anything, new batches go to the spool too, behind the
+older ones, so a collector does not wait on a dead broker's timeout for every request and the
+spool drains in the order it was filled. When the spool would grow past ``max_bytes``, the publish
 raises :class:`SpoolFullError` and nothing of that batch is kept (the service answers 503 with
 ``Retry-After``).
 
