@@ -1,6 +1,6 @@
 """The embedded durable queue: a SQLite table in WAL mode inside the workspace, no server.
 
-Same semantics as RabbitMQ's (see :mod:`features.broker.base`): a publish returns after the
+Same semantics as RabbitMQ's (see :mod:`features.broker.contract`): a publish returns after the
 commit (``synchronous=FULL``: on disk), a consumer leases a batch for ``lease_seconds`` and
 deletes it only after its handler returned, so a consumer killed mid-batch leaves the batch to be
 delivered again when the lease runs out; failed messages come back after a short back-off and are
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from features.broker.base import (
+from features.broker.contract import (
     MAX_ATTEMPTS,
     Broker,
     BrokerUnavailableError,
