@@ -73,6 +73,8 @@ class SessionBenchResult:
     ndcg: dict[str, np.ndarray] = field(default_factory=dict)  # arm -> (n_steps,)
     hit: dict[str, np.ndarray] = field(default_factory=dict)
     new_next: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    #: the next product is the one viewed last (the session strategy never shows it back)
+    latest_next: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     session_of: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     n_visitors: int = 0
     n_sessions: int = 0
@@ -88,9 +90,10 @@ class SessionBenchResult:
         return tuple(arm for arm in self.arms if arm != BASELINE)
 
     def summary(self, arm: str, subset: str = "all") -> dict[str, float]:
-        """``{"ndcg", "hr"}`` of ``arm`` and, for a variant, ``"difference"`` (its NDCG minus
-        popularity's), ``"ci"`` (95% half-width, clustered by session) and ``"steps"``, over every
-        step (``all``) or the steps whose next product is ``new`` in the session."""
+        """``{"ndcg", "hr", "steps"}`` of ``arm`` and, for a variant, ``"difference"`` (its NDCG
+        minus popularity's) with ``"ci"`` (95% half-width, clustered by session), and the same
+        for HR (``"hr_difference"``, ``"hr_ci"``), over every step (``all``) or the steps whose
+        next product is ``new`` in the session."""
         mask = self.new_next if subset == "new" else np.ones(self.n_steps, dtype=bool)
         out = {
             "ndcg": _mean(self.ndcg[arm][mask]),
@@ -101,6 +104,9 @@ class SessionBenchResult:
             diff = self.ndcg[arm][mask] - self.ndcg[BASELINE][mask]
             out["difference"] = _mean(diff)
             out["ci"] = clustered_half_width(diff, self.session_of[mask])
+            hits = self.hit[arm][mask] - self.hit[BASELINE][mask]
+            out["hr_difference"] = _mean(hits)
+            out["hr_ci"] = clustered_half_width(hits, self.session_of[mask])
         return out
 
 
@@ -131,6 +137,7 @@ def pooled(results: list[SessionBenchResult]) -> SessionBenchResult:
         out.n_unknown_next += result.n_unknown_next
     out.session_of = np.concatenate(session_of)
     out.new_next = np.concatenate([r.new_next for r in results])
+    out.latest_next = np.concatenate([r.latest_next for r in results])
     for arm in first.arms:
         out.ndcg[arm] = np.concatenate([r.ndcg[arm] for r in results])
         out.hit[arm] = np.concatenate([r.hit[arm] for r in results])
@@ -177,6 +184,7 @@ def bench_session_strategy(
     rows: dict[str, list[list[int]]] = {arm: [] for arm in arms}
     relevant: list[set[int]] = []
     new_next: list[bool] = []
+    latest_next: list[bool] = []
     session_of: list[int] = []
     groups = list(sessions.groupby(["person", "session_id"], sort=True))
     result.n_visitors = sessions["person"].nunique() if len(sessions) else 0
@@ -214,10 +222,12 @@ def bench_session_strategy(
                 rows[arm].append(ids + [-1] * (k - len(ids)))
             relevant.append({target_idx})
             new_next.append(target not in set(before["product_id"].dropna().astype(str)))
+            latest_next.append(bool(session.views) and target == session.views[-1])
             session_of.append(done - 1)
         if progress is not None:
             progress(done, len(groups))
     result.new_next = np.array(new_next, dtype=bool)
+    result.latest_next = np.array(latest_next, dtype=bool)
     result.session_of = np.array(session_of, dtype=np.int64)
     for arm in arms:
         matrix = np.array(rows[arm], dtype=np.int64).reshape(-1, k)
@@ -243,10 +253,10 @@ def _fmt(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.4f}"
 
 
-def _difference(summary: dict[str, float]) -> str:
-    if math.isnan(summary["difference"]):
+def _difference(summary: dict[str, float], name: str = "difference", ci: str = "ci") -> str:
+    if math.isnan(summary[name]):
         return "-"
-    return f"{summary['difference']:+.4f} ± {_fmt(summary['ci'])}"
+    return f"{summary[name]:+.4f} ± {_fmt(summary[ci])}"
 
 
 def table_rows(result: SessionBenchResult, label: str, arms: tuple[str, ...]) -> list[list[str]]:
@@ -262,7 +272,8 @@ def table_rows(result: SessionBenchResult, label: str, arms: tuple[str, ...]) ->
             summary = result.summary(arm, subset)
             shown = f"session:{model} ({arm})"
             rows.append([label, name, steps, shown, _fmt(summary["ndcg"]), _fmt(summary["hr"])])
-            rows.append([label, name, steps, f"{arm} - popularity", _difference(summary), ""])
+            hits = _difference(summary, "hr_difference", "hr_ci")
+            rows.append([label, name, steps, f"{arm} - popularity", _difference(summary), hits])
     return rows
 
 
@@ -290,7 +301,9 @@ def revisits(result: SessionBenchResult, arm: str) -> str:
     return (
         f"{int(again.sum())} of {result.n_steps} next views ({again.mean():.0%}) return to a "
         f"product viewed earlier in the session: popularity has it in its top {result.k} "
-        f"{hits[BASELINE]:.0%} of the time, {arm} {hits[arm]:.0%}."
+        f"{hits[BASELINE]:.0%} of the time, {arm} {hits[arm]:.0%}; "
+        f"{int(result.latest_next.sum())} of them return to the product viewed last, which the "
+        "session strategy never shows back (taken as the product on screen)."
     )
 
 

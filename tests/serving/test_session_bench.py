@@ -78,6 +78,7 @@ def test_replay_scores_each_next_view_by_hand() -> None:
     np.testing.assert_allclose(result.ndcg["similar"], [1.0, 1.0, 0.0])
     np.testing.assert_allclose(result.ndcg[served], [1.0, third, 1.0])
     assert result.new_next.tolist() == [True, True, False]
+    assert result.latest_next.tolist() == [False, False, False]
     assert result.session_of.tolist() == [0, 0, 0]
     new = result.summary("similar", "new")
     assert new["ndcg"] == pytest.approx(1.0)
@@ -86,6 +87,7 @@ def test_replay_scores_each_next_view_by_hand() -> None:
     every = result.summary("similar")
     assert every["difference"] == pytest.approx((1 + 1 + 0 - third - 0.5 - 1) / 3)
     assert every["hr"] == pytest.approx(2 / 3)
+    assert every["hr_difference"] == pytest.approx((2 - 3) / 3)
     assert math.isnan(every["ci"])  # one session: no interval
     assert result.summary(served)["difference"] == pytest.approx((1 - third + third - 0.5) / 3)
     assert choose(result) == served  # 0.86 over every next view against 0.67
@@ -104,11 +106,13 @@ def test_intervals_are_clustered_by_session() -> None:
 
 def test_pooled_runs_keep_their_sessions_apart() -> None:
     one = _session("anon:v1", "s1", ["h0", "h1", "h2"])
-    two = _session("anon:v2", "s2", ["s0", "s1", "s2", "s3"])
+    two = _session("anon:v2", "s2", ["s0", "s1", "s1", "s2"])  # s1 viewed twice in a row
     first = bench_session_strategy(scorer, one, k=5)
     second = bench_session_strategy(scorer, two, k=5)
     both = pooled([first, second])
     assert both.session_of.tolist() == [0, 0, 1, 1, 1]
+    assert both.latest_next.tolist() == [False, False, False, True, False]
+    assert both.new_next.tolist() == [True, True, True, False, True]
     assert both.n_steps == 5 and both.n_visitors == 2 and both.n_sessions == 2
     for arm in first.arms:
         np.testing.assert_allclose(both.ndcg[arm], np.r_[first.ndcg[arm], second.ndcg[arm]])
