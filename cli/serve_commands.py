@@ -157,7 +157,7 @@ def bench_serve_command(
 
 
 #: Seeds `tailor bench session` reports the chosen session variant on (not the selection seed).
-REPORT_SEEDS = (8, 9)
+REPORT_SEEDS = (8, 9, 10, 11, 12, 13)
 
 
 @bench_app.command("session")
@@ -173,7 +173,7 @@ def bench_session_command(
         typer.Option(
             "--report-seed",
             min=0,
-            help="Seed of a data set the chosen variant is reported on (repeatable; default 8 9).",
+            help="Seed of a data set the chosen variant is reported on (repeatable; default 8-13).",
         ),
     ] = None,
     test_days: Annotated[
