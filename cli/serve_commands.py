@@ -156,11 +156,26 @@ def bench_serve_command(
     console.print(f"written: {write_report(report, out or workspace_results(ws) / 'serving.md')}")
 
 
+#: Seeds `tailor bench session` reports the chosen session variant on (not the selection seed).
+REPORT_SEEDS = (8, 9, 10, 11, 12, 13)
+
+
 @bench_app.command("session")
 def bench_session_command(
     users: Annotated[int, typer.Option(min=50, help="Registered users to generate.")] = 5000,
     days: Annotated[int, typer.Option(min=14, help="Days to generate.")] = 35,
-    seed: Annotated[int, typer.Option(min=0, help="Random seed of the generated data.")] = 7,
+    seed: Annotated[
+        int,
+        typer.Option(min=0, help="Selection seed: the data set the session variant is chosen on."),
+    ] = 7,
+    report_seed: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--report-seed",
+            min=0,
+            help="Seed of a data set the chosen variant is reported on (repeatable; default 8-13).",
+        ),
+    ] = None,
     test_days: Annotated[
         int, typer.Option(min=1, help="Days after the training cut (as `tailor train`).")
     ] = 7,
@@ -174,51 +189,77 @@ def bench_session_command(
     ] = None,
     home: HomeOption = None,
 ) -> None:
-    """Session strategy vs popularity: NDCG@k of the next product viewed by first-session
-    visitors of generated data, replayed through /recommend's logic."""
+    """Session strategy variants vs popularity: NDCG@k of the next product viewed by
+    first-session visitors of generated data, replayed through /recommend's logic; the variant is
+    chosen on --seed and reported on the --report-seed data sets."""
     from features.synthetic.generate import generate_clickstream
     from models.scoring import Scorer
-    from serving.session_bench import bench_session_strategy, table_rows, write_session_report
+    from serving.session_bench import (
+        SeedRun,
+        bench_session_strategy,
+        choose,
+        table_rows,
+        write_session_report,
+    )
     from training.config import TrainConfig
     from training.result_files import generated_by, shown, workspace_results
     from training.session_holdout import first_session_holdout
 
+    report_seeds = list(dict.fromkeys(report_seed or REPORT_SEEDS))
+    if seed in report_seeds:
+        fail(
+            f"--report-seed {seed} is the selection seed (--seed): report on other seeds, "
+            "so the reported figures are not the ones the choice was made on"
+        )
     ws = workspace(home)
     config = TrainConfig()
     model = model or config.model
     out = out or workspace_results(ws) / "session_strategy.md"
     command = ["tailor", "bench", "session", "--users", str(users), "--days", str(days)]
-    command += ["--seed", str(seed), "--test-days", str(test_days), "--model", model]
+    command += ["--seed", str(seed)]
+    command += [part for s in report_seeds for part in ("--report-seed", str(s))]
+    command += ["--test-days", str(test_days), "--model", model]
     command += ["--k", str(k), "--out", shown(out)]
-    say(f"generating {users} users over {days} days (seed {seed})")
-    events = generate_clickstream(users, days, seed).events
-    say(f"fitting {model} on the events before the last {test_days} days")
-    try:
-        holdout = first_session_holdout(events, test_days, model, config.params)
-    except ValueError as exc:
-        fail(str(exc))
-    scorer = Scorer.from_bundle(holdout.bundle, f"{model}@cut")
-    with progress_bar() as progress:
-        task = progress.add_task("replaying first sessions", total=None)
-        result = bench_session_strategy(
-            scorer,
-            holdout.sessions,
-            k,
-            progress=lambda done, total: progress.update(task, completed=done, total=total),
-        )
+    runs = []
+    for data_seed in [seed, *report_seeds]:
+        say(f"generating {users} users over {days} days (seed {data_seed})")
+        events = generate_clickstream(users, days, data_seed).events
+        say(f"fitting {model} on the events before the last {test_days} days")
+        try:
+            holdout = first_session_holdout(events, test_days, model, config.params)
+        except ValueError as exc:
+            fail(str(exc))
+        scorer = Scorer.from_bundle(holdout.bundle, f"{model}@cut")
+        with progress_bar() as progress:
+            task = progress.add_task(f"replaying first sessions (seed {data_seed})", total=None)
+            result = bench_session_strategy(
+                scorer,
+                holdout.sessions,
+                k,
+                progress=lambda done, total, task=task: progress.update(
+                    task, completed=done, total=total
+                ),
+            )
+        data = {
+            "data": f"`tailor data generate --users {users} --days {days} --seed {data_seed}` "
+            f"({len(events)} events)",
+            "cut": f"{holdout.cut} (the last {test_days} days held out, as `tailor train`)",
+            "training": f"{holdout.n_train_events} events before the cut, {model} fitted in "
+            f"{holdout.fit_seconds:.1f} s",
+        }
+        runs.append(SeedRun(data_seed, data, result))
+    selection, reports = runs[0], runs[1:]
+    chosen = choose(selection.result)
     table = Table(title=f"first-session visitors: next product viewed, {model}")
-    for column in ("next views", "steps", "strategy", f"NDCG@{k}", f"HR@{k}"):
-        left = column in ("next views", "strategy")
+    for column in ("data", "next views", "steps", "strategy", f"NDCG@{k}", f"HR@{k}"):
+        left = column in ("data", "next views", "strategy")
         table.add_column(column, justify="left" if left else "right")
-    for row in table_rows(result):
+    rows = table_rows(selection.result, f"selection, seed {seed}", selection.result.variants)
+    for run in reports:
+        rows += table_rows(run.result, f"report, seed {run.seed}", (chosen,))
+    for row in rows:
         table.add_row(*row)
     console.print(table)
-    data = {
-        "data": f"`tailor data generate --users {users} --days {days} --seed {seed}` "
-        f"({len(events)} events)",
-        "cut": f"{holdout.cut} (the last {test_days} days held out, as `tailor train`)",
-        "training": f"{holdout.n_train_events} events before the cut, {model} fitted in "
-        f"{holdout.fit_seconds:.1f} s",
-    }
-    written = write_session_report(result, out, generated_by(command), data)
+    console.print(f"chosen on seed {seed}: {chosen}")
+    written = write_session_report(selection, reports, out, generated_by(command))
     console.print(f"written: {written}")

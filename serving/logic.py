@@ -41,6 +41,8 @@ __all__ = [
     "cold_start_category",
     "read_features",
     "recommend",
+    "SESSION_BLEND",
+    "SessionBlend",
     "session_candidates",
     "similar_items",
 ]
@@ -174,33 +176,90 @@ def _model(ctx: _Context, user_idx: int, rule: str | None) -> tuple[list[Candida
     return out, strategy
 
 
-def session_candidates(
-    scorer: Scorer, views: list[str], exclude: set[int], pool: int
-) -> tuple[list[Candidate], str]:
-    """Item-to-item candidates for a live session: ``(items, strategy)``.
+@dataclass(frozen=True)
+class SessionBlend:
+    """How the session strategy ranks (:func:`session_candidates`).
 
-    Each recent view known to the model (most recent last in ``views``) adds the model's
-    similarities to its nearest items, weighted ``1 / (1 + age)`` (the latest view 1, the one
-    before 1/2, ...); items in ``exclude`` and items whose summed similarity is not positive are
-    left out; the best ``pool`` items come first (ties: lower index). Empty when no view is known
-    to the model.
+    ``show_viewed``: products viewed earlier in the session may come back (a "recently viewed"
+    list, most recent first; the latest view, the product on screen, never does); otherwise every
+    viewed product is excluded. ``popular``: the popular items of the request's context (what the
+    visitor gets without a session) are fused in. Carted and purchased items are excluded either
+    way. With more than one list the lists are fused by reciprocal rank (:data:`RRF_K`), each list
+    weighing the same.
     """
-    bundle = scorer.bundle
-    viewed = scorer.item_indices(views)
-    strategy = f"session:{bundle.model_name}"
-    n_items = bundle.history.shape[1]
-    n = min(pool + len(exclude) + len(viewed), n_items - 1)
-    if not viewed or n <= 0:
-        return [], strategy
+
+    name: str
+    show_viewed: bool = False
+    popular: bool = False
+
+
+#: The blend /recommend serves: chosen by `tailor bench session` on its selection seed and
+#: confirmed on other seeds (experiments/results/session_strategy.md).
+SESSION_BLEND = SessionBlend("similar+recent+popular", show_viewed=True, popular=True)
+#: Reciprocal rank fusion constant (Cormack et al. 2009): an item scores ``1 / (RRF_K + rank)``
+#: in each list it appears in (rank from 1). Not tuned.
+RRF_K = 60
+
+
+def _similar_to_views(
+    scorer: Scorer, viewed: list[int], exclude: set[int], pool: int
+) -> list[tuple[int, float]]:
+    """``(item, score)`` best first: each view (most recent last) adds the model's similarities
+    to its nearest items, weighted ``1 / (1 + age)`` (the latest view 1, the one before 1/2, ...);
+    items in ``exclude`` and items whose summed similarity is not positive are left out (ties:
+    lower index)."""
+    n = min(pool + len(exclude) + len(viewed), scorer.bundle.history.shape[1] - 1)
+    if n <= 0:
+        return []
     totals: dict[int, float] = {}
     for age, item in enumerate(reversed(viewed)):
         weight = 1.0 / (1 + age)
-        item_idx, scores = bundle.model.similar_items(item, k=n)
+        item_idx, scores = scorer.bundle.model.similar_items(item, k=n)
         for i, score in zip(item_idx.tolist(), scores.tolist(), strict=True):
             if i >= 0 and i not in exclude and math.isfinite(score):
                 totals[i] = totals.get(i, 0.0) + weight * score
     ranked = sorted(totals.items(), key=lambda pair: (-pair[1], pair[0]))
-    return [Candidate(i, s, strategy) for i, s in ranked[:pool] if s > 0], strategy
+    return [(i, s) for i, s in ranked[:pool] if s > 0]
+
+
+def session_candidates(
+    scorer: Scorer,
+    views: list[str],
+    exclude: set[int],
+    pool: int,
+    blend: SessionBlend = SESSION_BLEND,
+    popular: list[Candidate] | None = None,
+) -> tuple[list[Candidate], str]:
+    """Candidates for a live session: ``(items, strategy)``, every item ``session:<model>``.
+
+    ``views``: the session's products viewed, most recent last; ``exclude``: what must never be
+    shown (carted, purchased, given by the caller); ``popular``: the popularity candidates of the
+    request, fused in when ``blend.popular``. The lists (:class:`SessionBlend`): the model's
+    similarities to the views (:func:`_similar_to_views`), the recently viewed products, the
+    popular ones; a single list keeps its similarity scores, several are fused by reciprocal rank.
+    The best ``pool`` items come first. Empty when no view is known to the model.
+    """
+    viewed = scorer.item_indices(views)
+    strategy = f"session:{scorer.bundle.model_name}"
+    if not viewed:
+        return [], strategy
+    hidden = set(exclude) | {viewed[-1]}  # the product on screen is never recommended
+    if not blend.show_viewed:
+        hidden.update(viewed)
+    lists = [_similar_to_views(scorer, viewed, hidden, pool)]
+    if blend.show_viewed:
+        recent = [i for i in reversed(viewed) if i not in hidden]
+        lists.append([(i, 1.0) for i in recent[:pool]])
+    if blend.popular:
+        lists.append([(c.item_idx, c.score) for c in popular or () if c.item_idx not in hidden])
+    if len(lists) == 1:
+        return [Candidate(i, s, strategy) for i, s in lists[0]], strategy
+    fused: dict[int, float] = {}
+    for ranked in lists:
+        for rank, (i, _) in enumerate(ranked, start=1):
+            fused[i] = fused.get(i, 0.0) + 1.0 / (RRF_K + rank)
+    order = sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
+    return [Candidate(i, s, strategy) for i, s in order[:pool]], strategy
 
 
 def facts_for(scorer: Scorer, request: RecommendRequest, features: dict[str, Any]) -> Facts:
@@ -231,14 +290,17 @@ def recommend(
     rules: RuleSet | None = None,
     degraded: str | None = None,
     session: LiveSession | None = None,
+    session_blend: SessionBlend = SESSION_BLEND,
 ) -> RecommendResponse:
     """Answer one request. ``features`` are the person's online features (may be empty);
     ``degraded`` says the online store failed, so the answer is popularity, not personalized.
 
     ``session``: the person's live session (:mod:`features.live_sessions`). A person the model
     has not seen, with views in it that the model knows, is answered item-to-item from those
-    views (:func:`session_candidates`, strategy ``session:<model>``) instead of popularity, and
-    never gets back what the session viewed or carted."""
+    views (:func:`session_candidates`, strategy ``session:<model>``, ranked as ``session_blend``
+    says; the served :data:`SESSION_BLEND` unless a benchmark compares others) instead of
+    popularity, and never gets back what the session carted nor the product on screen (the
+    latest view)."""
     features = clean_features(features)
     bundle, k = scorer.bundle, request.k
     facts = facts_for(scorer, request, features)
@@ -257,7 +319,8 @@ def recommend(
         exclude.update(scorer.item_indices([features.get("last_product_id", "")]))
     live = session if session is not None and not known and not degraded else None
     if live is not None:
-        exclude.update(scorer.item_indices([*live.views, *live.cart]))
+        hidden_views = live.views[-1:] if session_blend.show_viewed else live.views
+        exclude.update(scorer.item_indices([*hidden_views, *live.cart]))
 
     feature_category = cold_start_category(features)
     values = {
@@ -284,7 +347,10 @@ def recommend(
         source = "popular_in_context"
     if live is not None and live.views:
         try:
-            primary, strategy = session_candidates(scorer, list(live.views), exclude, ctx.pool)
+            popular = _source(ctx, decision, source)[0] if session_blend.popular else None
+            primary, strategy = session_candidates(
+                scorer, list(live.views), exclude, ctx.pool, session_blend, popular
+            )
             personalized = True
         except Exception:  # a broken model must not break the answer: popularity instead
             logger.exception("session candidates of %s failed", scorer.label)

@@ -62,7 +62,9 @@ def test_an_anonymous_visitor_gets_recommendations_from_the_session_views(
     assert after["personalized"] is True
     items = [item["item_id"] for item in after["items"]]
     assert len(items) == 5
-    assert not set(items) & {p for p, _ in viewed}  # viewed products never come back
+    # the product viewed last (on screen) never comes back; earlier views may, as "recently
+    # viewed" (serving.logic.SESSION_BLEND, chosen in experiments/results/session_strategy.md)
+    assert viewed[-1][0] not in items
     assert after["items"][0]["strategy"] == SESSION
 
 
