@@ -39,6 +39,9 @@ def engine(url: str) -> sa.Engine:
             created = sa.create_engine(made, connect_args={"timeout": 30})
             sa.event.listen(created, "connect", _sqlite_pragmas)
         else:
+            if made.get_driver_name() == "psycopg":
+                import psycopg  # noqa: F401 - the driver of the scale profile's postgresql+psycopg URLs
+
             created = sa.create_engine(made, pool_pre_ping=True)
         _engines[url] = created
         return created
