@@ -29,6 +29,7 @@ push and fold the crash cut short are not lost, and never applied twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -201,8 +202,9 @@ class EventConsumer:
         failed (nothing else fails a message)."""
         # the writer lock (threads and processes): de-duplication and append, and each person's
         # persona read-fold-push, happen one consumer at a time
-        with self.log.writer():
+        with contextlib.ExitStack() as held:
             try:
+                held.enter_context(self.log.writer())
                 report = ingest_rows(
                     iter([raw for _, raw, _ in good]), self.log, self.quarantine_dir, SOURCE
                 )
