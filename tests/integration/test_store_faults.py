@@ -197,14 +197,17 @@ def test_persona_updates_failed_under_a_lock_are_reapplied_from_the_log(local_st
     ingest(_session(person, "s1", 3, 499.0))
     assert (consumer.counts.personas, consumer.counts.pushed) == (1, 3)
     with exclusive_lock(_online_db(local_store), 20):
+        views = _session(person, "s2", 3, 499.0)
         cart = {**_session(person, "s2", 1, 49.0)[0], "event_type": "add_to_cart", "quantity": 1}
-        ingest([*_session(person, "s2", 3, 499.0), cart])
+        ingest([*views, cart | {"product_id": "p-cart"}])  # the cart is the latest event
         assert (consumer.counts.stored, consumer.counts.personas) == (7, 1)
         assert consumer.counts.not_pushed == 4 and broker.dead_letters() == []
     assert len(consumer.pending) == 1 and len(log) == 7
     stale = read([person])[0]
     assert '"events":3' in stale["persona_state"]  # the second batch is not in the store
     assert stale["persona"] == ""  # views only: no persona yet
+    activity = [{"user_id": person, "device_type": "mobile"}]
+    assert store.online_features(local_store, activity)[0]["last_product_id"] == "p-2"
 
     with log.writer():
         assert consumer.reapply_pending() == 1
@@ -213,8 +216,8 @@ def test_persona_updates_failed_under_a_lock_are_reapplied_from_the_log(local_st
     assert now["persona"] == offline["persona"] == "Luxury Browser, Budget Buyer"
     assert now["persona_state"] == offline["persona_state"]
     assert '"events":7' in now["persona_state"] and '"sessions":2' in now["persona_state"]
-    activity = store.online_features(local_store, [{"user_id": person, "device_type": "mobile"}])
-    assert activity[0]["last_event_type"] == "add_to_cart"  # the latest activity, rebuilt too
+    (latest,) = store.online_features(local_store, activity)  # the activity is rebuilt too
+    assert (latest["last_event_type"], latest["last_product_id"]) == ("add_to_cart", "p-cart")
 
 
 # ----------------------------------------------------------------------------- over HTTP
