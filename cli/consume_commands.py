@@ -101,8 +101,10 @@ def _consumer(ws):
 def _print_dead_letters(broker, limit: int) -> None:
     letters = broker.dead_letters(limit)
     table = Table(title=f"dead letters ({broker.kind} broker)")
-    for column in ("message id", "attempts", "reason", "dead since (UTC)"):
-        table.add_column(column)
+    table.add_column("message id", no_wrap=True)
+    table.add_column("attempts", justify="right")
+    table.add_column("reason")
+    table.add_column("dead since (UTC)", no_wrap=True)
     for letter in letters:
         when = letter.dead_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(letter.message_id, str(letter.attempts), letter.reason, when)

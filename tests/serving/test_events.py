@@ -354,3 +354,29 @@ def test_a_known_event_id_with_other_content_is_a_conflict_not_a_duplicate(tmp_p
     assert record["raw"]["price"] == 4.0 and record["field"] == "event_id"
     assert record["reason"] == "event_id 'e2' already stored with different content"
     assert run.broker.dead_letters() == []
+
+
+def test_replay_rebuilds_the_online_state_of_everyone_active_since_a_date(tmp_path) -> None:
+    """``tailor consume --replay-from``: people with an event since the date get their latest
+    activity and their persona folded from their whole history; the others are left alone."""
+    run = _Setup(tmp_path)
+    old = "2026-02-01T12:00:00+00:00"
+    run.publish(
+        [
+            _event("e1", timestamp=old, user_id="u1", device_type="mobile", session_id="a"),
+            _event("e2", user_id="u1", product_id="p9", device_type="mobile", session_id="b"),
+            _event("e3", timestamp=old, user_id="u2"),
+        ]
+    )
+    run.drain()
+    run.store.pushed.clear()
+    run.store.personas.clear()
+    events, people = run.consumer.replay(datetime(2026, 2, 15, tzinfo=UTC))
+    assert (events, people) == (1, 1)
+    (activity,) = run.store.pushed
+    assert activity[["user_id", "last_product_id"]].values.tolist() == [["u1", "p9"]]
+    (personas,) = run.store.personas
+    assert personas["user_id"].tolist() == ["u1"]
+    state = json.loads(personas["persona_state"].iloc[0])
+    assert (state["events"], state["sessions"]) == (2, 2)  # the whole history, once
+    assert run.consumer.replay(datetime(2026, 4, 1, tzinfo=UTC)) == (0, 0)
