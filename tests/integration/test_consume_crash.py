@@ -143,3 +143,35 @@ def test_a_killed_consumer_loses_and_doubles_nothing(trained_workspace, tmp_path
         assert "duplicate" in output and str(REPEATED) in output, output[-2000:]
     finally:
         broker.close()
+
+
+def test_sigterm_finishes_and_acknowledges_the_batch_in_hand(trained_workspace, tmp_path):
+    """``tailor consume`` stopped with SIGTERM (Ctrl-C alike) exits 0 after acknowledging what it
+    wrote: every event is either logged or still queued, none both (a batch left unacknowledged
+    would still count in the queue's depth while its events are already logged)."""
+    shutil.copytree(
+        trained_workspace.ws.home,
+        tmp_path,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("logs", "bentoml", "queue"),
+    )
+    ws = Workspace(home=tmp_path).ensure()
+    broker = open_broker(ws)
+    events = _events(6_000)
+    try:
+        for start in range(0, len(events), 1000):
+            publish_events(events[start : start + 1000], broker, ws.quarantine_dir)
+        process = _consume(ws, "--batch-size", "100")
+        deadline = time.monotonic() + 120
+        while len(_mine(ws)) < 500 and time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()[0][-3000:]
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=60)[0]
+        assert process.returncode == 0, output[-3000:]
+        assert "consumed" in output  # the summary is printed
+        logged = len(_mine(ws))
+        assert 500 <= logged < len(events), output[-2000:]
+        assert logged + broker.depth() == len(events)
+    finally:
+        broker.close()
