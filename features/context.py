@@ -7,7 +7,11 @@ Pure pandas so they are unit-tested without Feast; ``feature_repo/definitions.py
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
+
+from features.ids import person_keys
 
 ACTIVITY_FEATURES: dict[str, tuple[str, str]] = {
     "last_event_type": ("string", "Type of the user's latest event."),
@@ -32,17 +36,19 @@ def context_features(inputs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def activity_rows(events: pd.DataFrame) -> pd.DataFrame:
+def activity_rows(
+    events: pd.DataFrame, resolve: Callable[[pd.DataFrame], pd.Series] = person_keys
+) -> pd.DataFrame:
     """One real-time activity row per identified event (the push payload).
 
-    ``user_id`` is the person key (user id, else ``anon:<anonymous_id>``), ``event_timestamp`` the
-    event time, and product fields are carried forward from the latest product event so a page view
-    does not erase what the user was looking at.
+    ``user_id`` is the person key ``resolve`` gives (default the user id, else
+    ``anon:<anonymous_id>``; with an identity graph, the canonical key, so a linked device's
+    events carry forward under its user), ``event_timestamp`` the event time, and product fields
+    are carried forward from the latest product event so a page view does not erase what the user
+    was looking at.
     """
-    from features.ids import person_keys
-
     frame = events.sort_values(["timestamp", "event_id"], kind="stable")
-    keys = person_keys(frame)
+    keys = resolve(frame)
     out = pd.DataFrame(
         {
             "user_id": keys.to_numpy(),

@@ -43,7 +43,7 @@ import pandas as pd
 from features.broker.base import Broker, Message
 from features.context import activity_rows
 from features.eventlog import EventLog
-from features.ids import person_key, person_keys
+from features.ids import person_keys
 from features.ingest import ingest_rows, validate_rows
 from features.personas import PersonaConfig
 from serving.persona_updates import (
@@ -66,6 +66,12 @@ SOURCE = "broker"
 Frame = Callable[[pd.DataFrame], None]
 #: ``people -> one row per person`` with their stored ``persona_state`` (the persona read).
 ReadStates = Callable[[list[str]], list[dict[str, Any]]]
+#: ``events -> each row's person key`` (default :func:`features.ids.person_keys`).
+Resolve = Callable[[pd.DataFrame], pd.Series]
+#: ``people -> their events in the log`` (default :meth:`EventLog.read_people`).
+ReadEvents = Callable[[list[str]], pd.DataFrame]
+#: ``appended events -> people whose whole history must be rebuilt`` (e.g. merged by a login).
+Link = Callable[[pd.DataFrame], Iterable[str]]
 
 
 @dataclass
@@ -102,6 +108,12 @@ class EventConsumer:
     ``push_activity``, ``read_personas`` and ``push_personas`` are the online store
     (:meth:`for_store` builds them from a Feast store); ``metrics`` is the service's
     :class:`serving.prometheus.ServiceMetrics` when it runs in the service.
+
+    Who a person is can be plugged in: ``resolve`` keys the events' people (pending people, the
+    people of a redelivery), ``read_events`` reads a person's history for a rebuild, and
+    ``link``, called with the appended events before the push and fold, returns people whose
+    online state must be rebuilt from their whole history afterwards (an identity graph merging
+    two keys at a login).
     """
 
     def __init__(
@@ -115,6 +127,9 @@ class EventConsumer:
         *,
         on_appended: Iterable[Frame] = (),
         metrics: Any = None,
+        resolve: Resolve = person_keys,
+        read_events: ReadEvents | None = None,
+        link: Link | None = None,
     ) -> None:
         self.log = log
         self.quarantine_dir = quarantine_dir
@@ -124,6 +139,9 @@ class EventConsumer:
         self.personas = personas
         self.on_appended: list[Frame] = list(on_appended)
         self.metrics = metrics
+        self.resolve = resolve
+        self.read_events: ReadEvents = read_events or log.read_people
+        self.link = link
         self.pending = PendingPersonas()
         self.counts = ConsumeCounts()
         self._counts_lock = threading.Lock()  # the handler and the retry thread both count
@@ -219,21 +237,27 @@ class EventConsumer:
             if report.appended is not None:
                 self._online(report.appended)
             appended = set() if report.appended is None else set(report.appended["event_id"])
-            again = {
-                person_key(row["user_id"], row["anonymous_id"])
+            again = [
+                row
                 for message, _, row in good
                 if message.attempts > 1 and row["event_id"] not in appended
-            }
+            ]
             if again:  # a crash may have cut their push and fold short: rebuild from the log
-                self.pending.add(sorted(again))
+                self.pending.add(sorted(set(self.resolve(pd.DataFrame(again)))))
                 self.reapply_pending()
         return {}
 
     def _online(self, appended: pd.DataFrame) -> None:
         """Push the appended events' activity, fold their personas, call the hooks; failures are
         logged and counted, the people kept pending (the events are safe in the log)."""
-        people = person_keys(appended).unique().tolist()
-        activity = activity_rows(appended)
+        merged: list[str] = []
+        if self.link is not None:
+            try:
+                merged = list(self.link(appended))
+            except Exception as exc:  # the events are logged; a replay links them again
+                logger.warning("linking the appended events failed: %s", type(exc).__name__)
+        people = self.resolve(appended).unique().tolist()
+        activity = activity_rows(appended, self.resolve)
         pushed = True
         try:
             self.push_activity(activity)
@@ -243,14 +267,15 @@ class EventConsumer:
             logger.warning("pushing %d activity rows failed: %s", len(activity), type(exc).__name__)
             self._count("not_pushed", len(appended))
         updated, degraded = update_personas(
-            appended, self.read_personas, self.push_personas, self.personas
+            appended, self.read_personas, self.push_personas, self.personas, self.resolve
         )
         self._count("personas", updated)
         if degraded or not pushed:
             if degraded and self.metrics is not None:
                 self.metrics.persona_updates.labels(outcome="failed").inc()
             self.pending.add(people)
-        elif len(self.pending):
+        self.pending.add(merged)  # their whole history, under the key they have now
+        if not (degraded or not pushed) and len(self.pending):
             self.reapply_pending()
         for hook in self.on_appended:
             try:
@@ -275,11 +300,16 @@ class EventConsumer:
             return frame
 
         done = reapply_personas(
-            people, read_and_keep, self.read_personas, self.push_personas, self.personas
+            people,
+            read_and_keep,
+            self.read_personas,
+            self.push_personas,
+            self.personas,
+            self.resolve,
         )
         events = seen[0] if seen else pd.DataFrame()
         if not events.empty:
-            latest = activity_rows(events).drop_duplicates("user_id", keep="last")
+            latest = activity_rows(events, self.resolve).drop_duplicates("user_id", keep="last")
             self.push_activity(latest.reset_index(drop=True))
             self._count("pushed", len(latest))
         return done
@@ -291,7 +321,7 @@ class EventConsumer:
         done = 0
         for start in range(0, len(people), REAPPLY_BATCH):
             try:
-                done += self._rebuild(people[start : start + REAPPLY_BATCH], self.log.read_people)
+                done += self._rebuild(people[start : start + REAPPLY_BATCH], self.read_events)
             except Exception as exc:
                 self.pending.add(people[start:])
                 logger.warning(
@@ -321,11 +351,11 @@ class EventConsumer:
         gets ``(people done, people)``. Raises what the store raises."""
         with self.log.writer():
             recent = self.log.read(["user_id", "anonymous_id"], start=pd.Timestamp(since))
-            people = sorted(set(person_keys(recent))) if not recent.empty else []
+            people = sorted(set(self.resolve(recent))) if not recent.empty else []
             if not people:
                 return len(recent), 0
             everything = self.log.read()
-            keys = person_keys(everything)
+            keys = self.resolve(everything)
             mine = keys.isin(people).to_numpy()
             everything, keys = everything[mine], keys[mine]
 

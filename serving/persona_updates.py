@@ -35,6 +35,8 @@ ReadStates = Callable[[list[str]], list[dict[str, Any]]]
 Push = Callable[[pd.DataFrame], None]
 #: ``people -> their events in the event log`` (:meth:`features.eventlog.EventLog.read_people`).
 ReadEvents = Callable[[list[str]], pd.DataFrame]
+#: ``events -> each row's person key`` (:data:`features.identity.graph.Resolver`).
+Resolve = Callable[[pd.DataFrame], pd.Series]
 #: People kept for re-application at most; past it the oldest wait for `tailor features build`.
 MAX_PENDING = 100_000
 #: People re-applied per online read, log scan and push.
@@ -42,9 +44,14 @@ REAPPLY_BATCH = 500
 
 
 def update_personas(
-    appended: pd.DataFrame, read: ReadStates, push: Push, config: PersonaConfig
+    appended: pd.DataFrame,
+    read: ReadStates,
+    push: Push,
+    config: PersonaConfig,
+    resolve: Resolve = person_keys,
 ) -> tuple[int, str | None]:
-    """Fold ``appended`` events into their people's stored states and push the new states.
+    """Fold ``appended`` events into their people's stored states and push the new states;
+    people are ``resolve``'s keys (the service passes the identity graph's canonical keys).
 
     Returns ``(people updated, None)``, or ``(0, reason)`` when the store failed.
     """
@@ -52,7 +59,7 @@ def update_personas(
         return 0, None
     people: list[str] = []
     try:
-        by_person = dict(tuple(appended.groupby(person_keys(appended).to_numpy(), sort=True)))
+        by_person = dict(tuple(appended.groupby(resolve(appended).to_numpy(), sort=True)))
         people = list(by_person)
         stored = read(people)
         rows = []
@@ -108,9 +115,14 @@ def reapply_personas(
     read: ReadStates,
     push: Push,
     config: PersonaConfig,
+    resolve: Resolve = person_keys,
 ) -> int:
     """Fold each person's events in the log again from the empty state and push the states;
     returns the people pushed (those with events). Raises what the store raises.
+
+    ``people`` are canonical keys when ``resolve`` is the identity graph's: ``read_events`` must
+    then return the events of each person's every alias (:meth:`EventLog.read_people` with the
+    graph's ``aliases``), and they are folded together under the canonical key (a login).
 
     The stored states are read first: a store still unavailable fails before the log is
     scanned. They are used only for their ``as_of``: the new one is later, so a store that keeps
@@ -123,7 +135,7 @@ def reapply_personas(
     events = read_events(people)
     if events.empty:
         return 0
-    by_person = dict(tuple(events.groupby(person_keys(events).to_numpy(), sort=True)))
+    by_person = dict(tuple(events.groupby(resolve(events).to_numpy(), sort=True)))
     rows = []
     for person in people:
         if person not in by_person:

@@ -380,3 +380,35 @@ def test_replay_rebuilds_the_online_state_of_everyone_active_since_a_date(tmp_pa
     state = json.loads(personas["persona_state"].iloc[0])
     assert (state["events"], state["sessions"]) == (2, 2)  # the whole history, once
     assert run.consumer.replay(datetime(2026, 4, 1, tzinfo=UTC)) == (0, 0)
+
+
+def test_people_a_link_returns_are_rebuilt_from_their_whole_history(tmp_path) -> None:
+    """The identity hook (issue #11's login): ``link`` sees the appended events before the push
+    and fold, and the people it returns get their online state rebuilt from the log under the
+    key ``resolve`` gives (here every key of the device ``dev`` belongs to ``u1``)."""
+
+    def resolve(events: pd.DataFrame) -> pd.Series:
+        keys = events["user_id"].where(events["user_id"].notna(), "u1")
+        return keys.astype(str).rename("user_id")
+
+    def read_events(people: list[str]) -> pd.DataFrame:
+        every = run.log.read()
+        return every[resolve(every).isin(people).to_numpy()]
+
+    linked: list[list[str]] = []
+
+    def link(appended: pd.DataFrame) -> list[str]:
+        linked.append(sorted(appended["event_id"]))
+        return ["u1"] if "login" in set(appended["event_id"]) else []
+
+    run = _Setup(tmp_path, resolve=resolve, read_events=read_events, link=link)
+    run.publish([_event("e1", user_id=None, anonymous_id="dev", session_id="a")])
+    run.drain()
+    assert linked == [["e1"]] and len(run.store.personas) == 1  # a fold only
+    run.publish([_event("login", user_id="u1", anonymous_id="dev", session_id="b")])
+    run.drain()
+    assert linked == [["e1"], ["login"]]
+    rebuilt = run.store.personas[-1]
+    assert rebuilt["user_id"].tolist() == ["u1"]
+    state = json.loads(rebuilt["persona_state"].iloc[0])
+    assert (state["events"], state["sessions"]) == (2, 2)  # the device's history and the login
