@@ -123,6 +123,7 @@ def test_a_killed_consumer_loses_and_doubles_nothing(trained_workspace, tmp_path
         second = _consume(ws, "--drain")
         output = second.communicate(timeout=300)[0]
         assert second.returncode == 0, output[-3000:]
+        print(output[-1500:])  # the restart's counts and seconds (pytest -s shows them)
         ids = _mine(ws)
         assert len(ids) == len(set(ids)) == EVENTS, output[-2000:]
         assert set(ids) == {event["event_id"] for event in events}
