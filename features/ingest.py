@@ -223,13 +223,24 @@ def ingest_rows(
     """Validate, de-duplicate by ``event_id`` and append; write rejections and conflicts to the
     quarantine (a folder with the default bounds, or a :class:`Quarantine`)."""
     report = store_rows(rows, log, source, progress, limits=limits)
-    if report.rejections:
-        quarantine = (
-            quarantine_dir if isinstance(quarantine_dir, Quarantine) else Quarantine(quarantine_dir)
-        )
-        report.quarantine_path = quarantine.write(source, _records(source, report.rejections))
+    report.quarantine_path = quarantine_rejections(quarantine_dir, source, report.rejections)
     logger.info("ingested %s: %s", source, report)
     return report
+
+
+def quarantine_rejections(
+    quarantine_dir: Path | Quarantine, source: str, rejections: list[Rejection]
+) -> Path | None:
+    """Write ``rejections`` (row, field, reason, raw row) to the quarantine (a folder with the
+    default bounds, or a :class:`Quarantine`) under ``source``; the file written, None when there
+    was nothing to write. ``/events`` quarantines its validation rejections with it before the
+    valid events are queued (issue #11)."""
+    if not rejections:
+        return None
+    quarantine = (
+        quarantine_dir if isinstance(quarantine_dir, Quarantine) else Quarantine(quarantine_dir)
+    )
+    return quarantine.write(source, _records(source, rejections))
 
 
 def _records(source: str, rejections: list[Rejection]) -> Iterator[dict[str, Any]]:

@@ -226,6 +226,31 @@ def fold(
     return _fold_records(state, _records(events), config)
 
 
+def fold_people(
+    states: Mapping[str, PersonaState],
+    events: pd.DataFrame,
+    people: Iterable[str],
+    config: PersonaConfig,
+) -> dict[str, PersonaState]:
+    """Each person's state after their events, where ``people`` names each row's person and
+    ``states`` the states before (missing: empty). The same as :func:`fold` per person, in one
+    sort and one pass over the frame: a consumer batch of 500 events of 500 people costs
+    ~500 small frames otherwise (~2.5 ms each, most of the batch's time)."""
+    if events.empty:
+        return {}
+    frame = events.reindex(columns=list(_EVENT_FIELDS))
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    frame.insert(0, "_person", list(people))
+    frame = frame.sort_values(["timestamp", "event_id"], kind="stable")
+    by_person: dict[str, list[tuple]] = {}
+    for person, *record in frame.itertuples(index=False, name=None):
+        by_person.setdefault(person, []).append(tuple(record))
+    return {
+        person: _fold_records(states.get(person, PersonaState()), records, config)
+        for person, records in by_person.items()
+    }
+
+
 def _fold_records(state: PersonaState, records: list[tuple], config: PersonaConfig) -> PersonaState:
     if not records:
         return state

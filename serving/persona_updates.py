@@ -24,7 +24,14 @@ from typing import Any
 import pandas as pd
 
 from features.identity.keys import person_keys
-from features.personas import PersonaConfig, PersonaState, fold, persona_frame, state_row
+from features.personas import (
+    PersonaConfig,
+    PersonaState,
+    fold,
+    fold_people,
+    persona_frame,
+    state_row,
+)
 from serving.rules import RuleSet
 from serving.schemas import PERSONAS_NOT_UPDATED
 
@@ -59,14 +66,15 @@ def update_personas(
         return 0, None
     people: list[str] = []
     try:
-        by_person = dict(tuple(appended.groupby(resolve(appended).to_numpy(), sort=True)))
-        people = list(by_person)
+        keys = resolve(appended).tolist()
+        people = sorted(set(keys))
         stored = read(people)
-        rows = []
-        for person, row in zip(people, stored, strict=True):
-            state = PersonaState.from_json(row.get("persona_state"))
-            rows.append(state_row(person, fold(state, by_person[person], config), config))
-        push(persona_frame(rows))
+        before = {
+            person: PersonaState.from_json(row.get("persona_state"))
+            for person, row in zip(people, stored, strict=True)
+        }
+        after = fold_people(before, appended, keys, config)  # one pass for the whole batch
+        push(persona_frame([state_row(person, after[person], config) for person in people]))
     except Exception as exc:  # the events are safe in the log; say the personas lag behind
         logger.warning(
             "updating the personas of %d people failed: %s", len(people), type(exc).__name__

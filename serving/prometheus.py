@@ -88,7 +88,13 @@ def service_metrics() -> ServiceMetrics:
             ["endpoint", "strategy"],
             buckets=LATENCY_BUCKETS,
         ),
-        events=prom.Counter("tailor_events", "Events received on /events by outcome.", ["outcome"]),
+        events=prom.Counter(
+            "tailor_events",
+            "Events by outcome: on /events accepted (queued) and rejected; in the consumer "
+            "stored, duplicate, conflict, poison (undecodable deliveries) and not_pushed "
+            "(stored, online store update failed: rebuilt from the log later).",
+            ["outcome"],
+        ),
         model_info=prom.Gauge(
             "tailor_model_info",
             "1 for the registered model version being served, 0 for ones it replaced.",
@@ -103,8 +109,8 @@ def service_metrics() -> ServiceMetrics:
         ),
         persona_updates=prom.Counter(
             "tailor_persona_updates",
-            "Real-time persona updates on /events: people updated (outcome=updated) and calls "
-            "whose update failed, events kept (outcome=failed).",
+            "Real-time persona updates by the event consumer: people updated (outcome=updated) "
+            "and batches whose update failed, events kept (outcome=failed).",
             ["outcome"],
         ),
         rejections=prom.Counter(

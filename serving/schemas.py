@@ -232,24 +232,19 @@ class EventRejection(_Answer):
 
 
 class EventsResponse(_Answer):
-    accepted: int = Field(description="New events appended to the event log.")
-    duplicate: int = Field(description="Events whose event_id the log already had (skipped).")
+    """The answer of ``/events`` (and ``/collect``): 202 once the broker confirmed the events.
+
+    Appending to the event log happens after the answer, in the consumer, so what only the log
+    can tell (an event already stored, a conflict, the online store updated) is not in it: the
+    consumer counts those in ``/metrics`` (``tailor_events_total{outcome=...}``) and
+    ``tailor consume``, and quarantines conflicts as before (issue #11)."""
+
+    accepted: int = Field(
+        description="Events the broker confirmed: stored durably and appended to the event log "
+        "by the consumer, once per event_id (an event_id already logged is skipped there)."
+    )
     rejected: int = Field(description="Events that failed validation (see rejections).")
-    conflict: int = Field(
-        default=0,
-        description="Events whose event_id the log already had with other content (quarantined, "
-        "not stored; see rejections).",
-    )
-    pushed: int = Field(description="Real-time activity rows pushed to the online store.")
-    personas: int = Field(default=0, description="People whose real-time persona was updated.")
     rejections: list[EventRejection] = Field(default_factory=list)
-    degraded: str | None = Field(
-        default=None,
-        description=(
-            "Why the online store was not updated, when it was not: "
-            f"'{STORE_NOT_UPDATED}' and/or '{PERSONAS_NOT_UPDATED}' (joined by '; ')."
-        ),
-    )
 
 
 #: Traits one /identify may carry at most (accepted, not stored: see IdentifyRequest).

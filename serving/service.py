@@ -2,7 +2,7 @@
 
 Heavy loading happens once in ``__init__`` (the champion from the MLflow registry, the Feast store,
 the rules file); each request reads the person's online features and delegates to
-:mod:`serving.logic` / :mod:`serving.events`. A background thread follows the registry alias and
+:mod:`serving.logic` / :mod:`serving.publish`. A background thread follows the registry alias and
 swaps models without dropping requests (:mod:`serving.watcher`).
 
 The constructor reads the settings once (:meth:`features.settings.Settings.from_env`; every
@@ -39,8 +39,10 @@ from bentoml._internal.service.openapi.specification import (
 )
 from bentoml.exceptions import BentoMLException, NotFound
 from pydantic import Field
+from starlette.responses import Response as HTTPResponse
 
 from features import store as feature_store
+from features.broker.connect import open_broker
 from features.eventlog import EventLog
 from features.identity.graph import IdentityError, IdentityGraph, UserMergeRefused
 from features.live_sessions import LiveSession, SessionStore
@@ -50,15 +52,23 @@ from features.workspace import Workspace
 from models.errors import ConfigError
 from serving import logic
 from serving.bento import BENTO_MODEL_ENV, load_bento_model
-from serving.collector import COLLECT_PATH, COLLECT_PATHS, Collector, Delivery, collector_app
+from serving.collector import (
+    COLLECT_PATH,
+    COLLECT_PATHS,
+    Collector,
+    Delivery,
+    SinkFullError,
+    collector_app,
+)
+from serving.consumer import ConsumerThread, EventConsumer
 from serving.error_bodies import (
     MAX_JSON_DEPTH,
     BodyLimits,
     ClientErrorLogFilter,
     ErrorShapeMiddleware,
+    error_json,
 )
-from serving.events import BatchTooLargeError, ingest_events
-from serving.identify import identify, link_identify_events, refresh_person, resolve_person
+from serving.identify import identify, refresh_person, resolve_person
 from serving.loader import (
     LoadedModel,
     ServingStartupError,
@@ -66,14 +76,9 @@ from serving.loader import (
     check_feature_service,
     load_registered,
 )
-from serving.persona_updates import (
-    REAPPLY_BATCH,
-    PendingPersonas,
-    reapply_personas,
-    unknown_rule_personas,
-    update_personas,
-)
+from serving.persona_updates import unknown_rule_personas
 from serving.prometheus import service_metrics
+from serving.publish import BatchTooLargeError, publish_events, refused_retry_after
 from serving.rules import load_rules
 from serving.schemas import (
     MAX_EVENTS,
@@ -100,8 +105,6 @@ logger = logging.getLogger(__name__)
 #: reader rebuilt from the registry ~20 ms) it runs in one thread, as a sync api would, for
 #: OFF_LOOP_SECONDS, so a stalled store stalls the loop (health checks, timeouts) once at most.
 SLOW_READ_SECONDS, OFF_LOOP_SECONDS = 0.25, 30.0
-#: Seconds between the checks that re-apply personas whose update failed (serving.persona_updates).
-PERSONA_RETRY_SECONDS = 5.0
 
 EventsPayload = Annotated[
     list[dict[str, Any]] | dict[str, Any],
@@ -119,8 +122,16 @@ fault, `detail` (when present) carries them as `{{"errors": [{{"field", "message
 or the limit that was exceeded. Request bodies are JSON (else 415), nested at most
 {MAX_JSON_DEPTH} levels (else 400), and at most 64 KiB, or 1 MiB and {MAX_EVENTS} events for
 `/events` (else 413; the byte limits are the defaults of `TAILOR_MAX_REQUEST_BYTES` and
-`TAILOR_MAX_EVENTS_BYTES`). An answer that fell back to popularity, or events that did not reach
-the online store, carry a fixed reason in `degraded`."""
+`TAILOR_MAX_EVENTS_BYTES`). An answer that fell back to popularity carries a fixed reason in
+`degraded`.
+
+`/events` answers `202` once the event broker confirmed the valid events (`accepted`; the
+invalid ones are in `rejections`, each with its row, field and reason): the consumer then
+appends them to the event log, once per `event_id` (a repeat is skipped, an `event_id` stored
+with other content quarantined), and updates the online features and personas, usually within
+milliseconds; those outcomes are counted in `/metrics` (`tailor_events_total`). When the broker
+cannot take the events (unreachable and its spool full) the answer is `503` with a
+`Retry-After` header and nothing of the batch is accepted."""
 
 
 def _version() -> str:
@@ -152,6 +163,7 @@ def tailored_openapi(spec: OpenAPISpecification) -> OpenAPISpecification:
     errors |= {"InternalServerError": "Internal Server Error"}
     errors |= {"PayloadTooLarge": "Request body over the limit"}
     errors |= {"UnsupportedMediaType": "Body not JSON"}
+    errors |= {"ServiceUnavailable": "Events not accepted now (see the Retry-After header)"}
     for title, description in errors.items():
         spec.components["schemas"][title] = _error_schema(title, description)
     extra = {
@@ -178,6 +190,26 @@ def tailored_openapi(spec: OpenAPISpecification) -> OpenAPISpecification:
             )
             post["requestBody"]["content"]["application/json"] = media
         if route == "/events":
+            # queued, not yet stored: 202; the broker unable to take them: 503 (Retry-After)
+            responses = post["responses"]
+            accepted = responses.pop(200, None) or responses.pop("200", None)
+            if "EventsResponseIODescriptor" in spec.components["schemas"]:
+                ref = Reference("#/components/schemas/EventsResponseIODescriptor")
+                accepted = Response(
+                    description="Events queued (the broker confirmed them)",
+                    content={"application/json": MediaType(schema=ref)},
+                )
+            if accepted is not None:
+                responses[202] = accepted
+            responses[503] = Response(
+                description="The event queue cannot take events now: nothing was accepted; "
+                "send them again after the Retry-After header's seconds",
+                content={
+                    "application/json": MediaType(
+                        schema=Reference("#/components/schemas/ServiceUnavailable")
+                    )
+                },
+            )
             event = {"type": "object", "additionalProperties": True}
             post["requestBody"]["content"]["application/json"] = MediaType(
                 schema=Schema(
@@ -248,11 +280,34 @@ class Tailor:
         self._off_loop_until = -math.inf  # see SLOW_READ_SECONDS
         self._off_loop: anyio.CapacityLimiter | None = None  # made on the event loop
         self.online = OnlineHealth(settings.online_retry_seconds)
-        self.pending_personas = PendingPersonas()
         self.identity = IdentityGraph.for_workspace(ws)  # issue #11: one person, every key
-        self._merged_by_events: list[str] = []  # by the /events call under the log's lock
+        try:
+            self.broker = open_broker(ws)
+        except ConfigError as exc:
+            raise ServingStartupError(str(exc)) from None
+        # The consumer's machinery always lives here: /identify rebuilds merged people through its
+        # pending set, retried in the background. Its queue loop runs here only with the
+        # embedded queue (one command for `tailor serve`, `make demo`); with a broker URL the
+        # operator runs `tailor consume`.
+        self.consumer = EventConsumer.for_workspace(
+            ws,
+            self.store,
+            self.personas,
+            log=self.log,
+            identity=self.identity,
+            sessions=self.sessions,
+            metrics=self.metrics,
+        )
+        self._consumer_thread: ConsumerThread | None = None
+        self._consume_here = not settings.broker_url and settings.serve_consumer
         self._stop_retry = threading.Event()
-        threading.Thread(target=self._retry_personas, name="persona-retry", daemon=True).start()
+        if not self._consume_here:  # the consumer thread runs its own retry
+            threading.Thread(
+                target=self.consumer.retry_pending,
+                args=(self._stop_retry,),
+                name="persona-retry",
+                daemon=True,
+            ).start()
 
         def load_checked() -> LoadedModel:
             new = load_registered(ws, name, alias)
@@ -268,6 +323,8 @@ class Tailor:
         )
         if not bento_model:
             self.models.start(settings.model_poll_seconds)
+        if self._consume_here:
+            self._consumer_thread = ConsumerThread(self.broker, self.consumer).start()
         # What is loaded now (model, store, libraries) lives as long as the worker: keep it out of
         # the cyclic collector, whose full passes over it (~0.3 s each, several a minute under
         # load) were most of /recommend's p99 (issue #5).
@@ -286,7 +343,10 @@ class Tailor:
     @bentoml.on_shutdown
     def _stop_watching(self) -> None:
         self.models.stop()
+        if self._consumer_thread is not None:  # the batch in hand is finished and acknowledged
+            self._consumer_thread.stop()
         self._stop_retry.set()
+        self.broker.close()
 
     def _features(self, person: str, device: str, service: str) -> dict:
         rows = [{"user_id": person, "device_type": device}]
@@ -361,14 +421,6 @@ class Tailor:
             logger.warning("live session read failed: %s", type(exc).__name__)
             return None
 
-    def _update_sessions(self, appended) -> None:
-        """Fold appended events into the live sessions (idempotent); a failure is logged only:
-        the events are in the log, and the session store is a cache of the last minutes."""
-        try:
-            self.sessions.update(appended)
-        except Exception as exc:
-            logger.warning("live session update failed: %s", type(exc).__name__)
-
     @bentoml.api(route="/segment")
     def segment(self, request: SegmentRequest, /) -> SegmentResponse:
         """The person's behavioural segment from the last `tailor segment` run (Feast online)."""
@@ -403,121 +455,57 @@ class Tailor:
         self.metrics.observe("/similar_items", strategy, time.perf_counter() - started, False)
         return answer
 
-    def _read_personas(self, people: list[str]) -> list[dict]:
-        rows = [{"user_id": person} for person in people]
-        return feature_store.online_features(self.store, rows, feature_store.PERSONA_SERVICE)
-
-    def _push_personas(self, rows) -> None:
-        feature_store.push_personas(self.store, rows)
-
-    def _fold_personas(self, appended) -> tuple[int, str | None]:
-        """Fold the events a call appended into their people's personas (one online read, one
-        push); a store failure is returned as the reason, never raised, and the people wait in
-        :attr:`pending_personas`. After a success, the people waiting are re-applied too."""
-        self._update_sessions(appended)  # issue #11: until the event consumer does it
-        resolve = self.identity.canonical_keys
-        updated, degraded = update_personas(
-            appended, self._read_personas, self._push_personas, self.personas, resolve
-        )
-        merged, self._merged_by_events = self._merged_by_events, []
-        for canonical in merged:  # an identify event merged them: fold their whole history
-            degraded = self._refresh_person(canonical) or degraded
-        self.metrics.persona_updates.labels(outcome="updated").inc(updated)
-        if degraded:
-            self.metrics.persona_updates.labels(outcome="failed").inc()
-            if not appended.empty:
-                self.pending_personas.add(resolve(appended).unique().tolist())
-        elif len(self.pending_personas):
-            self._reapply_personas()
-        return updated, degraded
-
-    def _reapply_personas(self) -> int:
-        """Fold the pending people's events again from the log and push them, REAPPLY_BATCH
-        people at a time (call under the log's writer lock); on a failure the people not done
-        stay pending."""
-        people = self.pending_personas.take()
-        done = 0
-        for start in range(0, len(people), REAPPLY_BATCH):
-            batch = people[start : start + REAPPLY_BATCH]
-            try:
-                done += reapply_personas(
-                    batch,
-                    self._read_people,
-                    self._read_personas,
-                    self._push_personas,
-                    self.personas,
-                    self.identity.canonical_keys,
-                )
-            except Exception as exc:
-                self.pending_personas.add(people[start:])
-                logger.warning(
-                    "re-applying %d pending personas failed: %s",
-                    len(people) - start,
-                    type(exc).__name__,
-                )
-                break
-        if done:
-            logger.info("re-applied the personas of %d people from the event log", done)
-            self.metrics.persona_updates.labels(outcome="updated").inc(done)
-        return done
-
-    def _retry_personas(self) -> None:
-        """Every PERSONA_RETRY_SECONDS, re-apply the pending personas if the store answers."""
-        while not self._stop_retry.wait(PERSONA_RETRY_SECONDS):
-            if len(self.pending_personas):
-                with self.log.writer():  # no /events fold in between: the log is complete
-                    self._reapply_personas()
-
     @bentoml.api(route="/events")
-    def events(self, payload: EventsPayload, /) -> EventsResponse:
-        """Validate and append events to the log (idempotent by event_id), then push each
-        person's real-time activity and persona to the online store; counts and per-row reasons."""
+    def events(self, payload: EventsPayload, /, ctx: bentoml.Context) -> EventsResponse:
+        """Validate events and queue them on the broker: 202 once it confirmed (the consumer
+        appends them to the log, idempotently by event_id, and updates the online store);
+        counts and per-row reasons; 503 with Retry-After when the broker cannot take them."""
         started = time.perf_counter()
         try:
-            # the log's writer lock (threads and worker processes): de-duplication, append and
-            # each person's persona read-fold-push happen one call at a time
-            with self.log.writer():
-                answer = ingest_events(
-                    payload,
-                    self.log,
-                    self.quarantine_dir,
-                    lambda activity: feature_store.push_activity(self.store, activity),
-                    fold=self._fold_personas,
-                    link=self._link_identify_events,
-                    resolve=self.identity.canonical_keys,
-                )
+            answer = publish_events(payload, self.broker, self.quarantine_dir)
         except BatchTooLargeError as exc:
             raise BentoMLException(
                 str(exc), error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE
             ) from None
-        for outcome in ("accepted", "duplicate", "rejected", "conflict"):
+        except Exception as exc:
+            retry_after = refused_retry_after(exc)
+            if retry_after is None:
+                raise
+            logger.warning("/events: the broker refused a batch: %s", type(exc).__name__)
+            self.metrics.observe("/events", "refused", time.perf_counter() - started, True)
+            ctx.response.status_code = HTTPStatus.SERVICE_UNAVAILABLE
+            ctx.response.headers["Retry-After"] = str(retry_after)
+            body = error_json(
+                "events not accepted: the event queue cannot take them now; "
+                f"send them again after {retry_after} s",
+                {"retry_after_seconds": retry_after},
+            )
+            # BentoML sends a starlette Response as it is, with the status and headers above
+            return HTTPResponse(body, media_type="application/json")  # type: ignore[return-value]
+        for outcome in ("accepted", "rejected"):
             self.metrics.events.labels(outcome=outcome).inc(getattr(answer, outcome))
-        strategy = "push" if not answer.degraded else "log_only"
-        self.metrics.observe(
-            "/events", strategy, time.perf_counter() - started, bool(answer.degraded)
-        )
+        ctx.response.status_code = HTTPStatus.ACCEPTED
+        self.metrics.observe("/events", "queued", time.perf_counter() - started, False)
         return answer
 
     def _collected(self, events: list[Any]) -> Delivery:
-        """The collector's sink: the events filled in by :mod:`serving.collector`, stored as
-        ``/events`` stores them (under the log's writer lock)."""
+        """The collector's sink: the events filled in by :mod:`serving.collector`, validated and
+        queued as ``/events`` queues them (202 once the broker confirmed; a refusal is a 503
+        with Retry-After)."""
         started = time.perf_counter()
-        with self.log.writer():
-            answer = ingest_events(
-                events,
-                self.log,
-                self.quarantine_dir,
-                lambda activity: feature_store.push_activity(self.store, activity),
-                source="api:/collect",
-                fold=self._fold_personas,
-                link=self._link_identify_events,
-                resolve=self.identity.canonical_keys,
-            )
-        strategy = "push" if not answer.degraded else "log_only"
-        self.metrics.observe(
-            COLLECT_PATH, strategy, time.perf_counter() - started, bool(answer.degraded)
-        )
-        return Delivery(answer.model_dump(), rejected=answer.rejected + answer.conflict)
+        try:
+            answer = publish_events(events, self.broker, self.quarantine_dir, source="api:/collect")
+        except Exception as exc:
+            retry_after = refused_retry_after(exc)
+            if retry_after is None:
+                raise
+            logger.warning("/collect: the broker refused a batch: %s", type(exc).__name__)
+            self.metrics.observe(COLLECT_PATH, "refused", time.perf_counter() - started, True)
+            raise SinkFullError("the event queue cannot take events now", retry_after) from None
+        for outcome in ("accepted", "rejected"):
+            self.metrics.events.labels(outcome=outcome).inc(getattr(answer, outcome))
+        self.metrics.observe(COLLECT_PATH, "queued", time.perf_counter() - started, False)
+        return Delivery(answer.model_dump(), status=202, rejected=answer.rejected)
 
     # -- identity (issue #11): /identify, canonical keys on every read ---------------------------
     def _canonical_request(self, request: RecommendRequest) -> RecommendRequest:
@@ -531,28 +519,18 @@ class Tailor:
     def _read_people(self, people: list[str]):
         return self.log.read_people(people, self.identity.aliases)
 
-    def _link_identify_events(self, appended) -> None:
-        """Link a call's identify events (before its activity push and fold, so they go under
-        the canonical key); the people merged are refreshed after the fold (under the lock)."""
-        try:
-            self._merged_by_events = link_identify_events(self.identity, appended)
-        except Exception as exc:  # the events are stored; a replay links them again
-            logger.warning("linking identify events failed: %s", type(exc).__name__)
-            return
-        self.metrics.identify.labels(outcome="linked").inc(len(self._merged_by_events))
-
     def _refresh_person(self, canonical: str) -> str | None:
         degraded = refresh_person(
             canonical,
             self._read_people,
-            self._read_personas,
-            self._push_personas,
-            lambda activity: feature_store.push_activity(self.store, activity),
+            self.consumer.read_personas,
+            self.consumer.push_personas,
+            self.consumer.push_activity,
             self.personas,
             self.identity.canonical_keys,
         )
-        if degraded:
-            self.pending_personas.add([canonical])
+        if degraded:  # rebuilt from the log by the consumer's retry once the store answers
+            self.consumer.pending.add([canonical])
         return degraded
 
     @bentoml.api(route="/identify")

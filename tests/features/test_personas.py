@@ -13,6 +13,7 @@ from features.personas import (
     RECENT_SESSIONS,
     PersonaState,
     fold,
+    fold_people,
     label,
     persona_table,
     price_cuts,
@@ -189,6 +190,21 @@ def test_fold_is_deterministic_in_any_arrival_order_and_in_batches():
     assert fold(PersonaState(), shuffled, CONFIG) == whole
     in_two = fold(fold(PersonaState(), events[:3], CONFIG), events[3:], CONFIG)
     assert in_two == whole  # a session split across two /events calls is counted once
+
+
+def test_folding_many_people_in_one_pass_equals_folding_each():
+    """``fold_people`` (the consumer's batch fold, issue #11) gives each person what ``fold``
+    gives them alone, from their state before, whatever the rows' order."""
+    events = _mixed() + _events([_view(400.0, "t1", "mobile")] * 3, "u2") + _events([], "u3")
+    random.Random(5).shuffle(events)
+    frame = pd.DataFrame(events)
+    before = {"u1": fold(PersonaState(), _mixed()[:2], CONFIG)}
+    after = fold_people(before, frame, frame["user_id"], CONFIG)
+    assert set(after) == {"u1", "u2"}
+    for person in ("u1", "u2"):
+        mine = [e for e in events if e["user_id"] == person]
+        assert after[person] == fold(before.get(person, PersonaState()), mine, CONFIG), person
+    assert fold_people(before, frame.iloc[:0], [], CONFIG) == {}
 
 
 def test_late_events_still_move_as_of_forward():

@@ -15,11 +15,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from features.broker.embedded import EmbeddedBroker
 from features.eventlog import EventLog
 from features.ingest import ingest_frame, replay_quarantine
 from features.quarantine import TRUNCATED, Quarantine
 from features.schema import EventLimits
-from serving.events import ingest_events
+from serving.publish import publish_events
 from tests.features.test_ingest_conflicts import view
 
 
@@ -29,13 +30,11 @@ def folder_bytes(folder: Path) -> int:
 
 def test_huge_invalid_events_keep_a_few_kib_each(tmp_path: Path) -> None:
     """Issue #10 item 4: five 10 MB invalid events → a few KiB of quarantine, not 50 MB."""
-    log, folder = EventLog(tmp_path / "log"), tmp_path / "q"
+    broker, folder = EmbeddedBroker(tmp_path / "queue.db"), tmp_path / "q"
     huge = "x" * (10 * 2**20)
     for n in range(5):
-        answer = ingest_events(
-            view(f"big{n}", page=huge, user_id=huge), log, folder, lambda a: None
-        )
-        assert (answer.accepted, answer.rejected) == (0, 1)
+        answer = publish_events(view(f"big{n}", page=huge, user_id=huge), broker, folder)
+        assert (answer.accepted, answer.rejected, broker.depth()) == (0, 1, 0)
         assert answer.rejections[0].field == "user_id"
     assert folder_bytes(folder) < 5 * 5 * 1024
     for path in folder.glob("*.jsonl"):

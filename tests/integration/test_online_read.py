@@ -143,7 +143,7 @@ def test_a_push_by_another_store_object_is_seen(local_store, trained_workspace, 
 
 
 def test_reads_in_another_thread_never_see_half_a_push(local_store, trained_workspace):
-    """/recommend reads on the event loop while /events pushes in a worker thread: every read
+    """/recommend reads on the event loop while the event consumer pushes in a thread: every read
     is the answer before or after a push (the push writes 4 features in one transaction).
 
     Reads here wait out the pushes: with the default 100 ms bound (issue #10 item 6), a read

@@ -37,7 +37,7 @@ def test_configured_limits_are_applied(trained_workspace, tmp_path):
         assert response.json()["detail"] == {"limit_bytes": 2048}
         assert len(EventLog(ws.event_log_dir)) == events
         under = httpx.post(f"{url}/events", json=batch[:5], timeout=30)  # read, then rejected
-        assert (under.status_code, under.json()["rejected"]) == (200, 5)
+        assert (under.status_code, under.json()["rejected"]) == (202, 5)
 
         request = {"user_id": "u1", "k": 3, "exclude": ["p" * 20] * 15}  # ~350 bytes
         response = httpx.post(f"{url}/recommend", json=request, timeout=30)

@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 
 from features import online_read, store
+from features.broker.embedded import EmbeddedBroker
 from features.context import activity_rows
 from features.eventlog import EventLog
 from features.persona_rules import load_personas
@@ -30,15 +30,16 @@ from features.settings import Settings
 from features.workspace import Workspace
 from models.errors import ConfigError
 from serving.bench_store_lock import exclusive_lock
-from serving.events import ingest_events
-from serving.persona_updates import PendingPersonas, reapply_personas, update_personas
-from serving.schemas import PERSONAS_NOT_UPDATED, STORE_UNAVAILABLE
+from serving.consumer import EventConsumer
+from serving.publish import publish_events
+from serving.schemas import STORE_UNAVAILABLE
 from tests.integration.test_online_read import _event as _pushed_event
 from tests.integration.test_serving_http import (  # noqa: F401  (served is a fixture)
     _categories,
     _event,
     _known_user,
     _post,
+    _until,
     served,
 )
 
@@ -173,48 +174,50 @@ def _session(person: str, session: str, n: int, price: float) -> list[dict]:
 
 
 def test_persona_updates_failed_under_a_lock_are_reapplied_from_the_log(local_store, tmp_path):
-    """issue #10 item 7 (serving logic, real Feast store): a batch whose persona update failed
-    while the store was locked is folded again from the event log once it is free; the stored
-    persona then equals the offline fold of all the person's events (nothing lost, the batch
-    folded before the lock not counted twice)."""
+    """issue #10 item 7 (the consumer, issue #11; real Feast store): a batch whose activity push
+    and persona update failed while the store was locked is logged and acknowledged (no
+    redelivery), and rebuilt from the event log once the store is free; the stored persona then
+    equals the offline fold of all the person's events (nothing lost, the batch folded before
+    the lock not counted twice)."""
+    from tests.serving.test_events import drain
+
     log = EventLog(tmp_path / "events")
-    pending = PendingPersonas()
+    broker = EmbeddedBroker(tmp_path / "queue.db")
+    consumer = EventConsumer.for_store(log, tmp_path / "q", local_store, CONFIG)
     person = f"pending-{uuid.uuid4().hex[:8]}"
 
     def read(people: list[str]) -> list[dict]:
         rows = [{"user_id": p} for p in people]
         return store.online_features(local_store, rows, store.PERSONA_SERVICE)
 
-    def push(rows: pd.DataFrame) -> None:
-        store.push_personas(local_store, rows)
+    def ingest(batch: list[dict]) -> None:
+        assert publish_events(batch, broker, tmp_path / "q").accepted == len(batch)
+        drain(broker, consumer)
 
-    def fold(appended: pd.DataFrame) -> tuple[int, str | None]:
-        updated, reason = update_personas(appended, read, push, CONFIG)
-        if reason:
-            pending.add([person])
-        return updated, reason
-
-    def ingest(batch: list[dict]):
-        return ingest_events(batch, log, tmp_path / "q", lambda activity: None, fold=fold)
-
-    first = ingest(_session(person, "s1", 3, 499.0))
-    assert (first.personas, first.degraded) == (1, None)
+    ingest(_session(person, "s1", 3, 499.0))
+    assert (consumer.counts.personas, consumer.counts.pushed) == (1, 3)
     with exclusive_lock(_online_db(local_store), 20):
+        views = _session(person, "s2", 3, 499.0)
         cart = {**_session(person, "s2", 1, 49.0)[0], "event_type": "add_to_cart", "quantity": 1}
-        second = ingest([*_session(person, "s2", 3, 499.0), cart])
-        assert (second.accepted, second.personas) == (4, 0)
-        assert second.degraded == PERSONAS_NOT_UPDATED
-    assert len(pending) == 1
+        ingest([*views, cart | {"product_id": "p-cart"}])  # the cart is the latest event
+        assert (consumer.counts.stored, consumer.counts.personas) == (7, 1)
+        assert consumer.counts.not_pushed == 4 and broker.dead_letters() == []
+    assert len(consumer.pending) == 1 and len(log) == 7
     stale = read([person])[0]
     assert '"events":3' in stale["persona_state"]  # the second batch is not in the store
     assert stale["persona"] == ""  # views only: no persona yet
+    activity = [{"user_id": person, "device_type": "mobile"}]
+    assert store.online_features(local_store, activity)[0]["last_product_id"] == "p-2"
 
-    assert reapply_personas(pending.take(), log.read_people, read, push, CONFIG) == 1
+    with log.writer():
+        assert consumer.reapply_pending() == 1
     (now,) = read([person])
     offline = persona_table(log.read(), CONFIG).groupby("user_id").last().loc[person]
     assert now["persona"] == offline["persona"] == "Luxury Browser, Budget Buyer"
     assert now["persona_state"] == offline["persona_state"]
     assert '"events":7' in now["persona_state"] and '"sessions":2' in now["persona_state"]
+    (latest,) = store.online_features(local_store, activity)  # the activity is rebuilt too
+    assert (latest["last_event_type"], latest["last_product_id"]) == ("add_to_cart", "p-cart")
 
 
 # ----------------------------------------------------------------------------- over HTTP
@@ -282,9 +285,10 @@ def test_a_persona_update_failed_under_the_lock_is_reapplied_when_it_is_free(
     served,  # noqa: F811
     trained_workspace,
 ):
-    """issue #10 item 7 (real ``bentoml serve``): /events during the lock answers 200 with the
-    persona update degraded; once the lock is gone the service folds the person's events again
-    from the log (periodic check, every 5 s) and the next /recommend shows the persona."""
+    """issue #10 item 7 (real ``bentoml serve``): /events during the lock answers 202 (the
+    queue took the events), the in-process consumer logs them but cannot update the store;
+    once the lock is gone it rebuilds the person's persona from the log (periodic check, every
+    5 s) and the next /recommend shows it."""
     person = f"locked-{uuid.uuid4().hex[:8]}"
     product = next(p for p, c in _categories(trained_workspace).items() if c == "electronics")
     batch = [_event(person, "electronics", product, user_id=person, price=499.0) for _ in range(4)]
@@ -300,12 +304,18 @@ def test_a_persona_update_failed_under_the_lock_is_reapplied_when_it_is_free(
             quantity=1,
         )
     ]
+    log = EventLog(served.ws.event_log_dir)
     with exclusive_lock(served.ws.feast_dir / "online_store.db", 30):
+        not_pushed = _metric(served, 'tailor_events_total{outcome="not_pushed"}')
         response = _post(served, "/events", batch)
-        assert response.status_code == 200, response.text
-        answer = response.json()
-        assert (answer["accepted"], answer["personas"]) == (6, 0)
-        assert PERSONAS_NOT_UPDATED in answer["degraded"]
+        assert response.status_code == 202, response.text
+        assert response.json()["accepted"] == 6
+        # consumed under the lock: logged, the push failed (counted), nothing redelivered
+        assert _until(lambda: len(log.read_people([person])) == 6, 20)
+        assert _until(
+            lambda: _metric(served, 'tailor_events_total{outcome="not_pushed"}') >= not_pushed + 6,
+            20,
+        )
     deadline = time.monotonic() + 20
     persona = None
     while time.monotonic() < deadline and persona is None:
@@ -313,3 +323,11 @@ def test_a_persona_update_failed_under_the_lock_is_reapplied_when_it_is_free(
         body = _post(served, "/recommend", {"user_id": person, "k": 3}).json()
         persona = body.get("persona")
     assert persona == "Luxury Browser, Budget Buyer"
+    assert len(log.read_people([person])) == 6  # rebuilt from the log, never appended again
+
+
+def _metric(service, name: str) -> float:
+    """A counter's value on /metrics (0 before its first increment)."""
+    text = httpx.get(f"{service.url}/metrics", timeout=30).text
+    found = re.search(re.escape(name) + r" (\S+)", text)
+    return float(found.group(1)) if found else 0.0

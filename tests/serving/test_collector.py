@@ -6,6 +6,7 @@ enrichment, the fingerprint switch, and every refusal answered and counted by re
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from starlette.testclient import TestClient
 
+from features.broker.embedded import EmbeddedBroker
+from features.broker.logsink import log_writer
 from features.eventlog import EventLog
 from serving.collector import (
     PIXEL,
@@ -25,7 +28,7 @@ from serving.collector import (
 )
 from serving.cookies import AID_COOKIE, SID_COOKIE, VisitorCookies
 from serving.devices import fingerprint_key
-from serving.events import ingest_events
+from serving.publish import publish_events
 from tests.serving.test_devices import IPHONE, WINDOWS_CHROME
 
 SHOP = "https://shop.example"
@@ -33,19 +36,30 @@ KEY = "s" * 40
 
 
 class LogSink:
-    """The service's sink without the online store: ``/events``' validation into a real log."""
+    """The service's sink without the online store: ``/events``' validation and publish into a
+    real embedded queue, drained into a real event log after each call."""
 
     def __init__(self, tmp_path) -> None:
         self.log = EventLog(tmp_path / "events")
         self.quarantine = tmp_path / "quarantine"
+        self.broker = EmbeddedBroker(tmp_path / "queue" / "events.db")
         self.calls: list[list] = []
 
     def __call__(self, events: list) -> Delivery:
         self.calls.append(events)
-        answer = ingest_events(
-            events, self.log, self.quarantine, lambda activity: None, source="api:/collect"
-        )
-        return Delivery(answer.model_dump(), rejected=answer.rejected + answer.conflict)
+        answer = publish_events(events, self.broker, self.quarantine, source="api:/collect")
+        stop = threading.Event()
+        write = log_writer(self.log, self.quarantine)
+
+        def handle(batch):
+            failures = write(batch)
+            if not self.broker.depth() - len(batch):
+                stop.set()
+            return failures
+
+        if self.broker.depth():
+            self.broker.consume(handle, stop=stop, max_wait_seconds=0.01)
+        return Delivery(answer.model_dump(), status=202, rejected=answer.rejected)
 
     def stored(self) -> list[dict]:
         frame = self.log.read()
@@ -100,7 +114,7 @@ def _set_cookies(response) -> dict[str, str]:
 def test_a_first_visit_gets_both_cookies_and_its_event_is_stored_with_them(sink, counted):
     client = _client(_collector(sink, counted))
     response = client.post("/collect", json=_view(), headers={"user-agent": IPHONE})
-    assert response.status_code == 200, response.text
+    assert response.status_code == 202, response.text
     assert response.json()["accepted"] == 1
     cookies = _set_cookies(response)
     for name, max_age in ((AID_COOKIE, 395 * 86400), (SID_COOKIE, 1800)):
@@ -122,7 +136,7 @@ def test_a_first_visit_gets_both_cookies_and_its_event_is_stored_with_them(sink,
 
     # the next call carries the cookies: same visitor, same session; cookies renewed
     again = client.post("/collect", json=_view(product_id="p2"), headers={"user-agent": IPHONE})
-    assert again.status_code == 200 and set(_set_cookies(again)) == {AID_COOKIE, SID_COOKIE}
+    assert again.status_code == 202 and set(_set_cookies(again)) == {AID_COOKIE, SID_COOKIE}
     first, second = sink.stored()
     assert (first["anonymous_id"], first["session_id"]) == (
         second["anonymous_id"],
@@ -141,7 +155,7 @@ def test_what_the_event_says_is_kept(sink, counted):
         device_type="tablet",
         properties={"browser": "MyApp", "campaign": "spring"},
     )
-    assert client.post("/collect", json=given, headers={"user-agent": IPHONE}).status_code == 200
+    assert client.post("/collect", json=given, headers={"user-agent": IPHONE}).status_code == 202
     (event,) = sink.stored()
     assert (event["event_id"], event["anonymous_id"], event["session_id"]) == (
         "mine-1",
@@ -179,7 +193,7 @@ def test_a_forged_or_malformed_cookie_is_ignored_reissued_and_counted(sink, coun
     client = _client(_collector(sink, counted))
     client.cookies.set(AID_COOKIE, value)
     response = client.post("/collect", json=_view())
-    assert response.status_code == 200, response.text
+    assert response.status_code == 202, response.text
     assert AID_COOKIE in _set_cookies(response)
     (event,) = sink.stored()
     assert event["anonymous_id"] != value and uuid.UUID(event["anonymous_id"])
@@ -224,7 +238,7 @@ def test_send_beacon_text_plain_body_with_a_list(sink, counted):
         content=body.encode(),
         headers={"content-type": "text/plain;charset=UTF-8", "origin": SHOP},
     )
-    assert response.status_code == 200, response.text
+    assert response.status_code == 202, response.text
     assert response.json()["accepted"] == 2
     assert response.headers["access-control-allow-origin"] == SHOP
     assert response.headers["access-control-allow-credentials"] == "true"
@@ -277,7 +291,7 @@ def test_cors_for_the_allow_list_only(sink, counted):
     assert "set-cookie" not in post.headers and sink.stored() == []
 
     # no Origin (a server, curl) or the collector's own origin: accepted, no CORS grant needed
-    assert client.post("/collect", json=_view()).status_code == 200
+    assert client.post("/collect", json=_view()).status_code == 202
     own = client.post("/collect", json=_view(), headers={"origin": "https://shop.example:443"})
     assert own.status_code == 403  # not the same origin string as the Host
     same = client.post(
@@ -285,7 +299,7 @@ def test_cors_for_the_allow_list_only(sink, counted):
         json=_view(),
         headers={"origin": "https://other.example", "host": "other.example"},
     )
-    assert same.status_code == 200
+    assert same.status_code == 202
     assert "access-control-allow-origin" not in same.headers
     assert counted == Counter(origin_not_allowed=3)
 
@@ -358,7 +372,7 @@ def test_bad_events_are_rejected_row_by_row_like_events(sink, counted):
     client = _client(_collector(sink, counted))
     batch = [_view(), _view(price=None), "not an event", {"event_type": "search"}]
     response = client.post("/collect", json=batch)
-    assert response.status_code == 200
+    assert response.status_code == 202
     answer = response.json()
     assert (answer["accepted"], answer["rejected"]) == (1, 3)
     assert [(r["row"], r["field"]) for r in answer["rejections"]] == [

@@ -11,13 +11,15 @@ import pandas as pd
 import pytest
 
 from features import database
+from features.broker.embedded import EmbeddedBroker
 from features.eventlog import EventLog
 from features.identity.graph import IdentityError, IdentityGraph, UserMergeRefused
 from features.personas import PersonaState
-from serving.events import ingest_events
+from serving.consumer import EventConsumer
 from serving.identify import identify, link_identify_events, refresh_person, resolve_person
-from serving.persona_updates import update_personas
+from serving.publish import publish_events
 from serving.schemas import STORE_NOT_UPDATED, IdentifyRequest
+from tests.serving.test_events import drain
 from tests.serving.test_personas import CONFIG, _event, _Store
 
 
@@ -39,18 +41,24 @@ def _anonymous_history(log: EventLog, tmp_path, store: _Store, graph: IdentityGr
 
 
 def ingest(batch, log, tmp_path, store: _Store, graph: IdentityGraph, activity=None):
-    def fold(appended: pd.DataFrame):
-        return update_personas(appended, store.read, store.push, CONFIG, graph.canonical_keys)
-
-    return ingest_events(
-        batch,
+    """``batch`` through the real path: published to an embedded queue, then consumed by the
+    event consumer keyed through ``graph`` (as the service wires it); the publish answer."""
+    pushed = activity if activity is not None else []
+    consumer = EventConsumer(
         log,
         tmp_path / "q",
-        (activity if activity is not None else []).append,
-        fold=fold,
-        link=graph.link_events,
+        pushed.append,
+        store.read,
+        store.push,
+        CONFIG,
         resolve=graph.canonical_keys,
+        read_events=lambda people: log.read_people(people, graph.aliases),
+        link=lambda appended: link_identify_events(graph, appended),
     )
+    broker = EmbeddedBroker(tmp_path / "queue" / "events.db")
+    answer = publish_events(batch, broker, tmp_path / "q")
+    drain(broker, consumer)
+    return answer
 
 
 def _refresher(log: EventLog, store: _Store, graph: IdentityGraph, activity: list):

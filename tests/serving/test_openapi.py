@@ -107,3 +107,18 @@ def test_top_level_optional_fields_are_left_out_not_null(spec) -> None:
         "device_type"
     ]["anyOf"]
     assert RequestContext.model_validate({"device_type": None}).device_type is None
+
+
+def test_events_documents_202_queued_and_503_retry_later(spec) -> None:
+    """issue #11: /events answers 202 once the broker confirmed, 503 when it cannot take them."""
+    responses = spec["paths"]["/events"]["post"]["responses"]
+    assert 200 not in responses and "200" not in responses
+    accepted = responses[202]["content"]["application/json"]["schema"]
+    assert accepted == {"$ref": "#/components/schemas/EventsResponseIODescriptor"}
+    documented = spec["components"]["schemas"]["EventsResponseIODescriptor"]["properties"]
+    assert set(documented) == {"accepted", "rejected", "rejections"}
+    assert "Retry-After" in responses[503]["description"]
+    assert responses[503]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ServiceUnavailable"
+    }
+    assert "202" in spec["info"]["description"] and "Retry-After" in spec["info"]["description"]

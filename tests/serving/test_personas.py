@@ -1,4 +1,4 @@
-"""Real-time personas in serving (issue #6): the /events fold-and-push step, the ``persona``
+"""Real-time personas in serving (issue #6): the consumer's fold-and-push step, the ``persona``
 rule condition and the persona in ``/recommend``'s answer."""
 
 from __future__ import annotations
@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
+from features.broker.embedded import EmbeddedBroker
 from features.eventlog import EventLog
 from features.persona_rules import load_personas
 from features.personas import PersonaState
-from serving.events import ingest_events
+from serving.consumer import EventConsumer
 from serving.logic import recommend
 from serving.persona_updates import update_personas
+from serving.publish import publish_events
 from serving.rules import Facts, RulesError, load_rules, parse_rules
 from serving.schemas import PERSONAS_NOT_UPDATED, RecommendRequest
 from tests.serving.test_logic import _scorer
@@ -55,23 +57,24 @@ class _Store:
 
 
 def _ingest(batch: list[dict], log: EventLog, tmp_path, store: _Store):
-    folded = [(0, None)]  # ingest_events folds only when it appended something
+    """Publish ``batch``, consume it (issue #11); the consumer and the people it updated."""
+    from tests.serving.test_events import drain
 
-    def fold(appended: pd.DataFrame) -> tuple[int, str | None]:
-        folded.append(update_personas(appended, store.read, store.push, CONFIG))
-        return folded[-1]
-
-    answer = ingest_events(batch, log, tmp_path / "q", lambda activity: None, fold=fold)
-    assert (answer.personas, answer.degraded) == folded[-1]  # the fold's outcome is answered
-    return answer, folded[-1]
+    consumer = EventConsumer(
+        log, tmp_path / "q", lambda activity: None, store.read, store.push, CONFIG
+    )
+    broker = EmbeddedBroker(tmp_path / "queue.db")
+    publish_events(batch, broker, tmp_path / "q")
+    drain(broker, consumer)
+    return consumer, consumer.counts.personas
 
 
 def test_appended_events_are_folded_onto_the_stored_state_once(tmp_path):
     log = EventLog(tmp_path / "events")
     store = _Store({"u1": PersonaState(sessions=2, mobile_sessions=2, recent_sessions=("a", "b"))})
     batch = [_event("e1", 1), _event("e2", 2, anonymous_id="dev", user_id=None)]
-    answer, (updated, degraded) = _ingest(batch, log, tmp_path, store)
-    assert (answer.accepted, updated, degraded) == (2, 2, None)
+    consumer, updated = _ingest(batch, log, tmp_path, store)
+    assert (consumer.counts.stored, updated, len(consumer.pending)) == (2, 2, 0)
     assert store.reads == [["anon:dev", "u1"]]  # one read for the whole batch
     pushed = store.pushed[0].set_index("user_id")
     assert pushed.loc["u1", "persona"] == "Mobile-First"  # 3 mobile sessions of 3
@@ -80,16 +83,19 @@ def test_appended_events_are_folded_onto_the_stored_state_once(tmp_path):
     assert pd.Timestamp(pushed.loc["u1", "event_timestamp"]) == pd.Timestamp(batch[0]["timestamp"])
 
     # the same events again are duplicates: nothing appended, nothing folded, nothing pushed
-    answer, (updated, degraded) = _ingest(batch, log, tmp_path, store)
-    assert (answer.duplicate, updated, degraded, len(store.pushed)) == (2, 0, None, 1)
+    consumer, updated = _ingest(batch, log, tmp_path, store)
+    assert (consumer.counts.duplicate, updated, len(store.pushed)) == (2, 0, 1)
     assert json.loads(store.states["u1"])["events"] == 1
 
 
 def test_a_failed_push_keeps_the_events_and_says_so(tmp_path):
-    """issue #10 item 7: the reason is a fixed text, never the store's error."""
+    """issue #10 item 7: the reason is a fixed text, never the store's error; the consumer
+    keeps the person pending (rebuilt from the log later), the event stays logged."""
     log = EventLog(tmp_path / "events")
-    answer, (updated, degraded) = _ingest([_event("e1", 1)], log, tmp_path, _Store(fail=True))
-    assert answer.accepted == 1 and len(log) == 1
+    consumer, updated = _ingest([_event("e1", 1)], log, tmp_path, _Store(fail=True))
+    assert consumer.counts.stored == 1 and len(log) == 1
+    assert updated == 0 and len(consumer.pending) == 1
+    updated, degraded = update_personas(log.read(), _Store().read, _Store(fail=True).push, CONFIG)
     assert (updated, degraded) == (0, PERSONAS_NOT_UPDATED)
     assert "store down" not in degraded and "ConnectionError" not in degraded
 
