@@ -22,3 +22,7 @@ __all__ = ["app", "main"]
 def main() -> None:  # pragma: no cover - console script entry
     """The ``tailor`` console script; logging and errors are set up by the app itself."""
     app()
+
+
+if __name__ == "__main__":  # `python -m cli.app` (subprocesses of benchmarks and tests)
+    main()

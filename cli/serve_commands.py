@@ -263,3 +263,53 @@ def bench_session_command(
     console.print(f"chosen on seed {seed}: {chosen}")
     written = write_session_report(selection, reports, out, generated_by(command))
     console.print(f"written: {written}")
+
+
+@bench_app.command("realtime")
+def bench_realtime_command(
+    events: Annotated[int, typer.Option(min=100, help="Events per run.")] = 20_000,
+    batch: Annotated[int, typer.Option(min=1, help="Events per /collect post and publish.")] = 100,
+    clients: Annotated[int, typer.Option(min=1, help="Concurrent HTTP clients.")] = 4,
+    broker_url: Annotated[
+        str, typer.Option(help="RabbitMQ to measure (scratch queues, deleted afterwards).")
+    ] = "amqp://guest:guest@127.0.0.1:5672/",
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Markdown file to write (default <home>/results/realtime.md)."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Events/s from /collect through RabbitMQ and `tailor consume` into the log and online
+    store, as a ratio to the raw publish rate, and event → visible in /recommend under load."""
+    import shlex
+    import sys
+
+    from models.errors import TailorError
+    from serving.bench_realtime import RealtimeSettings, bench_realtime, write_report
+    from serving.loader import ServingStartupError
+    from training.result_files import workspace_results
+
+    ws = workspace(home)
+    settings = RealtimeSettings(events=events, batch=batch, clients=clients)
+    command = shlex.join(["tailor", *sys.argv[1:]])
+    try:
+        report = bench_realtime(ws, settings, broker_url=broker_url, say=say, command=command)
+    except (ServingStartupError, RuntimeError, TailorError) as exc:
+        fail(str(exc))
+    table = Table(title=f"real-time path: {events} events, {clients} clients")
+    for column in ("run", "seconds", "events/s", "ratio"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    table.add_row("raw publish", f"{report.raw_seconds:.2f}", f"{report.raw_rate:,.0f}", "1.00")
+    table.add_row(
+        "end to end",
+        f"{report.end_to_end_seconds:.2f}",
+        f"{report.end_to_end_rate:,.0f}",
+        f"{report.ratio:.2f}",
+    )
+    console.print(table)
+    console.print(
+        f"event → visible in /recommend: p50 {report.latency(0.5) * 1000:.0f} ms, "
+        f"p99 {report.latency(0.99) * 1000:.0f} ms ({len(report.probes)} probes, "
+        f"{report.probes_missed} missed)"
+    )
+    console.print(f"written: {write_report(report, out or workspace_results(ws) / 'realtime.md')}")
