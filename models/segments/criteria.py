@@ -175,8 +175,9 @@ def combined_k(ks: Sequence[int], values: Mapping[str, Sequence[float]]) -> tupl
     1. every criterion of :data:`LOCAL_CRITERIA` votes for each ``k`` where it is strictly
        better than at both neighbours (an interior local optimum), and the gap statistic votes
        for its 1-SE ``k`` when that rule fires inside the range;
-    2. the ``k`` with most votes wins; ties go to the more stable ``k``, then the higher
-       silhouette;
+    2. the ``k`` with most votes wins; ties go to the larger ``k``: a segment too many is
+       merged by the significance guard when no input separates it, a segment too few (two
+       personas in one) is never split again;
     3. no vote at all (every curve monotone): the most stable ``k`` (ties: the smaller).
     """
     ks = [int(k) for k in ks]
@@ -190,11 +191,8 @@ def combined_k(ks: Sequence[int], values: Mapping[str, Sequence[float]]) -> tupl
         if k is not None:
             ballots.setdefault(k, []).append("gap")
     stable = np.nan_to_num(np.asarray(values.get("stability", [0.0] * len(ks)), float), nan=0.0)
-    silhouette = np.nan_to_num(
-        np.asarray(values.get("silhouette", [0.0] * len(ks)), float), nan=-1.0
-    )
     if not ballots:
         k = ks[int(np.argmax(stable))]
         return k, "no interior optimum; the most stable k"
-    k = max(ballots, key=lambda c: (len(ballots[c]), stable[ks.index(c)], silhouette[ks.index(c)]))
+    k = max(ballots, key=lambda c: (len(ballots[c]), c))
     return k, f"local optimum of {len(ballots[k])} criteria ({', '.join(ballots[k])})"

@@ -24,6 +24,7 @@ from models.segments.selection import (
     ALGORITHMS,
     CRITERIA,
     HIGHER_IS_BETTER,
+    K_ALGORITHMS,
     Callback,
     KCurve,
     centroids,
@@ -188,7 +189,8 @@ class Segmenter:
         if callback is not None:
             callback("consolidated", {"k": int(labels.max()) + 1, "merges": self.report.merges})
         self.outlier_model = None
-        if cfg.outliers == "gmm" and labels.max() >= 1:
+        density = self.report.algorithm not in K_ALGORITHMS  # its own noise is the answer
+        if cfg.outliers == "gmm" and not density and labels.max() >= 1:
             self.outlier_model = fit_outlier_model(z, labels, cfg.outlier_posterior, cfg.seed)
             labels[self.outlier_model.unassigned(z)] = UNASSIGNED
         assigned = labels >= 0
