@@ -87,6 +87,7 @@ class SegmentResult:
     stability: list[tuple[int, float]]
     run_id: str = ""
     ari: float | None = None
+    coverage: dict[str, float] = field(default_factory=dict)  # against the truth, see below
     migration: pd.DataFrame | None = None
     version: str | None = None
     promotion: Any = None  # training.promote.Promotion once registered
@@ -216,3 +217,16 @@ def adjusted_rand(assignments: pd.DataFrame, truth: pd.DataFrame) -> float:
     if joined.empty:
         raise ValueError("no user of the ground truth file was segmented")
     return float(adjusted_rand_score(joined[label], joined["segment_id"]))
+
+
+def truth_coverage(assignments: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
+    """Shares of the truth's noise users left ``Unclassified`` and of its persona users given a
+    segment (the outlier option's two targets); empty without noise users in the truth."""
+    label = [c for c in truth.columns if c != "user_id"][0]
+    joined = assignments.merge(truth[["user_id", label]], on="user_id")
+    noise = joined[label].isin(NOISE_TRUTH)
+    unclassified = joined["segment_label"] == UNCLASSIFIED_LABEL
+    out = {"persona_assigned": float((~unclassified[~noise]).mean())}
+    if noise.any():
+        out["noise_unassigned"] = float(unclassified[noise].mean())
+    return out

@@ -207,7 +207,11 @@ def write_report(result, path: Path, title: str, commands: list[str], notes: lis
         "",
     ]
     if result.ari is not None:
-        lines += [f"Adjusted Rand index against the planted personas: **{result.ari:.4f}**.", ""]
+        lines += [f"Adjusted Rand index against the planted personas (noise users left out): "
+                  f"**{result.ari:.4f}**.", ""]  # fmt: skip
+        if result.coverage:
+            shares = ", ".join(f"{k.replace('_', ' ')} {v:.1%}" for k, v in result.coverage.items())
+            lines += [f"Against the truth: {shares}.", ""]
     table = result.table.drop(columns=["description"])
     lines += ["## Segments", "", _markdown(table), ""]
     tests = result.tests.assign(passes=result.tests["p_value"] < result.segmenter.config.alpha)

@@ -39,6 +39,7 @@ from training.segments.job import (
     adjusted_rand,
     run_segmentation,
     segment_names,
+    truth_coverage,
 )
 from training.segments.report import segment_figures
 
@@ -130,7 +131,9 @@ def _segment_workspace(ws, job, as_of, truth, out, say, one_off=False) -> Segmen
     result.as_of = as_of
     if truth is not None:
         result.ari = adjusted_rand(result.assignments, truth)
-        say(f"adjusted Rand index against the ground truth: {result.ari:.3f}")
+        result.coverage = truth_coverage(result.assignments, truth)
+        shares = ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in result.coverage.items())
+        say(f"adjusted Rand index against the ground truth (non-noise): {result.ari:.3f}; {shares}")
     if one_off:
         _log(ws, replace(job, register=False), result, inputs, features, say)
         say("one-off run on a file: the workspace's segmenter and Feast segments are unchanged")
@@ -262,6 +265,7 @@ def log_run(ws, job, result, inputs, tags, dataset=None, say: Say | None = None)
             metrics["stability_min"] = min(a for _, a in result.stability)
         if result.ari is not None:
             metrics["ari_ground_truth"] = result.ari
+            metrics |= result.coverage
         tracking.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         for curve in segmenter.report.curves:
             tracking.log_metric_steps([
