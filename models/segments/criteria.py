@@ -183,7 +183,8 @@ def combined_k(ks: Sequence[int], values: Mapping[str, Sequence[float]]) -> tupl
     always reproducible. A level of real structure shows as a *local* optimum instead, so:
 
     1. every criterion of :data:`LOCAL_CRITERIA` votes for each ``k`` where it is better than
-       at both neighbours by 1% of its range (an interior local optimum), and the gap votes
+       at both neighbours by 1% of its range (an interior local optimum), twice when that is
+       also its best value over the whole range; the gap statistic votes
        for its 1-SE ``k`` when that rule fires inside the range;
     2. the ``k`` with most votes wins; ties go to the larger ``k``: a segment too many is
        merged by the significance guard when no input separates it, a segment too few (two
@@ -194,8 +195,12 @@ def combined_k(ks: Sequence[int], values: Mapping[str, Sequence[float]]) -> tupl
     ballots: dict[int, list[str]] = {}
     for measure, higher in LOCAL_CRITERIA:
         if measure in values:
-            for i in interior_optima(values[measure], higher):
+            v = np.asarray(values[measure], dtype=float)
+            best = int(np.nanargmax(v if higher else -v)) if np.isfinite(v).any() else -1
+            for i in interior_optima(v, higher):
                 ballots.setdefault(ks[i], []).append(measure)
+                if i == best:  # the criterion's own best k counts twice
+                    ballots[ks[i]].append(measure)
     if "gap" in values and "gap_se" in values:
         k = gap_rule_k(ks, values["gap"], values["gap_se"])
         if k is not None:
@@ -205,4 +210,4 @@ def combined_k(ks: Sequence[int], values: Mapping[str, Sequence[float]]) -> tupl
         k = ks[int(np.argmax(stable))]
         return k, "no interior optimum; the most stable k"
     k = max(ballots, key=lambda c: (len(ballots[c]), c))
-    return k, f"local optimum of {len(ballots[k])} criteria ({', '.join(ballots[k])})"
+    return k, f"{len(ballots[k])} votes of interior optima ({', '.join(ballots[k])})"
