@@ -21,9 +21,6 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 
-#: Subsample stability a ``k`` needs to be chosen by :func:`combined_k`.
-MIN_STABILITY = 0.9
-
 
 def gap_statistic(
     z: np.ndarray, ks: Sequence[int], seed: int, references: int = 8

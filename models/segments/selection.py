@@ -199,10 +199,13 @@ def select_k(
 ) -> tuple[KCurve, np.ndarray]:
     """Fit ``algorithm`` for each ``k`` in ``ks``; return the curves and the chosen labels.
 
-    The choice is the smallest ``k`` whose criterion is within ``tolerance`` (relative) of the
-    best value: on a flat curve the simpler segmentation wins over a noise-level gain, which is
-    also what keeps the choice stable across seeds. Density algorithms fit once (their ``ks`` is
-    the one ``k`` they found).
+    For the algorithms that take ``k`` every criterion is recorded (inertia, silhouette,
+    Davies–Bouldin, Calinski–Harabasz, gap and its spread, diagonal-GMM BIC, subsample
+    stability) with each criterion's own ``k`` in ``curve.votes``. ``combined`` applies
+    :func:`models.segments.criteria.combined_k`; ``gap`` and ``bic`` take that criterion's own
+    ``k``; a single index takes the smallest ``k`` within ``tolerance`` (relative) of its best
+    value (on a flat curve the simpler segmentation wins over a noise-level gain). Density
+    algorithms fit once (their ``ks`` is the one ``k`` they found).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion {criterion!r} is not one of {CRITERIA}")

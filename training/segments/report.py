@@ -138,7 +138,7 @@ CRITERIA_PANELS = (
     ("davies_bouldin", "Davies–Bouldin", "lower"),
     ("gap", "gap statistic (± s)", "1-SE rule"),
     ("bic", "GMM BIC (diagonal)", "lower"),
-    ("stability", "stability across seeds (ARI)", "higher"),
+    ("stability", "stability across 80% subsamples (ARI)", "higher"),
 )
 
 
@@ -163,10 +163,6 @@ def criteria_figure(report, save) -> None:
             if measure in curve.votes:
                 k = curve.votes[measure]
                 ax.plot([k], [values[curve.ks.index(k)]], marker="v", ms=12, color="red")
-        if measure == "stability":
-            from models.segments.criteria import MIN_STABILITY
-
-            ax.axhline(MIN_STABILITY, ls=":", color="red")
         ax.axvline(report.k_selected, ls="--", color="black", lw=0.8)
         ax.set_xlabel("k")
         ax.set_title(f"{title} ({better})", fontsize=9)
