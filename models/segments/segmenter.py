@@ -93,6 +93,12 @@ def _single_segment(algorithm: str, n: int, d: int) -> str:
             f" (min_samples={2 * d} for {d} dimensions, eps at the knee of the k-distance "
             "curve: one density-connected region)"
         )
+    if algorithm == "hdbscan":
+        return (
+            f"{found} (the rest is noise): the people are not density-separated; use kmeans, "
+            "gmm or agglomerative (k between k_min and k_max), with outliers=gmm to leave "
+            "people who fit no segment Unclassified"
+        )
     return (
         f"{found}: nothing to segment; use algorithm=hdbscan (clusters of different "
         "densities) or kmeans, gmm or agglomerative (k between k_min and k_max)"
