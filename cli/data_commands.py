@@ -32,14 +32,45 @@ def data_generate(
     days: Annotated[int, typer.Option(min=1, help="Days of activity.")] = 30,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same data.")] = 7,
     out: Annotated[Path | None, typer.Option(help="Output folder (default raw/generated).")] = None,
+    difficulty: Annotated[
+        str,
+        typer.Option(
+            help="easy (5 separated personas), medium or hard (7 overlapping personas, "
+            "off-persona sessions, noise users); the three options below override it."
+        ),
+    ] = "easy",
+    personas: Annotated[
+        int | None, typer.Option(help="5 (separated) or 7 (overlapping personas).")
+    ] = None,
+    off_persona_share: Annotated[
+        float | None,
+        typer.Option(help="Share of each person's sessions acted like another persona (0-1)."),
+    ] = None,
+    noise_share: Annotated[
+        float | None,
+        typer.Option(help="Share of users behaving at random (truth label 'noise', 0-1)."),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Generate a synthetic clickstream with planted personas (ground truth in personas.csv)."""
-    from features.synthetic.generate import generate_clickstream, write_generated
+    from dataclasses import replace
 
+    from features.synthetic.generate import generate_clickstream, write_generated
+    from features.synthetic.specs import DIFFICULTIES
+
+    if difficulty not in DIFFICULTIES:
+        fail(f"--difficulty {difficulty!r}; allowed: {', '.join(DIFFICULTIES)}")
+    given = {"personas": personas, "off_persona_share": off_persona_share,
+             "noise_share": noise_share}  # fmt: skip
+    try:
+        level = replace(
+            DIFFICULTIES[difficulty], **{k: v for k, v in given.items() if v is not None}
+        )
+    except ValueError as exc:
+        fail(str(exc))
     ws = workspace(home)
     with console.status("generating clickstream"):
-        generated = generate_clickstream(users, days, seed)
+        generated = generate_clickstream(users, days, seed, difficulty=level)
     paths = write_generated(generated, out or ws.raw_dir / f"generated-seed{seed}")
     console.print(
         summary_table(
@@ -47,6 +78,9 @@ def data_generate(
             {
                 "events": len(generated.events),
                 "users": generated.personas["user_id"].nunique(),
+                "noise users": int((generated.personas["persona"] == "noise").sum()),
+                "personas": level.personas,
+                "off-persona share": level.off_persona_share,
                 "products": len(generated.catalogue),
                 **{f"file: {name}": str(path) for name, path in paths.items()},
             },

@@ -81,7 +81,35 @@ USER_FEATURES: dict[str, tuple[str, str]] = {
         "Mean of price / category median item price over bought products only, last"
         f" {LARGEST_WINDOW} days; {NEUTRAL_PRICE_PREFERENCE} (typical) when none.",
     ),
+    # Behaviour shares for segmentation (issue #18): who shops how, not only how much.
+    f"searches_per_session_{LARGEST_WINDOW}d": (
+        "float64",
+        f"search events per session in the last {LARGEST_WINDOW} days.",
+    ),
+    "deal_search_share": (
+        "float64",
+        "Share of the user's searches whose query has a deal word (cheap, sale, ...), last"
+        f" {LARGEST_WINDOW} days; 0 when no search.",
+    ),
+    "device_shares": (
+        "string",
+        'Compact JSON {"device_type": share} of the user\'s events, last'
+        f" {LARGEST_WINDOW} days, sorted keys, 4 decimals.",
+    ),
+    **{
+        f"{kind}_tier_shares": (
+            "string",
+            f'Compact JSON {{"tier": share}} of {kind} events by the item\'s price tier'
+            f" (budget|mid|premium|luxury), last {LARGEST_WINDOW} days; '{{}}' when none.",
+        )
+        for kind in ("view", "cart", "purchase")
+    },
 }
+#: A search is a deal search when one of these words is a word of its query (the same words as
+#: the default real-time persona rules, ``features/personas.yaml``).
+DEAL_WORDS = frozenset(
+    ("cheap", "discount", "sale", "deal", "deals", "offer", "coupon", "clearance", "bargain")
+)
 
 ITEM_FEATURES: dict[str, tuple[str, str]] = {
     "views_30d": ("int64", "product_view events in the last 30 days."),
@@ -111,3 +139,6 @@ SEGMENT_FEATURES: dict[str, tuple[str, str]] = {
     ),
     "segment_label": ("string", "Readable segment name, e.g. 'Frequent Buyers'."),
 }
+#: People the segmentation's outlier option leaves without a segment (they fit none); serving
+#: treats them like people without a segment.
+UNCLASSIFIED_ID, UNCLASSIFIED_LABEL = -2, "Unclassified"

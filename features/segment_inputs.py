@@ -57,60 +57,112 @@ def _shares(json_shares: pd.Series, prefix: str = "share_") -> pd.DataFrame:
 #: User features (Feast ``user_features``) the event segmentation reads.
 EVENT_SOURCE_FEATURES = (
     "sessions_30d", "mean_session_seconds_30d", "product_views_30d", "add_to_carts_30d",
-    "purchases_30d", "cart_abandonment_rate_30d", "mobile_share_30d", "search_share",
-    "view_price_preference", "purchase_price_preference", "category_shares", "main_device",
-    "top_category",
+    "purchases_30d", "cart_abandonment_rate_30d", "searches_per_session_30d",
+    "deal_search_share", "recency_days", "purchase_frequency_30d", "monetary_30d",
+    "category_shares", "device_shares", "view_tier_shares", "cart_tier_shares",
+    "purchase_tier_shares", "main_device", "top_category",
+)  # fmt: skip
+
+#: Share blocks of the event inputs: the JSON user feature and the prefix of its columns.
+EVENT_SHARE_BLOCKS = {
+    "category_shares": "share_",
+    "device_shares": "device_",
+    "view_tier_shares": "view_tier_",
+}
+#: Carts and purchases are few per person, so their tier shares are mostly 0/1 noise; they enter
+#: as one tier score each (mean tier, budget 0 .. luxury 1) instead of a block of four.
+TIER_SCORES = {"budget": 0.0, "mid": 1 / 3, "premium": 2 / 3, "luxury": 1.0}
+#: Heavy-tailed event inputs, log1p'd before scaling.
+EVENT_LOG_FEATURES = (
+    "sessions_30d", "mean_session_seconds_30d", "views_per_session_30d",
+    "searches_per_session_30d", "recency_days", "purchase_frequency_30d", "monetary_30d",
 )  # fmt: skip
 
 EVENT_VOCABULARY: dict[str, tuple[Phrase | None, Phrase | None]] = {
     "sessions_30d": (("adj", "Frequent"), ("adj", "Occasional")),
     "mean_session_seconds_30d": (("adj", "Unhurried"), None),
-    "purchases_per_session_30d": (("noun", "Buyers"), ("noun", "Browsers")),
+    "views_per_session_30d": (("noun", "Browsers"), None),
+    "purchase_rate_30d": (("noun", "Buyers"), None),
     "cart_rate_30d": (("noun", "Cart Fillers"), None),
     "cart_abandonment_rate_30d": (("noun", "Window Shoppers"), None),
-    "mobile_share_30d": (("adj", "Mobile-First"), ("adj", "Desktop")),
-    "search_share": (("noun", "Searchers"), None),
-    "view_price_preference": (("adj", "Luxury-Browsing"), ("noun", "Bargain Hunters")),
-    "purchase_price_preference": (("adj", "Premium"), ("adj", "Budget")),
+    "searches_per_session_30d": (("noun", "Searchers"), None),
+    "deal_search_share": (("noun", "Deal Seekers"), None),
+    "recency_days": (("adj", "Lapsed"), ("adj", "Recent")),
+    "monetary_30d": (("adj", "Big-Spending"), None),
+    "device_mobile": (("adj", "Mobile-First"), None),
+    "device_desktop": (("adj", "Desktop"), None),
+    "view_tier_luxury": (("adj", "Luxury-Browsing"), None),
+    "view_tier_budget": (("noun", "Bargain Hunters"), None),
+    "purchase_tier_score": (("adj", "Premium"), ("adj", "Budget")),
 }
 
 
+def _block(json_shares: pd.Series, prefix: str, active: pd.Series) -> pd.DataFrame:
+    """A share block; rows without any event of the kind (``active`` False, e.g. no purchase)
+    get the block's mean over active rows: "nothing to say" rather than an all-zero profile
+    that the clustering would read as a taste of its own (the rates already say "no purchase")."""
+    block = _shares(json_shares, prefix)
+    if len(block.columns) and (~active).any() and active.any():
+        block.loc[~active.to_numpy()] = block[active.to_numpy()].mean().to_numpy()
+    return block
+
+
+def _tier_score(json_shares: pd.Series, active: pd.Series) -> pd.Series:
+    """Mean price tier (budget 0, mid 1/3, premium 2/3, luxury 1) of a person's events of one
+    kind; people without such an event get the mean of the others (neutral)."""
+    shares = _shares(json_shares, "")
+    weights = pd.Series(TIER_SCORES).reindex(shares.columns).fillna(0.5)
+    score = (shares * weights).sum(axis=1)
+    fill = float(score[active.to_numpy()].mean()) if active.any() else 0.5
+    return score.where(active.to_numpy(), fill).reindex(json_shares.index).fillna(fill)
+
+
 def event_inputs(users: pd.DataFrame) -> SegmentInputs:
-    """From user feature rows (``user_id`` + :data:`EVENT_SOURCE_FEATURES`): behaviour rates,
-    device, search and price taste, and category shares as one block."""
+    """From user feature rows (``user_id`` + :data:`EVENT_SOURCE_FEATURES`): behaviour rates
+    (visits, session length, views and searches per session, cart and purchase rates,
+    abandonment, deal searches), recency/frequency/monetary, the mean price tier of carts and of
+    purchases, and three share blocks (category, device, price tier of views)."""
     missing = [c for c in ("user_id", *EVENT_SOURCE_FEATURES) if c not in users.columns]
     if missing:
         raise ValueError(f"user features lack {missing}; need {list(EVENT_SOURCE_FEATURES)}")
     users = users.reset_index(drop=True)
+    views, carts = users["product_views_30d"], users["add_to_carts_30d"]
     numeric = pd.DataFrame(
         {
             "sessions_30d": users["sessions_30d"].astype(float),
             "mean_session_seconds_30d": users["mean_session_seconds_30d"].astype(float),
-            "purchases_per_session_30d": _ratio(users["purchases_30d"], users["sessions_30d"]),
-            "cart_rate_30d": _ratio(users["add_to_carts_30d"], users["product_views_30d"]),
+            "views_per_session_30d": _ratio(views, users["sessions_30d"]),
+            "searches_per_session_30d": users["searches_per_session_30d"].astype(float),
+            "cart_rate_30d": _ratio(carts, views).clip(upper=1.0),
+            "purchase_rate_30d": _ratio(users["purchases_30d"], carts).clip(upper=1.0),
             "cart_abandonment_rate_30d": users["cart_abandonment_rate_30d"].astype(float),
-            "mobile_share_30d": users["mobile_share_30d"].astype(float),
-            "search_share": users["search_share"].astype(float),
-            "view_price_preference": users["view_price_preference"].astype(float),
-            "purchase_price_preference": users["purchase_price_preference"].astype(float),
+            "deal_search_share": users["deal_search_share"].astype(float),
+            "recency_days": users["recency_days"].astype(float),
+            "purchase_frequency_30d": users["purchase_frequency_30d"].astype(float),
+            "monetary_30d": users["monetary_30d"].astype(float),
         }
     )
-    shares = _shares(users["category_shares"])
+    for kind, count in (("cart", carts), ("purchase", users["purchases_30d"])):
+        numeric[f"{kind}_tier_score"] = _tier_score(users[f"{kind}_tier_shares"], count > 0)
+    active = {
+        "category_shares": views > 0,
+        "device_shares": pd.Series(True, index=users.index),
+        "view_tier_shares": views > 0,
+    }
+    blocks = {
+        feature: _block(users[feature], prefix, active[feature])
+        for feature, prefix in EVENT_SHARE_BLOCKS.items()
+    }
     vocabulary = dict(EVENT_VOCABULARY)
-    for column in shares.columns:
+    for column in blocks["category_shares"].columns:
         vocabulary[column] = (("adj", column.removeprefix("share_").title()), None)
     return SegmentInputs(
         source="events",
         user_ids=users["user_id"].astype(str).to_numpy(dtype=object),
-        numeric=pd.concat([numeric, shares], axis=1).fillna(0.0),
+        numeric=pd.concat([numeric, *blocks.values()], axis=1).fillna(0.0),
         categorical=users[["main_device", "top_category"]].fillna("").astype(str),
-        groups={c: "category_shares" for c in shares.columns},
-        log_features=(
-            "sessions_30d",
-            "mean_session_seconds_30d",
-            "view_price_preference",
-            "purchase_price_preference",
-        ),  # fmt: skip
+        groups={c: feature for feature, block in blocks.items() for c in block.columns},
+        log_features=EVENT_LOG_FEATURES,
         vocabulary=vocabulary,
         default_noun="Shoppers",
     )

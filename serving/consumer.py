@@ -70,7 +70,7 @@ SOURCE = "broker"
 Frame = Callable[[pd.DataFrame], None]
 #: ``people -> one row per person`` with their stored ``persona_state`` (the persona read).
 ReadStates = Callable[[list[str]], list[dict[str, Any]]]
-#: ``events -> each row's person key`` (default :func:`features.ids.person_keys`).
+#: ``events -> each row's person key`` (default :func:`features.identity.keys.person_keys`).
 Resolve = Callable[[pd.DataFrame], pd.Series]
 #: ``people -> their events in the log`` (default :meth:`EventLog.read_people`).
 ReadEvents = Callable[[list[str]], pd.DataFrame]

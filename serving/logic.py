@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from features.feature_specs import UNCLASSIFIED_ID, UNCLASSIFIED_LABEL
 from features.live_sessions import LiveSession
 from features.personas import SEPARATOR, split_label
 from models.scoring import Scorer
@@ -86,6 +87,14 @@ def read_features(read: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], s
     except Exception as exc:
         logger.warning("online store read failed: %s: %s", type(exc).__name__, exc)
         return {}, STORE_UNAVAILABLE  # the cause stays in the log, never in an answer
+
+
+def known_segment(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``user_segment_v1`` row with ``Unclassified`` (fits no segment) blanked: the person is
+    served like someone without a segment."""
+    if row.get("segment_label") == UNCLASSIFIED_LABEL or row.get("segment_id") == UNCLASSIFIED_ID:
+        return {**row, "segment_id": None, "segment_label": None}
+    return row
 
 
 def cold_start_category(features: dict[str, Any]) -> str:

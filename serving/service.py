@@ -371,7 +371,8 @@ class Tailor:
         if not self._has_segments:
             return {}
         rows = [{"user_id": person}]
-        return feature_store.online_features(self.store, rows, feature_store.SEGMENT_SERVICE)[0]
+        row = feature_store.online_features(self.store, rows, feature_store.SEGMENT_SERVICE)[0]
+        return logic.known_segment(row)
 
     @bentoml.api(route="/recommend")
     async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:

@@ -13,6 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from features.feature_specs import UNCLASSIFIED_ID, UNCLASSIFIED_LABEL
 from models.segments.segmenter import Segmenter
 
 #: The artifact holding the saved segmenter (`training.tracking.SEGMENTER_ARTIFACT`).
@@ -28,10 +29,16 @@ class SegmenterPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         segmenter = self._segmenter
         index = segmenter.predict(model_input[segmenter.feature_names].to_numpy(dtype=float))
+        known = index >= 0  # -1: fits no segment (outlier option)
+        safe = np.where(known, index, 0)
         return pd.DataFrame(
             {
-                "segment_id": segmenter.ids[index].astype(np.int64),
-                "segment_label": np.asarray(segmenter.labels, dtype=object)[index],
+                "segment_id": np.where(known, segmenter.ids[safe], UNCLASSIFIED_ID).astype(
+                    np.int64
+                ),
+                "segment_label": np.where(
+                    known, np.asarray(segmenter.labels, dtype=object)[safe], UNCLASSIFIED_LABEL
+                ),
             }
         )
 

@@ -14,6 +14,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from features.feature_specs import DEAL_WORDS
 from features.identity.keys import person_keys
 from features.schema import PRODUCT_EVENTS
 
@@ -129,6 +130,11 @@ def prepare(
     quantity = quantity.to_numpy(dtype=float, na_value=np.nan)[order]
     amount = np.where(is_purchase, np.nan_to_num(price) * np.nan_to_num(quantity, nan=1.0), 0.0)
     mobile = np.flatnonzero(devices == "mobile")
+    is_search = is_type("search")
+    is_deal = np.zeros(len(events), dtype=bool)
+    if "query" in events.columns:
+        words = events["query"].fillna("").astype(str).str.lower().str.findall(r"\w+")
+        is_deal = words.map(lambda found: not DEAL_WORDS.isdisjoint(found)).to_numpy(bool)[order]
     frame = pd.DataFrame(
         {
             "ts": ts[order],
@@ -141,7 +147,8 @@ def prepare(
             "is_view": is_type("product_view"),
             "is_cart": is_type("add_to_cart"),
             "is_purchase": is_purchase,
-            "is_search": is_type("search"),
+            "is_search": is_search,
+            "is_deal_search": is_search & is_deal,
             "is_product": is_type(*PRODUCT_EVENTS) & (product >= 0),
             "is_mobile": np.isin(device, mobile),
             "price": price,

@@ -11,6 +11,7 @@ from features.feature_specs import (
     LARGEST_WINDOW,
     NEUTRAL_PRICE_PREFERENCE,
     NO_PURCHASE_DAYS,
+    PRICE_TIERS,
     WINDOWS_DAYS,
 )
 from features.snapshots.core import DAY_NS, Prepared, code_names, events_in_window, stamp
@@ -129,5 +130,38 @@ def user_snapshot(prep: Prepared, as_of: pd.Timestamp) -> pd.DataFrame:
     out["main_device"] = pd.Series(device_name, device.index).reindex(persons)
     out["search_share"] = recent.groupby("person", sort=False)["is_search"].mean().reindex(persons)
     out = out.fillna({"top_category": "", "top_category_share": 0.0, "category_shares": "{}"})
+    out = out.join(_behaviour_shares(prep, recent, catalog).reindex(persons))
     out.insert(0, "user_id", prep.persons[persons.to_numpy()])
     return stamp(out, as_of)
+
+
+def _behaviour_shares(prep: Prepared, recent: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
+    """Search intensity, deal searches, device shares and price-tier shares of views, carts and
+    purchases per person (the segmentation's behaviour shares, issue #18)."""
+    by_person = recent.groupby("person", sort=False)
+    searches = by_person["is_search"].sum()
+    sessions = by_person["session"].nunique()
+    out = pd.DataFrame(
+        {
+            f"searches_per_session_{LARGEST_WINDOW}d": searches / sessions,
+            "deal_search_share": (by_person["is_deal_search"].sum() / searches).where(
+                searches > 0, 0.0
+            ),
+        }
+    )
+    devices, _ = _mode(recent, "device")
+    out["device_shares"] = _shares_json(
+        devices.rename(columns={"device": "category"}), prep.devices
+    )
+    # Tier codes in alphabetical order, as _shares_json wants its keys sorted.
+    names = np.array(sorted(PRICE_TIERS), dtype=object)
+    tier_code = catalog["tier"].map({name: code for code, name in enumerate(names)})
+    for kind, flag in (("view", "is_view"), ("cart", "is_cart"), ("purchase", "is_purchase")):
+        chosen = recent[recent[flag].to_numpy() & (recent["product"] >= 0).to_numpy()]
+        chosen = chosen.assign(tier=chosen["product"].map(tier_code)).dropna(subset=["tier"])
+        counts, _ = _mode(chosen.astype({"tier": np.int64}), "tier")
+        out[f"{kind}_tier_shares"] = _shares_json(
+            counts.rename(columns={"tier": "category"}), names
+        )
+    fill = {f"{kind}_tier_shares": "{}" for kind in ("view", "cart", "purchase")}
+    return out.fillna(fill | {"device_shares": "{}"})

@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.schema import DEVICE_TYPES, EVENT_ARROW_SCHEMA, EVENT_COLUMNS, EVENT_TYPES
+from features.synthetic.off_persona import noise_visitors, off_persona_sessions
 from features.synthetic.population import make_catalogue, make_visitors, pad_ids
 from features.synthetic.sessions import (
     event_pages,
@@ -53,10 +54,11 @@ from features.synthetic.sessions import (
 from features.synthetic.specs import (
     CATEGORIES,
     COUNTRIES,
+    NOISE_PERSONA,
     PAGES,
-    PERSONAS,
     PRICE_TIERS,
     SEARCH,
+    Difficulty,
     persona_tables,
 )
 
@@ -90,14 +92,20 @@ def _optional(table: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 
 def generate_clickstream(
-    n_users: int, days: int, seed: int, start: datetime | None = None
+    n_users: int,
+    days: int,
+    seed: int,
+    start: datetime | None = None,
+    difficulty: Difficulty | None = None,
 ) -> GeneratedData:
     """Generate a clickstream of ``n_users`` registered users (plus ~3% anonymous-only visitors)
     over ``days`` days from ``start``: about 3.7 events per user per day, sorted by timestamp.
 
     ``start`` defaults to 2026-01-01 00:00 UTC so that the output depends on the arguments only.
     The same arguments give identical frames. Event ids carry seed and size
-    (:func:`event_id_prefix`): data sets of other arguments never share one.
+    (:func:`event_id_prefix`): data sets of other arguments never share one. ``difficulty``
+    (default: five well-separated personas, no off-persona session, no noise user) plants
+    overlapping personas, off-persona sessions and noise users (truth label ``noise``).
     """
     if n_users < 1 or days < 1 or seed < 0:
         raise ValueError(f"need n_users >= 1, days >= 1, seed >= 0; got {n_users}, {days}, {seed}")
@@ -105,11 +113,18 @@ def generate_clickstream(
     if start.tzinfo is None:
         raise ValueError(f"start {start!r} has no time zone; give an aware datetime such as UTC")
     # One stream per stage, so a change in one stage does not reshuffle the others.
-    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(9)]
-    tables = persona_tables()
+    difficulty = Difficulty() if difficulty is None else difficulty
+    # The tenth stream is the difficulty's own: the first nine stay those of the plain data.
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(10)]
+    tables = persona_tables(difficulty.specs)
     cat = make_catalogue(n_users, rngs[0])
     vis = make_visitors(n_users, seed, rngs[1], cat, tables)
+    noise = np.zeros(len(vis.persona), dtype=bool)
+    if not difficulty.is_plain:
+        vis, noise = noise_visitors(rngs[9], vis, n_users, difficulty)
     sessions = make_sessions(rngs[2], vis, n_users, days, tables)
+    if not difficulty.is_plain:
+        sessions = off_persona_sessions(rngs[9], sessions, noise, difficulty, tables)
     e_sess, state = walk_sessions(rngs[3], sessions.persona, tables)
     ts_ms, start_ms = event_times(rngs[4], sessions, vis, e_sess, days, tables)
     product, quantity = event_products(rngs[5], cat, vis, sessions, e_sess, state, tables)
@@ -155,7 +170,13 @@ def generate_clickstream(
     personas = pd.DataFrame(
         {
             "user_id": vis.user_id[:n_users],
-            "persona": np.array(PERSONAS, dtype=object)[vis.persona[:n_users]],
+            "persona": np.where(
+                noise[:n_users],
+                NOISE_PERSONA,
+                np.array([spec.name for spec in difficulty.specs], dtype=object)[
+                    vis.persona[:n_users]
+                ],
+            ).astype(object),
         }
     )
     catalogue = pd.DataFrame(

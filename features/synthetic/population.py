@@ -20,7 +20,6 @@ from features.synthetic.specs import (
     N_CANDIDATES,
     N_STYLES,
     OWN_STYLE_SHARE,
-    PERSONA_SPECS,
     STYLE_BONUS,
     TIER_CUTS,
     ZIPF_EXPONENT,
@@ -136,7 +135,7 @@ def make_visitors(
     tables: dict[str, np.ndarray],
 ) -> Visitors:
     """Registered users and anonymous-only visitors with persona, place, device and taste."""
-    shares = np.array([s.share for s in PERSONA_SPECS])
+    shares = tables["share"]
     n_anon = max(1, round(n_users * ANONYMOUS_VISITOR_SHARE / (1 - ANONYMOUS_VISITOR_SHARE)))
     n = n_users + n_anon
     persona = np.concatenate(

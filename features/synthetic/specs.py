@@ -7,7 +7,7 @@ draws.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -122,16 +122,87 @@ PERSONA_SPECS: tuple[PersonaSpec, ...] = (
 )  # fmt: skip
 PERSONAS: tuple[str, ...] = tuple(spec.name for spec in PERSONA_SPECS)
 
+#: Two more personas that overlap the five above (issue #18): a gadget buyer who shares the
+#: window shopper's electronics focus but buys, and a mobile impulse buyer who shares the casual
+#: browser's phone-first device mix but fills carts in toys, garden and sports. With the bargain
+#: hunter (defined mostly by searching for budget items) they make seven overlapping behaviours.
+OVERLAPPING_PERSONA_SPECS: tuple[PersonaSpec, ...] = (
+    # Twice as many sessions as in the five-persona world: seven overlapping behaviours are
+    # only told apart from a month of a person's sessions when there are enough of them.
+    *(replace(spec, share=share, sessions_per_day=2 * spec.sessions_per_day) for spec, share
+      in zip(PERSONA_SPECS, (0.15, 0.16, 0.13, 0.13, 0.15), strict=True)),
+    PersonaSpec(
+        name="gadget_buyer", share=0.14, sessions_per_day=0.9, end_prob=0.1, gap_median_s=50.0,
+        browse_mix=(0.2, 0.65, 0.15), cart_prob=0.3, purchase_prob=0.45, remove_prob=0.04,
+        device_mix=(0.7, 0.2, 0.08, 0.02),
+        affinity={"electronics": 40, "automotive": 3}, anchor_category="electronics",
+        view_tiers=(-0.3, 0.3, 0.3, 0.0), buy_tiers=(-0.3, 0.3, 0.3, 0.0),
+    ),
+    PersonaSpec(
+        name="mobile_impulse_buyer", share=0.14, sessions_per_day=1.2, end_prob=0.15,
+        gap_median_s=25.0, browse_mix=(0.35, 0.6, 0.05), cart_prob=0.35, purchase_prob=0.55,
+        remove_prob=0.03, device_mix=(0.04, 0.9, 0.05, 0.01),
+        affinity={"toys": 6, "garden": 4, "sports": 3},
+        view_tiers=(0.0, 0.3, 0.3, 0.0), buy_tiers=(0.0, 0.3, 0.3, 0.0),
+    ),
+)  # fmt: skip
+#: The persona sets ``tailor data generate --personas N`` chooses from.
+PERSONA_SETS: dict[int, tuple[PersonaSpec, ...]] = {5: PERSONA_SPECS, 7: OVERLAPPING_PERSONA_SPECS}
+#: The truth label of noise users (they follow no persona; left out of ARI scores).
+NOISE_PERSONA = "noise"
 
-def persona_tables() -> dict[str, np.ndarray]:
+
+@dataclass(frozen=True)
+class Difficulty:
+    """How hard the planted segmentation is.
+
+    ``personas``: 5 (well separated) or 7 (overlapping, :data:`OVERLAPPING_PERSONA_SPECS`).
+    ``off_persona_share``: share of each person's sessions acted like another, random persona
+    (its funnel, pace, device mix, category focus and price taste). ``noise_share``: share of
+    registered users who behave at random: every session a random persona, a random main
+    device and random category weights; their truth label is :data:`NOISE_PERSONA`.
+    """
+
+    personas: int = 5
+    off_persona_share: float = 0.0
+    noise_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.personas not in PERSONA_SETS:
+            raise ValueError(f"personas={self.personas}; allowed: {sorted(PERSONA_SETS)}")
+        for name in ("off_persona_share", "noise_share"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name}={value}; allowed: 0 <= {name} < 1")
+
+    @property
+    def specs(self) -> tuple[PersonaSpec, ...]:
+        return PERSONA_SETS[self.personas]
+
+    @property
+    def is_plain(self) -> bool:
+        """The original generator, draw for draw."""
+        return self == Difficulty()
+
+
+#: ``tailor data generate --difficulty``: easy is the original data; hard has seven overlapping
+#: personas, a fifth of sessions off-persona and one person in ten behaving at random.
+DIFFICULTIES: dict[str, Difficulty] = {
+    "easy": Difficulty(),
+    "medium": Difficulty(personas=7, off_persona_share=0.1, noise_share=0.05),
+    "hard": Difficulty(personas=7, off_persona_share=0.2, noise_share=0.1),
+}
+
+
+def persona_tables(specs: tuple[PersonaSpec, ...] = PERSONA_SPECS) -> dict[str, np.ndarray]:
     """Persona parameters as arrays indexed by persona index (rows) for vectorized lookups."""
 
     def col(field: str) -> np.ndarray:
-        return np.array([getattr(s, field) for s in PERSONA_SPECS], dtype=float)
+        return np.array([getattr(s, field) for s in specs], dtype=float)
 
-    affinity = np.array([[s.affinity.get(c, 1.0) for c in CATEGORIES] for s in PERSONA_SPECS])
+    affinity = np.array([[s.affinity.get(c, 1.0) for c in CATEGORIES] for s in specs])
     anchor = np.array(
-        [[ANCHOR_BOOST * (c == s.anchor_category) for c in CATEGORIES] for s in PERSONA_SPECS]
+        [[ANCHOR_BOOST * (c == s.anchor_category) for c in CATEGORIES] for s in specs]
     )
     browse = col("browse_mix")
     first = browse.copy()
@@ -144,6 +215,7 @@ def persona_tables() -> dict[str, np.ndarray]:
         "buy_tiers": col("buy_tiers"),
         "affinity": affinity / affinity.sum(axis=1, keepdims=True),
         "anchor": anchor,
+        "share": col("share"),
         "browse_mix": browse,
         "first_mix": first,
     }

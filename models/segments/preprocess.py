@@ -1,8 +1,9 @@
 """Scaling for segmentation: log of heavy tails, min-max or z-score, block weights, optional PCA.
 
-Features of one block (for example the ten category shares) get weight ``1 / sqrt(block size)``
-so that a block counts as much as one feature in Euclidean distances; otherwise ten correlated
-share columns would outvote the behaviour features.
+Features of one block (for example the ten category shares) share one scale (the block's root
+mean variance), so shares stay comparable with each other, and get weight
+``block size ** -block_power``: ``0.5`` makes a block count as much as one feature in Euclidean
+distances, ``0`` lets every share column count like a rate.
 """
 
 from __future__ import annotations
@@ -50,12 +51,16 @@ class Preprocessor:
         return cls(**{k: np.asarray(v) for k, v in arrays.items()})
 
 
-def block_weights(names: Sequence[str], groups: Mapping[str, str] | None) -> np.ndarray:
-    """``1 / sqrt(size of the column's block)``; a column without a block is its own block."""
+def block_weights(
+    names: Sequence[str], groups: Mapping[str, str] | None, power: float = 0.5
+) -> np.ndarray:
+    """``size ** -power`` of the column's block (``1 / sqrt(size)`` by default: a block weighs
+    as much as one feature; ``power=0``: every column weighs 1); a column without a block is
+    its own block."""
     groups = groups or {}
     keys = [groups.get(name, name) for name in names]
     sizes = {key: keys.count(key) for key in keys}
-    return np.array([1.0 / np.sqrt(sizes[key]) for key in keys])
+    return np.array([float(sizes[key]) ** -power for key in keys])
 
 
 def fit_preprocessor(
@@ -67,9 +72,15 @@ def fit_preprocessor(
     groups: Mapping[str, str] | None = None,
     pca: float = 0,
     seed: int = 0,
+    pooled_blocks: bool = True,
+    block_power: float = 0.5,
 ) -> Preprocessor:
     """Fit on ``x`` (n, d). ``pca``: 0 = off, an int >= 1 = components, a float in (0, 1) = the
-    share of variance to keep. Constant columns get scale 1 (they then contribute nothing)."""
+    share of variance to keep. Constant columns get scale 1 (they then contribute nothing).
+
+    With ``pooled_blocks`` (z-score only) the columns of a block share one scale, the root mean
+    variance of the block: shares stay comparable, so a rare category's share (tablet, garden)
+    is not blown up to the weight of a common one by its own tiny standard deviation."""
     if scaling not in SCALINGS:
         raise ValueError(f"scaling {scaling!r} is not one of {SCALINGS}")
     unknown = sorted(set(log_features) - set(names))
@@ -82,8 +93,14 @@ def fit_preprocessor(
         center, scale = logged.mean(axis=0), logged.std(axis=0)
     else:
         center, scale = logged.min(axis=0), logged.max(axis=0) - logged.min(axis=0)
+    if scaling == "zscore" and pooled_blocks and groups:
+        keys = np.array([groups.get(name, "") for name in names], dtype=object)
+        for key in set(keys.tolist()) - {""}:
+            block = keys == key
+            if block.sum() > 1:
+                scale[block] = np.sqrt(np.mean(scale[block] ** 2))
     scale = np.where(scale > 1e-12, scale, 1.0)
-    fitted = Preprocessor(log_mask, center, scale, block_weights(names, groups))
+    fitted = Preprocessor(log_mask, center, scale, block_weights(names, groups, block_power))
     if not pca:
         return fitted
     n_components = int(pca) if pca >= 1 else float(pca)

@@ -18,11 +18,13 @@ import numpy as np
 from models.errors import DataError
 from models.segments.labels import Profile, Vocabulary, describe, name_segments, profiles
 from models.segments.matching import match_centroids
+from models.segments.outliers import UNASSIGNED, OutlierModel, fit_outlier_model
 from models.segments.preprocess import SCALINGS, Preprocessor, fit_preprocessor
 from models.segments.selection import (
     ALGORITHMS,
     CRITERIA,
     HIGHER_IS_BETTER,
+    K_ALGORITHMS,
     Callback,
     KCurve,
     centroids,
@@ -32,8 +34,12 @@ from models.segments.selection import (
 )
 from models.segments.significance import FeatureTest, Merge, consolidate, feature_tests
 
-#: ``algorithm="auto"`` compares these and keeps the best by the criterion (silhouette for
-#: ``elbow``); DBSCAN is available by name but its single eps rarely suits mixed densities.
+#: ``outliers`` values: keep everyone in a segment, or leave people who fit none unassigned.
+OUTLIER_METHODS = ("none", "gmm")
+
+#: ``algorithm="auto"`` compares these and keeps the best by the criterion (silhouette for the
+#: rules that are not one index); DBSCAN is available by name but its single eps rarely suits
+#: mixed densities.
 AUTO_ALGORITHMS = ("kmeans", "gmm", "agglomerative", "hdbscan")
 
 
@@ -46,8 +52,15 @@ class SegmenterConfig:
     pca: float = 0  # 0 off; int >= 1 components; float in (0, 1) variance kept
     k_min: int = 2
     k_max: int = 10
-    criterion: str = "silhouette"  # silhouette | elbow | davies_bouldin | calinski_harabasz
-    tolerance: float = 0.03  # smallest k within this share of the best criterion value
+    # combined (the documented rule of models.segments.criteria) | silhouette | elbow |
+    # davies_bouldin | calinski_harabasz | gap | bic
+    criterion: str = "combined"
+    tolerance: float = 0.03  # single index criteria: smallest k within this share of the best
+    block_power: float = 0.0  # share-block weight size**-block_power (0: each share like a rate)
+    pooled_blocks: bool = True  # one scale per share block, so shares stay comparable
+    # none | gmm (posterior cut, below); with hdbscan/dbscan any value but none keeps their noise
+    outliers: str = "none"
+    outlier_posterior: float = 0.9  # gmm: a person needs this posterior for their best segment
     min_size: float = 0.02
     alpha: float = 0.01
     z_min: float = 0.5  # |z| a feature needs to name a segment
@@ -56,7 +69,8 @@ class SegmenterConfig:
     max_fit_samples: int = 10_000
 
     def __post_init__(self) -> None:
-        allowed = {"algorithm": (*ALGORITHMS, "auto"), "scaling": SCALINGS, "criterion": CRITERIA}
+        allowed = {"algorithm": (*ALGORITHMS, "auto"), "scaling": SCALINGS, "criterion": CRITERIA,
+                   "outliers": OUTLIER_METHODS}  # fmt: skip
         for key, choices in allowed.items():
             if getattr(self, key) not in choices:
                 raise ValueError(f"{key}={getattr(self, key)!r}; allowed: {', '.join(choices)}")
@@ -64,6 +78,11 @@ class SegmenterConfig:
             raise ValueError(f"need 2 <= k_min <= k_max, got k_min={self.k_min} k_max={self.k_max}")
         if not 0 < self.alpha < 1 or self.min_size < 0 or self.pca < 0:
             raise ValueError(f"need 0 < alpha < 1, min_size >= 0, pca >= 0; got {self}")
+        if not 0 < self.outlier_posterior < 1 or self.block_power < 0:
+            raise ValueError(
+                f"need 0 < outlier_posterior < 1 and block_power >= 0; got "
+                f"outlier_posterior={self.outlier_posterior}, block_power={self.block_power}"
+            )
 
 
 def _single_segment(algorithm: str, n: int, d: int) -> str:
@@ -73,6 +92,12 @@ def _single_segment(algorithm: str, n: int, d: int) -> str:
         found += (
             f" (min_samples={2 * d} for {d} dimensions, eps at the knee of the k-distance "
             "curve: one density-connected region)"
+        )
+    if algorithm == "hdbscan":
+        return (
+            f"{found} (the rest is noise): the people are not density-separated; use kmeans, "
+            "gmm or agglomerative (k between k_min and k_max), with outliers=gmm to leave "
+            "people who fit no segment Unclassified"
         )
     return (
         f"{found}: nothing to segment; use algorithm=hdbscan (clusters of different "
@@ -91,6 +116,7 @@ class Report:
     tests: list[FeatureTest] = field(default_factory=list)
     quality: dict[str, float] = field(default_factory=dict)
     fresh_labels: list[str] = field(default_factory=list)  # before matching the previous run
+    unassigned: int = 0  # people of the fit left without a segment ("Unclassified")
 
 
 class Segmenter:
@@ -108,6 +134,7 @@ class Segmenter:
         self.descriptions: list[str] = []
         self.profiles: list[Profile] = []
         self.report = Report()
+        self.outlier_model: OutlierModel | None = None
 
     # -- fitting -------------------------------------------------------------------------------
     def fit(
@@ -132,9 +159,11 @@ class Segmenter:
         self.feature_names = list(feature_names)
         self.preprocessor = fit_preprocessor(
             x, feature_names, scaling=cfg.scaling, log_features=log_features, groups=groups,
-            pca=cfg.pca, seed=cfg.seed,
+            pca=cfg.pca, seed=cfg.seed, pooled_blocks=cfg.pooled_blocks,
+            block_power=cfg.block_power,
         )  # fmt: skip
         z = self.preprocessor.transform(x)
+        keep_noise = cfg.outliers != "none"
         min_size = int(np.ceil(cfg.min_size * len(x))) if cfg.min_size < 1 else int(cfg.min_size)
         algorithms = AUTO_ALGORITHMS if cfg.algorithm == "auto" else (cfg.algorithm,)
         ks = range(cfg.k_min, cfg.k_max + 1)
@@ -143,10 +172,10 @@ class Segmenter:
             curve, labels = select_k(
                 z, algorithm, ks, cfg.criterion, cfg.seed, sample=cfg.silhouette_sample,
                 min_cluster_size=max(min_size, 5), max_fit_samples=cfg.max_fit_samples,
-                tolerance=cfg.tolerance, callback=callback,
+                tolerance=cfg.tolerance, keep_noise=keep_noise, callback=callback,
             )  # fmt: skip
             self.report.curves.append(curve)
-            measure = "silhouette" if cfg.criterion == "elbow" else cfg.criterion
+            measure = cfg.criterion if cfg.criterion in HIGHER_IS_BETTER else "silhouette"
             score = curve.value_at(measure, curve.chosen_k)
             score = score if HIGHER_IS_BETTER[measure] else -score
             if best is None or (np.isfinite(score) and score > best_score):
@@ -155,14 +184,26 @@ class Segmenter:
         if self.report.k_selected < 2:
             raise DataError(_single_segment(cfg.algorithm, len(x), z.shape[1]))
         logged = self.preprocessor.logged(x)
-        labels, self.report.merges = consolidate(
-            z, logged, feature_names, labels, min_size=min_size, alpha=cfg.alpha,
-            categorical=categorical, categorical_names=categorical_names,
+        assigned = labels >= 0
+        cats = None if categorical is None else categorical[assigned]
+        merged, self.report.merges = consolidate(
+            z[assigned], logged[assigned], feature_names, labels[assigned], min_size=min_size,
+            alpha=cfg.alpha, categorical=cats, categorical_names=categorical_names,
         )  # fmt: skip
+        labels = np.full(len(x), UNASSIGNED, dtype=np.int64)
+        labels[assigned] = merged
         if callback is not None:
             callback("consolidated", {"k": int(labels.max()) + 1, "merges": self.report.merges})
+        self.outlier_model = None
+        density = self.report.algorithm not in K_ALGORITHMS  # its own noise is the answer
+        if cfg.outliers == "gmm" and not density and labels.max() >= 1:
+            self.outlier_model = fit_outlier_model(z, labels, cfg.outlier_posterior, cfg.seed)
+            labels[self.outlier_model.unassigned(z)] = UNASSIGNED
+        assigned = labels >= 0
+        self.report.unassigned = int((~assigned).sum())
+        cats = None if categorical is None else categorical[assigned]
         self.report.tests = feature_tests(
-            logged, feature_names, labels, categorical, categorical_names
+            logged[assigned], feature_names, labels[assigned], cats, categorical_names
         )
         self.report.quality = quality(z, labels, cfg.seed, cfg.silhouette_sample)
         self._set_segments(z, x, logged, labels, vocabulary or {}, default_noun)
@@ -171,6 +212,8 @@ class Segmenter:
 
     def _set_segments(self, z, x, logged, labels, vocabulary, default_noun) -> None:
         k = int(labels.max()) + 1
+        assigned = labels >= 0
+        z, x, logged, labels = z[assigned], x[assigned], logged[assigned], labels[assigned]
         self.centers = centroids(z, labels, k)
         self.profile_centers = centroids(logged, labels, k)
         self.profile_scale = logged.std(0)
@@ -200,10 +243,15 @@ class Segmenter:
 
     # -- using ---------------------------------------------------------------------------------
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Segment index (into ``ids`` / ``labels``) of each row: the nearest centroid."""
+        """Segment index (into ``ids`` / ``labels``) of each row: the nearest centroid, or
+        ``-1`` (unassigned) where the outlier model finds no segment likely enough."""
         if self.preprocessor is None:
             raise ValueError("the segmenter is not fitted")
-        return nearest(self.preprocessor.transform(np.asarray(x, dtype=float)), self.centers)
+        z = self.preprocessor.transform(np.asarray(x, dtype=float))
+        index = nearest(z, self.centers)
+        if self.outlier_model is not None:
+            index[self.outlier_model.unassigned(z)] = UNASSIGNED
+        return index
 
     def save(self, directory: Path) -> Path:
         directory = Path(directory)
@@ -216,6 +264,8 @@ class Segmenter:
         }
         (directory / "segmenter.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
         arrays = {f"pre_{k}": v for k, v in self.preprocessor.arrays().items()}
+        if self.outlier_model is not None:
+            arrays |= {f"out_{k}": v for k, v in self.outlier_model.arrays().items()}
         np.savez(
             directory / "segmenter.npz", centers=self.centers, ids=self.ids,
             profile_centers=self.profile_centers, profile_scale=self.profile_scale, **arrays,
@@ -238,4 +288,6 @@ class Segmenter:
             model.preprocessor = Preprocessor.from_arrays(
                 {k[4:]: data[k] for k in data.files if k.startswith("pre_")}
             )
+            outlier = {k[4:]: data[k] for k in data.files if k.startswith("out_")}
+            model.outlier_model = OutlierModel.from_arrays(outlier) if outlier else None
         return model

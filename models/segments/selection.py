@@ -1,9 +1,11 @@
 """Clustering algorithms and the choice of the number of segments.
 
-Every algorithm returns one segment index per user (no noise label): DBSCAN and HDBSCAN noise
-points join the nearest cluster centroid, so every user has a segment. ``select_k`` fits each
-``k`` of a range and records the inertia (within-segment sum of squares, the elbow curve),
-silhouette, Davies–Bouldin and Calinski–Harabasz values, then picks ``k`` by one criterion.
+Every algorithm returns one segment index per user: DBSCAN and HDBSCAN noise points join the
+nearest cluster centroid unless ``keep_noise`` keeps them at ``-1`` (unassigned). ``select_k``
+fits each ``k`` of a range and records the inertia (within-segment sum of squares, the elbow
+curve), silhouette, Davies–Bouldin and Calinski–Harabasz values, and for the algorithms that take
+``k`` the gap statistic, a Gaussian mixture's BIC and the stability across seeds
+(:mod:`models.segments.criteria`); the ``combined`` rule or one criterion picks ``k``.
 """
 
 from __future__ import annotations
@@ -17,10 +19,22 @@ from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silho
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 
+from models.segments.criteria import (
+    combined_k,
+    gap_statistic,
+    gmm_bic,
+    subsample_stability,
+    votes,
+)
+
 ALGORITHMS = ("kmeans", "gmm", "agglomerative", "hdbscan", "dbscan")
 #: Algorithms that take the number of segments; the density-based ones find it themselves.
 K_ALGORITHMS = ("kmeans", "gmm", "agglomerative")
-CRITERIA = ("silhouette", "elbow", "davies_bouldin", "calinski_harabasz")
+CRITERIA = (
+    "combined", "silhouette", "elbow", "davies_bouldin", "calinski_harabasz", "gap", "bic",
+)  # fmt: skip
+#: Pairs of subsample fits per ``k`` for the stability criterion.
+STABILITY_REPEATS = 3
 #: Whether a higher value of a quality measure is better.
 HIGHER_IS_BETTER = {"silhouette": True, "davies_bouldin": False, "calinski_harabasz": True}
 
@@ -77,12 +91,14 @@ def cluster(
     *,
     min_cluster_size: int = 10,
     max_fit_samples: int = 10_000,
+    keep_noise: bool = False,
 ) -> np.ndarray:
     """Segment index per row of ``z`` (n, d), in ``0..k'-1``.
 
     ``k`` is ignored by ``hdbscan`` and ``dbscan``. Agglomerative clustering and the density
     methods need O(n²) work, so above ``max_fit_samples`` rows they fit on a seeded sample and
-    the other rows join the nearest centroid.
+    the other rows join the nearest centroid. With ``keep_noise`` the density methods' noise
+    stays ``-1`` (people who fit no segment) instead of joining the nearest centroid.
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm {algorithm!r} is not one of {ALGORITHMS}")
@@ -104,17 +120,24 @@ def cluster(
         min_samples = 2 * z.shape[1]
         found = DBSCAN(eps=_dbscan_eps(sample, min_samples), min_samples=min_samples)
         found = found.fit_predict(sample)
+    noise = found < 0
     found = _with_noise_assigned(sample, found)
     if len(fit_rows) == len(z):
-        return found
-    return nearest(z, centroids(sample, found)).astype(np.int64)
+        return np.where(noise & keep_noise, -1, found).astype(np.int64)
+    labels = nearest(z, centroids(sample, found)).astype(np.int64)
+    if keep_noise:
+        labels[fit_rows[noise]] = -1
+    return labels
 
 
 def quality(z: np.ndarray, labels: np.ndarray, seed: int, sample: int = 3000) -> dict[str, float]:
-    """Inertia, silhouette (on a seeded sample of ``sample`` rows), Davies–Bouldin, C–H."""
-    k = int(labels.max()) + 1
-    inertia = float(((z - centroids(z, labels, k)[labels]) ** 2).sum())
-    if k < 2:
+    """Inertia, silhouette (on a seeded sample of ``sample`` rows), Davies–Bouldin, C–H, over
+    the rows with a segment (``labels >= 0``)."""
+    assigned = labels >= 0
+    z, labels = z[assigned], labels[assigned]
+    k = int(labels.max()) + 1 if len(labels) else 0
+    inertia = float(((z - centroids(z, labels, k)[labels]) ** 2).sum()) if k else np.nan
+    if k < 2 or k >= len(z):
         return {"inertia": inertia, "silhouette": np.nan, "davies_bouldin": np.nan,
                 "calinski_harabasz": np.nan}  # fmt: skip
     size = min(sample, len(z))
@@ -153,6 +176,8 @@ class KCurve:
     values: dict[str, list[float]] = field(default_factory=dict)  # measure -> per k
     chosen_k: int = 0
     knee_k: int = 0
+    votes: dict[str, int] = field(default_factory=dict)  # criterion -> its own k
+    reason: str = ""  # why chosen_k (the combined rule's explanation)
 
     def value_at(self, measure: str, k: int) -> float:
         return self.values[measure][self.ks.index(k)]
@@ -169,14 +194,18 @@ def select_k(
     min_cluster_size: int = 10,
     max_fit_samples: int = 10_000,
     tolerance: float = 0.0,
+    keep_noise: bool = False,
     callback: Callback | None = None,
 ) -> tuple[KCurve, np.ndarray]:
     """Fit ``algorithm`` for each ``k`` in ``ks``; return the curves and the chosen labels.
 
-    The choice is the smallest ``k`` whose criterion is within ``tolerance`` (relative) of the
-    best value: on a flat curve the simpler segmentation wins over a noise-level gain, which is
-    also what keeps the choice stable across seeds. Density algorithms fit once (their ``ks`` is
-    the one ``k`` they found).
+    For the algorithms that take ``k`` every criterion is recorded (inertia, silhouette,
+    Davies–Bouldin, Calinski–Harabasz, gap and its spread, diagonal-GMM BIC, subsample
+    stability) with each criterion's own ``k`` in ``curve.votes``. ``combined`` applies
+    :func:`models.segments.criteria.combined_k`; ``gap`` and ``bic`` take that criterion's own
+    ``k``; a single index takes the smallest ``k`` within ``tolerance`` (relative) of its best
+    value (on a flat curve the simpler segmentation wins over a noise-level gain). Density
+    algorithms fit once (their ``ks`` is the one ``k`` they found).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion {criterion!r} is not one of {CRITERIA}")
@@ -186,21 +215,47 @@ def select_k(
     if not ks:
         raise ValueError(f"no k in the range fits {len(z)} users; need 2 <= k < n")
     curve = KCurve(algorithm, criterion, [], {m: [] for m in ("inertia", *HIGHER_IS_BETTER)})
+    several = algorithm in K_ALGORITHMS and len(ks) > 1
+    if several:
+        curve.values |= {"gap": [], "gap_se": [], "bic": [], "stability": []}
+        gap, gap_se = gap_statistic(z, ks, seed)
     fits: dict[int, np.ndarray] = {}
-    for k in ks:
+    for i, k in enumerate(ks):
         labels = cluster(
             algorithm, z, k, seed, min_cluster_size=min_cluster_size,
-            max_fit_samples=max_fit_samples,
+            max_fit_samples=max_fit_samples, keep_noise=keep_noise,
         )  # fmt: skip
-        found = int(labels.max()) + 1
+        found = max(int(labels.max()) + 1, 1)
         fits[found] = labels
         curve.ks.append(found)
         for measure, value in quality(z, labels, seed, sample).items():
             curve.values[measure].append(value)
+        if several:
+
+            def fit_rows(rows: np.ndarray, fit_seed: int, k: int = k) -> np.ndarray:
+                return cluster(
+                    algorithm, rows, k, fit_seed, min_cluster_size=min_cluster_size,
+                    max_fit_samples=max_fit_samples, keep_noise=keep_noise,
+                )  # fmt: skip
+
+            curve.values["gap"].append(float(gap[i]))
+            curve.values["gap_se"].append(float(gap_se[i]))
+            curve.values["bic"].append(gmm_bic(z, k, seed))
+            curve.values["stability"].append(
+                subsample_stability(z, fit_rows, seed, repeats=STABILITY_REPEATS)
+            )
         if callback is not None:
             callback("k", {"algorithm": algorithm, "k": found, **quality_row(curve, found)})
     curve.knee_k = curve.ks[knee_index(np.array(curve.ks), np.array(curve.values["inertia"]))]
-    if criterion == "elbow":
+    if several:
+        curve.votes = votes(curve.ks, curve.values) | {"elbow": curve.knee_k}
+    if not several:
+        curve.chosen_k, curve.reason = curve.ks[0], "found by the algorithm"
+    elif criterion == "combined":
+        curve.chosen_k, curve.reason = combined_k(curve.ks, curve.values)
+    elif criterion in ("gap", "bic"):
+        curve.chosen_k, curve.reason = curve.votes[criterion], criterion
+    elif criterion == "elbow":
         curve.chosen_k = curve.knee_k
     else:
         sign = 1.0 if HIGHER_IS_BETTER[criterion] else -1.0

@@ -22,15 +22,46 @@ def test_search_share_and_split_price_preferences() -> None:
     assert anon["purchase_price_preference"] == 1.0  # neutral: bought nothing
 
 
-def test_event_inputs_rates_and_category_block() -> None:
+def test_behaviour_share_features_by_hand() -> None:
+    """issue #18: searches per session, deal searches, device shares and price-tier shares of
+    views, carts and purchases are user features (Feast), computed by hand here."""
+    events = make_events(ROWS)
+    events["query"] = None
+    events.loc[events["event_type"] == "search", "query"] = "Cheap shirts"
+    users = user_features(events, [AS_OF])
+    u1 = row_of(users, "user_id", "u1")
+    assert u1["device_shares"] == '{"desktop":0.2857,"mobile":0.7143}'
+    # Shoes p1 50 and p3 100: quartiles 62.5 / 75 / 87.5, so p1 budget, p3 luxury; shirts have
+    # one price, so p2 is mid.
+    assert u1["view_tier_shares"] == '{"budget":0.3333,"luxury":0.3333,"mid":0.3333}'
+    assert u1["cart_tier_shares"] == '{"budget":0.5,"mid":0.5}'
+    assert u1["purchase_tier_shares"] == '{"budget":1.0}'
+    assert (u1["searches_per_session_30d"], u1["deal_search_share"]) == (0.0, 0.0)
+    anon = row_of(users, "user_id", "anon:a9")
+    assert anon["searches_per_session_30d"] == 1.0 and anon["deal_search_share"] == 1.0
+    assert anon["purchase_tier_shares"] == "{}"
+
+
+def test_event_inputs_rates_shares_and_blocks() -> None:
     users = user_features(make_events(ROWS), [AS_OF])
     inputs = event_inputs(users)
     u1 = inputs.numeric.iloc[list(inputs.user_ids).index("u1")]
-    assert u1["purchases_per_session_30d"] == pytest.approx(1 / 3)
+    assert u1["views_per_session_30d"] == pytest.approx(1.0)
     assert u1["cart_rate_30d"] == pytest.approx(2 / 3)
+    assert u1["purchase_rate_30d"] == pytest.approx(1 / 2)
+    assert u1["cart_tier_score"] == pytest.approx(1 / 6)  # budget 0 and mid 1/3
+    assert u1["purchase_tier_score"] == 0.0
     assert u1["share_shoes"] == pytest.approx(0.6667)
-    assert inputs.groups == {"share_shirts": "category_shares", "share_shoes": "category_shares"}
+    assert u1["device_mobile"] == pytest.approx(0.7143)
+    assert u1["view_tier_luxury"] == pytest.approx(0.3333)
+    assert inputs.groups["share_shoes"] == "category_shares"
+    assert inputs.groups["device_mobile"] == "device_shares"
+    assert inputs.groups["view_tier_mid"] == "view_tier_shares"
     assert inputs.vocabulary["share_shoes"] == (("adj", "Shoes"), None)
+    # Nobody without a purchase gets a budget taste for free: the mean of the buyers (u1 0.0,
+    # u2 bought p2, mid 1/3) fills in.
+    anon = inputs.numeric.iloc[list(inputs.user_ids).index("anon:a9")]
+    assert anon["purchase_tier_score"] == pytest.approx(1 / 6)
     assert not inputs.numeric.isna().any().any()
 
 

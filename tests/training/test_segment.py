@@ -23,15 +23,36 @@ JOB = SegmentJob(stability_seeds=1, tsne_sample=300)
 
 
 @pytest.fixture(scope="module")
-def segmented(tmp_path_factory):
-    """Generate 400 users with planted personas, then the whole `--events` path once."""
+def one_off(tmp_path_factory):
+    """Generate 400 users with planted personas, then the whole `--events` path once (a one-off
+    run on a file: logged, CSV written, nothing registered)."""
     home = tmp_path_factory.mktemp("segment")
     ws = Workspace(home=home).ensure()
     generated = generate_clickstream(n_users=400, days=28, seed=5)
     paths = write_generated(generated, home / "raw" / "generated")
     out = home / "segments.csv"
     result = segment_events(ws, paths["events"], JOB, out, truth=generated.personas)
+    tracking.configure(ws)
+    registered = tracking.alias_version("tailor-segmenter", "champion")
+    kept = (ws.models_dir / "segmenter").exists()
+    return ws, generated, result, out, registered, kept
+
+
+@pytest.fixture(scope="module")
+def segmented(one_off):
+    """The workspace's own segmentation of the same people: registered, in Feast."""
+    ws, generated, first, out, _, _ = one_off
+    result = segment_workspace(ws, JOB, first.as_of, truth=generated.personas)
     return ws, generated, result, out
+
+
+def test_a_one_off_file_run_does_not_register_or_replace_the_workspace_segmenter(one_off):
+    """issue #18: `tailor segment --events F` logs its run and writes its CSV; it neither
+    registers nor promotes a segmenter, nor leaves one for the workspace's next run."""
+    ws, _, result, out, registered, kept = one_off
+    assert result.run_id and result.version is None and result.promotion is None
+    assert registered is None and not kept
+    assert out.is_file()
 
 
 def test_planted_personas_are_recovered(segmented):

@@ -17,6 +17,7 @@ import pandas as pd
 from pydantic import field_validator
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from features.feature_specs import UNCLASSIFIED_ID, UNCLASSIFIED_LABEL
 from features.segment_inputs import SegmentInputs
 from features.yaml_files import FILE_CONFIG, Invalid, reject_bool_numbers
 from models.segments.matching import agreement
@@ -28,6 +29,8 @@ Say = Callable[[str], None]
 
 MODEL_NAME = "tailor-segmenter"
 EXPERIMENT = "tailor-segment"
+#: Truth labels left out of the adjusted Rand index (the generator's random users).
+NOISE_TRUTH = ("noise",)
 
 
 @pydantic_dataclass(frozen=True, config=FILE_CONFIG)
@@ -36,7 +39,9 @@ class SegmentJob:
     writes the segmenter's keys at the top level, beside the job's."""
 
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
-    min_sessions: int = 2  # event data: people with fewer sessions are assigned, not fitted
+    # event data: people with fewer sessions are assigned, not fitted (a handful of sessions gives
+    # shares of 0 and 1, not a taste)
+    min_sessions: int = 5
     stability_seeds: int = 2  # refits with seeds seed+1.. to measure label stability
     tsne_sample: int = 3000
     plots_dir: str = ""  # default: <home>/models/segment-plots/<source>
@@ -82,6 +87,7 @@ class SegmentResult:
     stability: list[tuple[int, float]]
     run_id: str = ""
     ari: float | None = None
+    coverage: dict[str, float] = field(default_factory=dict)  # against the truth, see below
     migration: pd.DataFrame | None = None
     version: str | None = None
     promotion: Any = None  # training.promote.Promotion once registered
@@ -177,23 +183,50 @@ def run_segmentation(
     say(f"stability over {job.stability_seeds} other seed(s)")
     stable = stability(inputs, job, fit_rows, segmenter.assignments)
     tests, merges = _frames(segmenter)
+    ids, labels = segment_names(segmenter.ids, segmenter.labels, index)
     assignments = pd.DataFrame(
-        {
-            "user_id": inputs.user_ids,
-            "segment_index": index,
-            "segment_id": segmenter.ids[index],
-            "segment_label": np.asarray(segmenter.labels, dtype=object)[index],
-        }
-    )
+        {"user_id": inputs.user_ids, "segment_index": index, "segment_id": ids,
+         "segment_label": labels}
+    )  # fmt: skip
+    if (index < 0).any():
+        say(f"{int((index < 0).sum())} people fit no segment: {UNCLASSIFIED_LABEL}")
     return SegmentResult(segmenter, assignments, table, tests, merges, None, fit_rows, stable)
 
 
+def segment_names(
+    ids: np.ndarray, labels: list[str], index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(segment_id, segment_label)`` per person from segment indices; index ``-1`` (no
+    segment fits) becomes :data:`UNCLASSIFIED_ID`, :data:`UNCLASSIFIED_LABEL`."""
+    index = np.asarray(index)
+    known = index >= 0
+    out_ids = np.where(known, np.asarray(ids)[np.where(known, index, 0)], UNCLASSIFIED_ID)
+    names = np.asarray(labels, dtype=object)[np.where(known, index, 0)]
+    return out_ids.astype(np.int64), np.where(known, names, UNCLASSIFIED_LABEL).astype(object)
+
+
 def adjusted_rand(assignments: pd.DataFrame, truth: pd.DataFrame) -> float:
-    """ARI of ``segment_id`` against ``truth`` (``user_id`` + one label column) on shared users."""
+    """ARI of ``segment_id`` against ``truth`` (``user_id`` + one label column) on shared users,
+    leaving out the truth's noise users (:data:`NOISE_TRUTH`, who follow no persona); people
+    left ``Unclassified`` count as one more label, so leaving persona users out costs ARI."""
     from sklearn.metrics import adjusted_rand_score
 
     label = [c for c in truth.columns if c != "user_id"][0]
+    truth = truth[~truth[label].isin(NOISE_TRUTH)]
     joined = assignments.merge(truth[["user_id", label]], on="user_id")
     if joined.empty:
         raise ValueError("no user of the ground truth file was segmented")
     return float(adjusted_rand_score(joined[label], joined["segment_id"]))
+
+
+def truth_coverage(assignments: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
+    """Shares of the truth's noise users left ``Unclassified`` and of its persona users given a
+    segment (the outlier option's two targets); empty without noise users in the truth."""
+    label = [c for c in truth.columns if c != "user_id"][0]
+    joined = assignments.merge(truth[["user_id", label]], on="user_id")
+    noise = joined[label].isin(NOISE_TRUTH)
+    unclassified = joined["segment_label"] == UNCLASSIFIED_LABEL
+    out = {"persona_assigned": float((~unclassified[~noise]).mean())}
+    if noise.any():
+        out["noise_unassigned"] = float(unclassified[noise].mean())
+    return out

@@ -32,8 +32,9 @@ def _scatter(ax, points: np.ndarray, labels: np.ndarray, names: list[str], title
 
 
 def segment_figures(result, inputs, job, folder: Path) -> dict[str, Path]:
-    """Elbow, quality curves, 2-D PCA and t-SNE maps, profile heat map, stability and (when a
-    previous run exists) migration; PNG files in ``folder``, returned by name."""
+    """Elbow, quality curves, the k-selection criteria side by side, 2-D PCA and t-SNE maps (of
+    the people with a segment), profile heat map, stability and (when a previous run exists)
+    migration; PNG files in ``folder``, returned by name."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
@@ -73,8 +74,12 @@ def segment_figures(result, inputs, job, folder: Path) -> dict[str, Path]:
     axes[0].legend()
     save(fig, "silhouette")
 
+    criteria_figure(report, save)
+
     x = inputs.numeric.to_numpy(dtype=float)[result.fit_rows]
     z, labels = segmenter.preprocessor.transform(x), segmenter.assignments
+    assigned = labels >= 0
+    z, labels = z[assigned], labels[assigned]
     fig, ax = plt.subplots(figsize=(7, 5.5))
     pca = PCA(n_components=2, random_state=0).fit(z)
     share = pca.explained_variance_ratio_.sum()
@@ -126,6 +131,48 @@ def segment_figures(result, inputs, job, folder: Path) -> dict[str, Path]:
     return figures
 
 
+#: The k-selection criteria side by side: (measure, title, better).
+CRITERIA_PANELS = (
+    ("silhouette", "silhouette", "higher"),
+    ("calinski_harabasz", "Calinski–Harabasz", "higher"),
+    ("davies_bouldin", "Davies–Bouldin", "lower"),
+    ("gap", "gap statistic (± s)", "1-SE rule"),
+    ("bic", "GMM BIC (diagonal)", "lower"),
+    ("stability", "stability across 80% subsamples (ARI)", "higher"),
+)
+
+
+def criteria_figure(report, save) -> None:
+    """One panel per criterion over k, each criterion's own k marked (triangle) and the chosen
+    k dashed: the plot behind the combined rule (``k_criteria.png``)."""
+    plt = _plt()
+    curves = [c for c in report.curves if len(c.ks) > 1]
+    if not curves:
+        return
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    for ax, (measure, title, better) in zip(axes.ravel(), CRITERIA_PANELS, strict=True):
+        for curve in curves:
+            if measure not in curve.values:
+                continue
+            values = np.asarray(curve.values[measure], dtype=float)
+            if measure == "gap":
+                ax.errorbar(curve.ks, values, yerr=curve.values["gap_se"], marker="o",
+                            capsize=3, label=curve.algorithm)  # fmt: skip
+            else:
+                ax.plot(curve.ks, values, marker="o", label=curve.algorithm)
+            if measure in curve.votes:
+                k = curve.votes[measure]
+                ax.plot([k], [values[curve.ks.index(k)]], marker="v", ms=12, color="red")
+        ax.axvline(report.k_selected, ls="--", color="black", lw=0.8)
+        ax.set_xlabel("k")
+        ax.set_title(f"{title} ({better})", fontsize=9)
+    axes[0, 0].legend(fontsize=8)
+    reason = next((c.reason for c in curves if c.algorithm == report.algorithm), "")
+    fig.suptitle(f"k selection: chosen k = {report.k_selected} ({report.algorithm}; {reason}); "
+                 "red triangle = each criterion's own k", fontsize=10)  # fmt: skip
+    save(fig, "k_criteria")
+
+
 def _markdown(frame: pd.DataFrame, floatfmt: str = ".4g") -> str:
     head = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
@@ -156,7 +203,11 @@ def write_report(result, path: Path, title: str, commands: list[str], notes: lis
         "",
     ]
     if result.ari is not None:
-        lines += [f"Adjusted Rand index against the planted personas: **{result.ari:.4f}**.", ""]
+        lines += [f"Adjusted Rand index against the planted personas (noise users left out): "
+                  f"**{result.ari:.4f}**.", ""]  # fmt: skip
+        if result.coverage:
+            shares = ", ".join(f"{k.replace('_', ' ')} {v:.1%}" for k, v in result.coverage.items())
+            lines += [f"Against the truth: {shares}.", ""]
     table = result.table.drop(columns=["description"])
     lines += ["## Segments", "", _markdown(table), ""]
     tests = result.tests.assign(passes=result.tests["p_value"] < result.segmenter.config.alpha)
@@ -164,10 +215,17 @@ def write_report(result, path: Path, title: str, commands: list[str], notes: lis
               _markdown(tests), ""]  # fmt: skip
     lines += ["## Merges (over-segmentation guard)", ""]
     lines += [_markdown(result.merges) if len(result.merges) else "No merge was needed.", ""]
+    if report.unassigned:
+        lines += [f"Unclassified (fit no segment, outlier option): {report.unassigned} of "
+                  f"{len(result.fit_rows)} fitted people.", ""]  # fmt: skip
     for curve in report.curves:
         frame = pd.DataFrame({"k": curve.ks, **curve.values})
-        lines += [f"## k selection: {curve.algorithm} (chosen {curve.chosen_k}, knee "
-                  f"{curve.knee_k})", "", _markdown(frame), ""]  # fmt: skip
+        votes = ", ".join(f"{name} {k}" for name, k in curve.votes.items())
+        lines += [f"## k selection: {curve.algorithm} (chosen {curve.chosen_k}: "
+                  f"{curve.reason or curve.criterion}; knee {curve.knee_k})", ""]  # fmt: skip
+        if votes:
+            lines += [f"Each criterion's own k: {votes}.", ""]
+        lines += [_markdown(frame), ""]
     if result.stability:
         lines += ["## Stability (same data, other seeds, Hungarian-matched)", ""]
         lines += [f"- seed {seed}: {share:.4f} of users under the same segment"

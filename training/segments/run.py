@@ -18,7 +18,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,8 @@ from training.segments.job import (
     SegmentResult,
     adjusted_rand,
     run_segmentation,
+    segment_names,
+    truth_coverage,
 )
 from training.segments.report import segment_figures
 
@@ -88,11 +90,17 @@ def segment_workspace(
     truth: pd.DataFrame | None = None,
     out: Path | None = None,
     say: Say | None = None,
+    one_off: bool = False,
 ) -> SegmentResult:
-    """Segment every person of the workspace as of ``as_of`` (default: the end of the log)."""
+    """Segment every person of the workspace as of ``as_of`` (default: the end of the log).
+
+    ``one_off`` (``tailor segment --events F``): log the run and write the CSV only; the
+    workspace's own segmentation (registered model, champion, ``user_segments`` in Feast, the
+    segmenter the next run matches ids to) is left as it was.
+    """
     say = say or logger.info
     with _threads(job.threads):
-        return _segment_workspace(ws, job, as_of, truth, out, say)
+        return _segment_workspace(ws, job, as_of, truth, out, say, one_off)
 
 
 def _threads(n: int):
@@ -103,14 +111,14 @@ def _threads(n: int):
     return threadpool_limits(limits=n) if n > 0 else nullcontext()
 
 
-def _segment_workspace(ws, job, as_of, truth, out, say) -> SegmentResult:
+def _segment_workspace(ws, job, as_of, truth, out, say, one_off=False) -> SegmentResult:
     as_of, persons, features = user_features_as_of(ws, as_of)
     say(f"{len(persons)} people as of {as_of}; user features read from Feast")
     active = features["sessions_30d"].notna().to_numpy()
     inputs = event_inputs(features[active])
     fit_mask = inputs.numeric["sessions_30d"].to_numpy() >= job.min_sessions
     result = run_segmentation(inputs, job, fit_mask, say)
-    previous, previous_assignments = _previous(ws)
+    previous, previous_assignments = (None, None) if one_off else _previous(ws)
     if previous is not None and previous.feature_names == result.segmenter.feature_names:
         ids = result.segmenter.match_previous(previous)
         result = _relabel(result, ids)
@@ -124,10 +132,16 @@ def _segment_workspace(ws, job, as_of, truth, out, say) -> SegmentResult:
     result.as_of = as_of
     if truth is not None:
         result.ari = adjusted_rand(result.assignments, truth)
-        say(f"adjusted Rand index against the ground truth: {result.ari:.3f}")
-    _write_feast(ws, result, say)
-    _log(ws, job, result, inputs, features, say)
-    _keep_for_next_run(ws, result)
+        result.coverage = truth_coverage(result.assignments, truth)
+        shares = ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in result.coverage.items())
+        say(f"adjusted Rand index against the ground truth (non-noise): {result.ari:.3f}; {shares}")
+    if one_off:
+        _log(ws, replace(job, register=False), result, inputs, features, say)
+        say("one-off run on a file: the workspace's segmenter and Feast segments are unchanged")
+    else:
+        _write_feast(ws, result, say)
+        _log(ws, job, result, inputs, features, say)
+        _keep_for_next_run(ws, result)
     if out is not None:
         write_csv(result.assignments, out)
     return result
@@ -149,13 +163,14 @@ def segment_events(
     start, end = feature_time_range(ws)
     store.materialize(ws, start.to_pydatetime(), end.to_pydatetime(), store=fs)
     say(f"features: {built.rows['user_features']} user rows, {len(built.snapshots)} snapshots")
-    return segment_workspace(ws, job, built.end, truth=truth, out=out, say=say)
+    return segment_workspace(ws, job, built.end, truth=truth, out=out, say=say, one_off=True)
 
 
 def _relabel(result: SegmentResult, ids: np.ndarray) -> SegmentResult:
     index = result.assignments["segment_index"].to_numpy()
-    result.assignments["segment_id"] = ids[index]
-    result.assignments["segment_label"] = np.asarray(result.segmenter.labels, dtype=object)[index]
+    segment_ids, labels = segment_names(ids, result.segmenter.labels, index)
+    result.assignments["segment_id"] = segment_ids
+    result.assignments["segment_label"] = labels
     result.table["segment_id"] = ids
     nearest = result.table["nearest_segment"].to_numpy()  # indices until now
     result.table["nearest_segment"] = np.where(nearest >= 0, ids[np.maximum(nearest, 0)], -1)
@@ -232,8 +247,16 @@ def log_run(ws, job, result, inputs, tags, dataset=None, say: Say | None = None)
         tracking.log_params(asdict(job.segmenter))
         tracking.log_params({"min_sessions": job.min_sessions, "n_users": len(result.assignments),
                              "n_fit": len(result.fit_rows), "source": inputs.source})  # fmt: skip
+        blocks = sorted(set(inputs.groups.values()))
+        tracking.log_params({
+            "n_inputs": len(segmenter.feature_names),
+            "inputs": ",".join(c for c in segmenter.feature_names if c not in inputs.groups),
+            "input_blocks": ",".join(blocks),
+            "log_inputs": ",".join(inputs.log_features),
+        })  # fmt: skip
         metrics = {f"final_{k}": v for k, v in segmenter.report.quality.items()}
         metrics |= {
+            "n_unclassified": segmenter.report.unassigned,
             "silhouette": segmenter.report.quality["silhouette"],
             "k_selected": segmenter.report.k_selected,
             "k_final": len(segmenter.labels),
@@ -243,6 +266,7 @@ def log_run(ws, job, result, inputs, tags, dataset=None, say: Say | None = None)
             metrics["stability_min"] = min(a for _, a in result.stability)
         if result.ari is not None:
             metrics["ari_ground_truth"] = result.ari
+            metrics |= result.coverage
         tracking.log_metrics({k: v for k, v in metrics.items() if np.isfinite(v)})
         for curve in segmenter.report.curves:
             tracking.log_metric_steps([
@@ -253,7 +277,8 @@ def log_run(ws, job, result, inputs, tags, dataset=None, say: Say | None = None)
             tracking.log_dataset(dataset[0], f"user-features@{result.as_of}", "training",
                                  dataset[1])  # fmt: skip
         for name, table in (("segments", result.table), ("tests", result.tests),
-                            ("merges", result.merges)):  # fmt: skip
+                            ("merges", result.merges), ("inputs", input_table(segmenter)),
+                            ("k_selection", k_table(segmenter))):  # fmt: skip
             tracking.log_table(table, f"tables/{name}.csv")
         if result.migration is not None:
             tracking.log_table(result.migration.reset_index(), "tables/migration.csv")
@@ -267,6 +292,33 @@ def log_run(ws, job, result, inputs, tags, dataset=None, say: Say | None = None)
     if say is not None:
         say(f"MLflow run {result.run_id} ({len(result.figures)} plots in {plots})")
     return result.run_id
+
+
+def input_table(segmenter) -> pd.DataFrame:
+    """The inputs a run used: name, block, log1p or not, centre, scale and weight."""
+    pre = segmenter.preprocessor
+    return pd.DataFrame(
+        {
+            "input": segmenter.feature_names,
+            "logged": pre.log_mask,
+            "center": pre.center,
+            "scale": pre.scale,
+            "weight": pre.weights,
+        }
+    )
+
+
+def k_table(segmenter) -> pd.DataFrame:
+    """Every k-selection criterion per algorithm and k, each criterion's own k and the rule's."""
+    frames = []
+    for curve in segmenter.report.curves:
+        frame = pd.DataFrame({"algorithm": curve.algorithm, "k": curve.ks, **curve.values})
+        frame["chosen"] = frame["k"] == curve.chosen_k
+        frame["voted_by"] = [
+            ",".join(c for c, v in curve.votes.items() if v == k) for k in curve.ks
+        ]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 # -- real data sets without the event schema (no Feast, no registry) ----------------------------
