@@ -49,7 +49,7 @@ from features.ingest import ingest_rows, validate_rows
 from features.live_sessions import SessionStore
 from features.personas import PersonaConfig
 from features.workspace import Workspace
-from serving.identify import link_identify_events
+from serving.identify import link_identify_events, record_fingerprint_hints
 from serving.persona_updates import (
     REAPPLY_BATCH,
     PendingPersonas,
@@ -195,7 +195,11 @@ class EventConsumer:
         identity = identity or IdentityGraph.for_workspace(ws)
         sessions = sessions or SessionStore.for_workspace(ws)
 
+        fingerprints = ws.settings.fingerprint
+
         def link(appended: pd.DataFrame) -> list[str]:
+            if fingerprints:  # weak hints only: never a reason to merge
+                record_fingerprint_hints(identity, appended)
             merged = link_identify_events(identity, appended)
             if metrics is not None and metrics.identify is not None and merged:
                 metrics.identify.labels(outcome="linked").inc(len(merged))

@@ -20,6 +20,7 @@ import pandas as pd
 from features.context import activity_rows
 from features.identity.graph import IdentityGraph, Merge, Resolver
 from features.personas import PersonaConfig
+from serving.devices import fingerprint_hint
 from serving.persona_updates import Push, ReadEvents, ReadStates, reapply_personas
 from serving.schemas import STORE_NOT_UPDATED, IdentifyRequest, IdentifyResponse
 
@@ -97,3 +98,21 @@ def link_identify_events(graph: IdentityGraph, events: pd.DataFrame) -> list[str
     events are folded (a refresh refolds the whole history, the events included)."""
     merged = [merge.canonical for merge in graph.link_events(events) if merge.recorded]
     return list(dict.fromkeys(merged))
+
+
+def record_fingerprint_hints(graph: IdentityGraph, events: pd.DataFrame) -> int:
+    """Store the weak device-fingerprint hints the collector put in ``events``' properties
+    (:func:`serving.devices.fingerprint_hint`; only when ``TAILOR_FINGERPRINT=1``), one per
+    anonymous id and fingerprint; hints never merge anyone. Returns how many were stored."""
+    if "properties" not in events.columns or "anonymous_id" not in events.columns:
+        return 0
+    seen: dict[tuple[str, str], float] = {}
+    for anonymous_id, properties in zip(events["anonymous_id"], events["properties"], strict=True):
+        if not anonymous_id or not isinstance(anonymous_id, str) or properties is None:
+            continue
+        hint = fingerprint_hint(properties)
+        if hint is not None:
+            seen[(anonymous_id, hint[0])] = hint[1]
+    for (anonymous_id, fingerprint), confidence in seen.items():
+        graph.add_hint(anonymous_id, fingerprint, confidence)
+    return len(seen)

@@ -16,7 +16,13 @@ from features.eventlog import EventLog
 from features.identity.graph import IdentityError, IdentityGraph, UserMergeRefused
 from features.personas import PersonaState
 from serving.consumer import EventConsumer
-from serving.identify import identify, link_identify_events, refresh_person, resolve_person
+from serving.identify import (
+    identify,
+    link_identify_events,
+    record_fingerprint_hints,
+    refresh_person,
+    resolve_person,
+)
 from serving.publish import publish_events
 from serving.schemas import STORE_NOT_UPDATED, IdentifyRequest
 from tests.serving.test_events import drain
@@ -167,3 +173,26 @@ def test_reads_resolve_an_anonymous_device_to_its_user(graph):
     assert resolve_person(graph, "anon:cookieZ") == "newuser77"
     assert resolve_person(graph, "newuser77") == "newuser77"
     assert resolve_person(graph, "anon:never-seen") == "anon:never-seen"
+
+
+def test_fingerprint_hints_are_stored_per_device_and_never_merge(graph):
+    """issue #11: the collector's weak fingerprint (TAILOR_FINGERPRINT=1) reaches the identity
+    graph as a hint with its confidence; two devices sharing it stay two people."""
+    hint = {"hash": "fp1:abc123", "confidence": 0.9, "hints": {"ua": "Chrome"}}
+    events = pd.DataFrame(
+        {
+            "anonymous_id": ["dev1", "dev1", "dev2", "dev3", None],
+            "properties": [
+                json.dumps({"fingerprint": hint}),
+                json.dumps({"fingerprint": hint}),  # the same device again: one hint
+                json.dumps({"fingerprint": hint}),
+                json.dumps({"browser": "Firefox"}),  # no fingerprint
+                json.dumps({"fingerprint": hint}),  # no anonymous id
+            ],
+        }
+    )
+    assert record_fingerprint_hints(graph, events) == 2
+    stored = graph.hints_for("fp1:abc123")
+    assert sorted(h.anonymous_id for h in stored) == ["dev1", "dev2"]
+    assert {h.confidence for h in stored} == {0.3}  # capped: a fingerprint is a weak hint
+    assert graph.canonical("anon:dev1") == "anon:dev1" != graph.canonical("anon:dev2")
