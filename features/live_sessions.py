@@ -17,6 +17,10 @@ Two backends behind one interface, chosen by :meth:`SessionStore.for_workspace`:
   (:mod:`features.database`, SQLAlchemy Core); expired rows are ignored on read and pruned by
   every update.
 
+An update applies a whole events frame (a consumer batch) at once: every session it touches is
+read, folded and written in one transaction (SQL) or one ``WATCH``/``MULTI`` round (Redis), not
+one per session, which made the session store most of the consumer's time.
+
 :meth:`SessionStore.update` is idempotent: each session keeps the ids of its last
 :data:`MAX_SEEN_EVENTS` events, and an event seen before changes nothing (a broker's redelivery,
 a replay). Every store can erase and export a person (STYLE, "People's data").
@@ -29,7 +33,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import pandas as pd
@@ -53,6 +57,16 @@ _COUNTED = {
 }
 #: Redis keys start with this unless a store is given another prefix (tests use their own).
 REDIS_PREFIX = "tailor:live:"
+#: Session ids per ``IN (...)`` read of the SQL store (well under every database's bind limit).
+READ_BATCH = 500
+#: Tries of one SQL update transaction when a concurrent writer got in the way (PostgreSQL: the
+#: same new session inserted by another consumer, or a deadlock).
+SQL_ATTEMPTS = 5
+#: ``WATCH`` rounds of a whole Redis batch before its sessions are applied one at a time (a
+#: concurrent consumer keeps changing one of them).
+REDIS_BATCH_ATTEMPTS = 3
+#: ``found session or None -> the session to write, or None to leave it``.
+Change = Callable[["LiveSession | None"], "LiveSession | None"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +84,10 @@ class LiveSession:
     seen_events: tuple[str, ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # built from the fields directly: dataclasses.asdict deep-copies every value
+        return json.dumps(
+            {name: getattr(self, name) for name in _SESSION_FIELDS}, separators=(",", ":")
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> LiveSession:
@@ -84,6 +101,9 @@ class LiveSession:
         out = json.loads(self.to_json())
         del out["seen_events"]
         return out
+
+
+_SESSION_FIELDS = tuple(f.name for f in fields(LiveSession))
 
 
 @dataclass(frozen=True)
@@ -208,25 +228,24 @@ class SessionStore(ABC):
         """Apply an events frame (the event log's columns; ``event_id``, ``event_type``,
         ``timestamp``, ``session_id`` and ``user_id``/``anonymous_id`` at least). Returns how
         many sessions changed; events without a session id and events seen before change
-        nothing."""
-        changed = 0
+        nothing. Every session of the frame is read, folded and written in one atomic step."""
         now = self.clock()
+        changes: dict[str, Change] = {}
         for session_id, group in session_events(events).items():
             if group[-1].at + self.ttl <= now:
                 continue  # the session ended long ago: not live, nothing to keep
-            changed += self._apply(
-                session_id, lambda found, g=group, s=session_id: fold(found, s, g, self.ttl, now)
+            changes[session_id] = lambda found, g=group, s=session_id: fold(
+                found, s, g, self.ttl, now
             )
-        return changed
+        return self._apply_many(changes) if changes else 0
 
     def _live(self, session: LiveSession | None) -> LiveSession | None:
         return session if session is not None and session.expires_at > self.clock() else None
 
     @abstractmethod
-    def _apply(
-        self, session_id: str, change: Callable[[LiveSession | None], LiveSession | None]
-    ) -> bool:
-        """Read the session, apply ``change`` and write what it returns, atomically."""
+    def _apply_many(self, changes: dict[str, Change]) -> int:
+        """For every ``{session_id: change}``: read the session, apply ``change`` and write
+        what it returns, all atomically; returns how many sessions were written."""
 
     @abstractmethod
     def get(self, session_id: str) -> LiveSession | None:
@@ -291,54 +310,81 @@ class SqlSessionStore(SessionStore):
             .where(self.people.c.person == sa.bindparam("person"), self.sessions.c.expires_at > now)
             .order_by(self.people.c.last_event_at.desc(), self.sessions.c.session_id)
         )
+        # the update's statements, built once too (their compilation is cached by identity)
+        ids = sa.bindparam("ids", expanding=True)
+        self._prune_sessions = sa.delete(self.sessions).where(self.sessions.c.expires_at <= now)
+        self._prune_people = sa.delete(self.people).where(self.people.c.expires_at <= now)
+        self._lock = (
+            sa.select(self.sessions.c.session_id, self.sessions.c.document)
+            .where(self.sessions.c.session_id.in_(ids))
+            .order_by(self.sessions.c.session_id)
+            .with_for_update()
+        )
+        self._rewrite = (
+            sa.update(self.sessions)
+            .where(self.sessions.c.session_id == sa.bindparam("id"))
+            .values(
+                document=sa.bindparam("new_document"), expires_at=sa.bindparam("new_expires_at")
+            )
+        )
+        self._drop_people = sa.delete(self.people).where(self.people.c.session_id.in_(ids))
 
-    def _apply(self, session_id, change) -> bool:
-        sa = self._sa
-        for attempt in range(3):
+    def _apply_many(self, changes: dict[str, Change]) -> int:
+        ids = sorted(changes)  # one lock order for every writer (PostgreSQL row locks)
+        for attempt in range(SQL_ATTEMPTS):
             try:
                 with self.engine.begin() as conn:
-                    now = self.clock()
-                    # a write first: SQLite takes its write lock here, before the read below
-                    conn.execute(sa.delete(self.sessions).where(self.sessions.c.expires_at <= now))
-                    conn.execute(sa.delete(self.people).where(self.people.c.expires_at <= now))
-                    row = conn.execute(
-                        sa.select(self.sessions.c.document)
-                        .where(self.sessions.c.session_id == session_id)
-                        .with_for_update()
-                    ).first()
-                    found = LiveSession.from_json(row[0]) if row else None
-                    updated = change(self._live(found))
-                    if updated is None:
-                        return False
-                    self._write(conn, updated, exists=row is not None)
-                    return True
-            except sa.exc.IntegrityError:  # another writer created the session first (PostgreSQL)
-                if attempt == 2:
+                    return self._apply_in(conn, ids, changes)
+            except self._sa.exc.IntegrityError:  # another writer created a session first
+                if attempt == SQL_ATTEMPTS - 1:
                     raise
-        return False
+            except self._sa.exc.OperationalError as exc:
+                if attempt == SQL_ATTEMPTS - 1 or not _is_deadlock(exc):
+                    raise
+        return 0
 
-    def _write(self, conn, session: LiveSession, exists: bool) -> None:
-        sa, table, people = self._sa, self.sessions, self.people
-        values = {"document": session.to_json(), "expires_at": session.expires_at}
-        if exists:
-            conn.execute(
-                sa.update(table).where(table.c.session_id == session.session_id).values(**values)
-            )
-        else:
-            conn.execute(sa.insert(table).values(session_id=session.session_id, **values))
-        conn.execute(sa.delete(people).where(people.c.session_id == session.session_id))
-        conn.execute(
-            sa.insert(people),
-            [
+    def _apply_in(self, conn, ids: list[str], changes: dict[str, Change]) -> int:
+        now = self.clock()
+        # a write first: SQLite takes its write lock here, before the read below
+        conn.execute(self._prune_sessions, {"now": now})
+        conn.execute(self._prune_people, {"now": now})
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), READ_BATCH):
+            rows = conn.execute(self._lock, {"ids": ids[start : start + READ_BATCH]})
+            found.update({row.session_id: row.document for row in rows})
+        inserts, updates, people = [], [], []
+        for session_id in ids:
+            document = found.get(session_id)
+            before = LiveSession.from_json(document) if document is not None else None
+            session = changes[session_id](self._live(before))
+            if session is None:
+                continue
+            values = {"document": session.to_json(), "expires_at": session.expires_at}
+            if document is None:
+                inserts.append({"session_id": session_id, **values})
+            else:
+                updates.append({f"new_{k}": v for k, v in values.items()} | {"id": session_id})
+            people.extend(
                 {
                     "person": person,
-                    "session_id": session.session_id,
+                    "session_id": session_id,
                     "last_event_at": session.last_event_at,
                     "expires_at": session.expires_at,
                 }
                 for person in session.people
-            ],
-        )
+            )
+        written = [row["session_id"] for row in inserts] + [row["id"] for row in updates]
+        if not written:
+            return 0
+        if inserts:
+            conn.execute(self.sessions.insert(), inserts)
+        if updates:
+            conn.execute(self._rewrite, updates)
+        for start in range(0, len(written), READ_BATCH):
+            conn.execute(self._drop_people, {"ids": written[start : start + READ_BATCH]})
+        if people:
+            conn.execute(self.people.insert(), people)
+        return len(written)
 
     def get(self, session_id: str) -> LiveSession | None:
         with self.engine.connect() as conn:
@@ -361,6 +407,12 @@ class SqlSessionStore(SessionStore):
                 conn.execute(sa.delete(self.people).where(self.people.c.session_id.in_(ids)))
                 conn.execute(sa.delete(self.sessions).where(self.sessions.c.session_id.in_(ids)))
         return len(ids)
+
+
+def _is_deadlock(exc: Exception) -> bool:
+    """Whether a database error is PostgreSQL's deadlock (SQLSTATE 40P01): the transaction was
+    rolled back and may simply run again."""
+    return getattr(getattr(exc, "orig", None), "sqlstate", None) == "40P01"
 
 
 def redis_client(address: str):
@@ -403,7 +455,37 @@ class RedisSessionStore(SessionStore):
     def _person_key(self, person: str) -> str:
         return f"{self.prefix}p:{person}"
 
-    def _apply(self, session_id, change) -> bool:
+    def _apply_many(self, changes: dict[str, Change]) -> int:
+        import redis
+
+        ids = list(changes)
+        keys = [self._session_key(session_id) for session_id in ids]
+        with self.client.pipeline() as pipe:
+            for _ in range(REDIS_BATCH_ATTEMPTS):
+                try:
+                    pipe.watch(*keys)
+                    found = pipe.mget(keys)
+                    updated = []
+                    for session_id, raw in zip(ids, found, strict=True):
+                        before = LiveSession.from_json(raw) if raw else None
+                        session = changes[session_id](self._live(before))
+                        if session is not None:
+                            updated.append(session)
+                    if not updated:
+                        pipe.unwatch()
+                        return 0
+                    pipe.multi()
+                    now = self.clock()
+                    for session in updated:
+                        self._queue_write(pipe, session, now)
+                    pipe.execute()
+                    return len(updated)
+                except redis.WatchError:  # another writer changed one of them: read them again
+                    continue
+        # a concurrent writer keeps changing some session of the batch: one at a time
+        return sum(self._apply(session_id, changes[session_id]) for session_id in ids)
+
+    def _apply(self, session_id: str, change: Change) -> bool:
         import redis
 
         key = self._session_key(session_id)
@@ -416,19 +498,23 @@ class RedisSessionStore(SessionStore):
                     if updated is None:
                         pipe.unwatch()
                         return False
-                    ttl_ms = max(1, int((updated.expires_at - self.clock()) * 1000))
                     pipe.multi()
-                    pipe.set(key, updated.to_json(), px=ttl_ms)
-                    for person in updated.people:
-                        people_key = self._person_key(person)
-                        pipe.zadd(people_key, {session_id: updated.last_event_at})
-                        # the index lives as long as the person's longest-lived session
-                        pipe.pexpire(people_key, ttl_ms, gt=True)
-                        pipe.pexpire(people_key, ttl_ms, nx=True)
+                    self._queue_write(pipe, updated, self.clock())
                     pipe.execute()
                     return True
                 except redis.WatchError:  # another writer changed the session: read it again
                     continue
+
+    def _queue_write(self, pipe, session: LiveSession, now: float) -> None:
+        """Queue (inside MULTI) the writes of one session and its people's index entries."""
+        ttl_ms = max(1, int((session.expires_at - now) * 1000))
+        pipe.set(self._session_key(session.session_id), session.to_json(), px=ttl_ms)
+        for person in session.people:
+            people_key = self._person_key(person)
+            pipe.zadd(people_key, {session.session_id: session.last_event_at})
+            # the index lives as long as the person's longest-lived session
+            pipe.pexpire(people_key, ttl_ms, gt=True)
+            pipe.pexpire(people_key, ttl_ms, nx=True)
 
     def get(self, session_id: str) -> LiveSession | None:
         raw = self.client.get(self._session_key(session_id))

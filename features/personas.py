@@ -37,7 +37,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pandas as pd
@@ -64,6 +64,7 @@ PERSONA_FEATURES: dict[str, tuple[str, str]] = {
     "persona_score": ("float64", "Score in [0, 1] of the best persona (0 when none)."),
     "persona_state": ("string", "JSON of the folded event state the personas are scored on."),
 }
+_ONE_MICROSECOND = pd.Timedelta(microseconds=1)
 _FUNNEL = {"product_view": "views", "add_to_cart": "carts", "purchase": "purchases"}
 _EVENT_FIELDS = ("event_id", "timestamp", "event_type", "session_id", "device_type")
 _EVENT_FIELDS += ("category", "price", "query")
@@ -97,13 +98,16 @@ class PersonaState:
 
     def values(self) -> dict[str, int]:
         """Counts by name, with the derived ``buys*`` (cart adds plus purchases)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name in COUNT_FIELDS}
+        out = {name: getattr(self, name) for name in COUNT_FIELDS}
         for suffix in ("", "_budget", "_high_end", "_tiered"):
             out[f"buys{suffix}"] = out[f"carts{suffix}"] + out[f"purchases{suffix}"]
         return out
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        # built from the fields directly: dataclasses.asdict deep-copies every value, a third of
+        # a consumer batch's persona update (the JSON text is the same)
+        state = {name: getattr(self, name) for name in _STATE_NAMES}
+        return json.dumps(state, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | None) -> PersonaState:
@@ -111,12 +115,13 @@ class PersonaState:
         if not text:
             return cls()
         data = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}  # fields dropped since are ignored
+        # fields dropped since are ignored
+        data = {k: v for k, v in data.items() if k in _STATE_NAMES}
         data["recent_sessions"] = tuple(data.get("recent_sessions", ()))
         return cls(**data)
 
 
+_STATE_NAMES = frozenset(f.name for f in fields(PersonaState))
 COUNT_FIELDS = tuple(f.name for f in fields(PersonaState) if f.type in ("int", int))
 #: Every field a rule may read: the counts and the derived ``buys*``.
 STATE_FIELDS = (*COUNT_FIELDS, "buys", "buys_budget", "buys_high_end", "buys_tiered")
@@ -286,7 +291,7 @@ def _fold_records(state: PersonaState, records: list[tuple], config: PersonaConf
         categories = dict(kept)
     newest = max(record[1] for record in records)
     if state.as_of:
-        newest = max(newest, pd.Timestamp(state.as_of) + pd.Timedelta(microseconds=1))
+        newest = max(newest, pd.Timestamp(state.as_of) + _ONE_MICROSECOND)
     return PersonaState(
         **counts,
         session_id=session_id,

@@ -301,8 +301,16 @@ class EventConsumer:
                 merged = list(self.link(appended))
             except Exception as exc:  # the events are logged; a replay links them again
                 logger.warning("linking the appended events failed: %s", type(exc).__name__)
-        people = self.resolve(appended).unique().tolist()
-        activity = activity_rows(appended, self.resolve)
+        # every person key once (an identity graph lookup), after the link merged people
+        if not appended.index.is_unique:
+            appended = appended.reset_index(drop=True)
+        keys = self.resolve(appended)
+
+        def resolved(frame: pd.DataFrame) -> pd.Series:  # rows of ``appended``, in any order
+            return keys.loc[frame.index]
+
+        people = keys.unique().tolist()
+        activity = activity_rows(appended, resolved)
         pushed = True
         try:
             self.push_activity(activity)
@@ -312,7 +320,7 @@ class EventConsumer:
             logger.warning("pushing %d activity rows failed: %s", len(activity), type(exc).__name__)
             self._count("not_pushed", len(appended))
         updated, degraded = update_personas(
-            appended, self.read_personas, self.push_personas, self.personas, self.resolve
+            appended, self.read_personas, self.push_personas, self.personas, resolved
         )
         self._count("personas", updated)
         if degraded or not pushed:

@@ -256,3 +256,100 @@ def test_redis_client_reads_feast_connection_strings():
 def test_a_bad_ttl_is_refused(tmp_path):
     with pytest.raises(ValueError, match="ttl must be more than 0"):
         SqlSessionStore(f"sqlite:///{tmp_path / 'x.db'}", 0)
+
+
+def test_a_batch_of_many_sessions_is_what_each_session_alone_gives(backend, tmp_path, cleanup):
+    """An update folds every session of a batch in one step (issue #11 benchmark: one
+    transaction or one WATCH round per batch): the same sessions as one update per session."""
+    clock = Clock()
+    batched = make_store(backend, tmp_path, 600, clock)
+    cleanup(batched)
+    kinds = ["product_view", "add_to_cart", "search", "purchase"]
+    rows = [
+        (
+            f"e{i}",
+            kinds[i // 40 % 4],
+            f"p{i % 7}",
+            f"s{i % 40}",
+            f"u{i % 40}" if i % 3 else "anon:a",
+        )
+        for i in range(240)
+    ]
+    frame = events(*rows, start=clock.now)
+    assert batched.update(frame.iloc[:100]) == 40
+    assert batched.update(frame) == 40  # 100 events seen before, the rest new
+    alone = make_store(backend, tmp_path / "alone", 600, clock)
+    cleanup(alone)
+    for session_id, group in frame.groupby("session_id"):
+        assert alone.update(group) == 1, session_id
+    for n in range(40):
+        mine, reference = batched.get(f"s{n}"), alone.get(f"s{n}")
+        assert mine == reference, n
+        assert mine.counters == {"views": 2, "carts": 2, "searches": 1, "purchases": 1}, n
+    assert [s.session_id for s in batched.sessions_of("u1")] == ["s1"]
+    assert len(batched.sessions_of("anon:a")) == 40
+    assert batched.update(frame) == 0  # all of it again: nothing changes
+
+
+def test_concurrent_batches_on_the_same_sessions_lose_nothing(backend, tmp_path, cleanup):
+    """The service's consumer and ``tailor consume`` may update the same sessions at once: every
+    event of both is counted once (SQLite's write lock, PostgreSQL's row locks and insert race,
+    Redis's WATCH on the batch's keys)."""
+    import threading
+
+    first = make_store(backend, tmp_path, 600)
+    cleanup(first)
+    if isinstance(first, RedisSessionStore):  # another client on the same keys
+        second = RedisSessionStore(REDIS, 600, prefix=first.prefix)
+    else:  # another engine on the same database (as another process has)
+        second = SqlSessionStore(first.engine.url.render_as_string(hide_password=False), 600)
+    stores = [first, second]
+    sessions, rounds, start = 30, 8, time.time()
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        try:
+            for r in range(rounds):
+                rows = [
+                    (f"w{worker}-r{r}-s{n}", "product_view", f"p{r}", f"s{n}", f"u{n}")
+                    for n in range(sessions)
+                ]
+                stores[worker].update(events(*rows, start=start + r))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for n in range(sessions):
+        session = stores[0].get(f"s{n}")
+        assert session.counters["views"] == 2 * rounds, n
+        assert len(session.seen_events) == 2 * rounds
+        assert session.people == (f"u{n}",)
+
+
+def test_session_json_is_the_dataclass_json():
+    """``LiveSession.to_json`` builds its JSON from the fields (not ``dataclasses.asdict``, too
+    slow for a consumer batch): the same text as before."""
+    import dataclasses
+    import json
+
+    from features.live_sessions import LiveSession
+
+    session = LiveSession(
+        "s1",
+        people=("anon:a", "u1"),
+        views=("p1", "p2"),
+        cart={"p1": 2},
+        counters={"views": 2, "carts": 1, "searches": 0, "purchases": 0},
+        started_at=1.5,
+        last_event_at=2.25,
+        expires_at=602.25,
+        seen_events=("e1", "e2", "e3"),
+    )
+    expected = json.dumps(dataclasses.asdict(session), separators=(",", ":"))
+    assert session.to_json() == expected
+    assert LiveSession.from_json(session.to_json()) == session

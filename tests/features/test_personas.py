@@ -349,3 +349,36 @@ def test_a_bad_persona_file_names_the_file_rule_key_value_and_allowed(tmp_path):
     assert str(caught.value) == (
         f"{path}: persona rule 'Deal Hunter', key 'threshold', value 0: expected a number > 0"
     )
+
+
+def test_state_json_is_the_dataclass_json_on_a_realistic_batch():
+    """``PersonaState.to_json`` builds its JSON from the fields (``dataclasses.asdict`` was a
+    third of a consumer batch's persona update, issue #11): the same text as before, for every
+    state of many people with sessions, categories, searches and purchases."""
+    import dataclasses
+    import json
+
+    rng = random.Random(11)
+    kinds = ["product_view"] * 6 + ["add_to_cart", "purchase", "search", "page_view"]
+    categories = ["electronics", "grocery", "toys", "books", None]
+    events = []
+    for person in range(60):
+        specs = [
+            (
+                rng.choice(kinds),
+                f"s{person}-{rng.randrange(60)}",
+                rng.choice(["mobile", "desktop", None]),
+                rng.choice(categories),
+                rng.choice([None, rng.uniform(1, 900)]),
+                rng.choice(["cheap deal tv", "sale", "lamp", None]),
+            )
+            for _ in range(rng.randrange(1, 120))
+        ]
+        events += _events(specs, f"u{person}")
+    table = persona_table(pd.DataFrame(events), CONFIG)
+    assert len(table) > 60
+    for text in table["persona_state"]:
+        state = PersonaState.from_json(text)
+        old = json.dumps(dataclasses.asdict(state), sort_keys=True, separators=(",", ":"))
+        assert state.to_json() == old == text
+    assert any(len(PersonaState.from_json(t).categories) > 2 for t in table["persona_state"])
