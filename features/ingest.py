@@ -29,6 +29,7 @@ from features.event_files import RawRow, Rejection, escaped, read_rows
 from features.eventlog import EventLog
 from features.quarantine import Quarantine
 from features.schema import DEFAULT_LIMITS, EVENT_COLUMNS, Event, EventLimits
+from models.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -174,8 +175,21 @@ def store_rows(
 ) -> IngestReport:
     """Validate, append the new events and sort out the rest (duplicate, conflict, rejected),
     without writing the quarantine: :func:`ingest_rows` and the replay do that."""
-    report = IngestReport(source=source)
     valid, rejected = validate_rows(_counting(rows, progress), limits)
+    return _store_valid(valid, rejected, log, source, keep_rows=keep_rows)
+
+
+def _store_valid(
+    valid: list[dict[str, Any]],
+    rejected: list[Rejection],
+    log: EventLog,
+    source: str,
+    *,
+    keep_rows: bool = False,
+) -> IngestReport:
+    """Append the new of the validated rows ``valid`` (each with its ``_row``), sort out the
+    duplicates and conflicts, and count ``rejected`` (the validation's rejections)."""
+    report = IngestReport(source=source)
     report.total = len(valid) + len(rejected)
     conflicts: list[Rejection] = []
     with log.writer():  # no other writer between the duplicate check and the append
@@ -223,6 +237,26 @@ def ingest_rows(
     """Validate, de-duplicate by ``event_id`` and append; write rejections and conflicts to the
     quarantine (a folder with the default bounds, or a :class:`Quarantine`)."""
     report = store_rows(rows, log, source, progress, limits=limits)
+    report.quarantine_path = quarantine_rejections(quarantine_dir, source, report.rejections)
+    logger.info("ingested %s: %s", source, report)
+    return report
+
+
+def ingest_validated(
+    valid: list[dict[str, Any]],
+    log: EventLog,
+    quarantine_dir: Path | Quarantine,
+    source: str,
+) -> IngestReport:
+    """:func:`ingest_rows` for rows :func:`validate_rows` already validated (each with its
+    ``_row``, the row number a conflict is quarantined with): the same de-duplication by
+    ``event_id``, append, quarantine of conflicts and counts, without validating them again.
+    The event consumer validates each batch to match rows to messages, then stores them with
+    this (issue #11)."""
+    missing = [i for i, row in enumerate(valid) if "_row" not in row]
+    if missing:
+        raise DataError(f"rows {missing[:5]} carry no _row: pass the rows validate_rows returns")
+    report = _store_valid(valid, [], log, source)
     report.quarantine_path = quarantine_rejections(quarantine_dir, source, report.rejections)
     logger.info("ingested %s: %s", source, report)
     return report

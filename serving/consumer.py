@@ -7,7 +7,7 @@ batch of messages published by :func:`serving.publish.publish_events` it
    ``event_id`` is not its ``message_id``, is a *poison* message: reported failed with the reason,
    so the broker dead-letters it after its last attempt;
 2. appends the valid events to the event log under the log's writer lock, idempotently by
-   ``event_id`` (:func:`features.ingest.ingest_rows`: a redelivered message is a duplicate and
+   ``event_id`` (:func:`features.ingest.ingest_validated`: a redelivered message is a duplicate and
    changes nothing; an ``event_id`` stored with other content is a conflict, quarantined);
    only a failure of *this* write reports the messages failed (they are delivered again);
 3. pushes the appended events' activity rows and folds them into the personas
@@ -45,7 +45,7 @@ from features.context import activity_rows
 from features.eventlog import EventLog
 from features.identity.graph import IdentityGraph
 from features.identity.keys import person_keys
-from features.ingest import ingest_rows, validate_rows
+from features.ingest import ingest_validated, validate_rows
 from features.live_sessions import SessionStore
 from features.personas import PersonaConfig
 from features.workspace import Workspace
@@ -268,9 +268,9 @@ class EventConsumer:
         with contextlib.ExitStack() as held:
             try:
                 held.enter_context(self.log.writer())
-                report = ingest_rows(
-                    iter([raw for _, raw, _ in good]), self.log, self.quarantine_dir, SOURCE
-                )
+                # validated in handle: numbered as ingest_rows would number the good rows
+                rows = [row | {"_row": n} for n, (_, _, row) in enumerate(good, start=1)]
+                report = ingest_validated(rows, self.log, self.quarantine_dir, SOURCE)
             except Exception as exc:  # the log did not take them: deliver them again
                 logger.exception("appending %d events to the event log failed", len(good))
                 self._count("failed", len(good))
