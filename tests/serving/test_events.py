@@ -412,3 +412,33 @@ def test_people_a_link_returns_are_rebuilt_from_their_whole_history(tmp_path) ->
     assert rebuilt["user_id"].tolist() == ["u1"]
     state = json.loads(rebuilt["persona_state"].iloc[0])
     assert (state["events"], state["sessions"]) == (2, 2)  # the device's history and the login
+
+
+def test_the_consumer_validates_each_event_once(tmp_path, monkeypatch) -> None:
+    """Issue #11: the consumer stores the rows it validated to match them to their messages
+    (``ingest_validated``) instead of validating them a second time in ``ingest_rows``;
+    conflicts are still quarantined with their row in the stored batch."""
+    from features import ingest
+    from features.schema import Event
+
+    run = _Setup(tmp_path)
+    run.publish([_event("e1"), _event("e2")])
+    run.drain()
+    calls = []
+    real = Event.model_validate.__func__
+
+    def counting(cls, *args, **kwargs):
+        calls.append(1)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Event, "model_validate", classmethod(counting))
+    monkeypatch.setattr(ingest, "ingest_rows", None)  # the consumer must not need it
+    run.publish([_event("e1"), _event("e2", price=4.0), _event("e3")])
+    published = len(calls)
+    run.drain()
+    assert len(calls) - published == 3  # once per event in the consumer, not twice
+    counts = run.consumer.counts
+    assert (counts.stored, counts.duplicate, counts.conflict) == (3, 1, 1)
+    (path,) = run.quarantine.glob("*.jsonl")
+    (record,) = [json.loads(line) for line in path.read_text().splitlines()]
+    assert record["row"] == 2 and record["raw"]["price"] == 4.0
