@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,7 @@ from features import store
 from features.build import build_feature_tables, feature_time_range
 from features.eventlog import EventLog
 from features.ingest import ingest_frame
+from features.settings import Settings
 from features.synthetic.generate import GeneratedData, generate_clickstream
 from features.workspace import Workspace
 from training.config import TrainConfig
@@ -43,6 +46,19 @@ class TrainedWorkspace:
     generated: GeneratedData
     result: TrainResult
     config: TrainConfig
+
+    def copy_to(self, home: Path, *skip: str, settings: Settings | None = None) -> Workspace:
+        """A workspace of its own at ``home`` holding a copy of this one (its logs, BentoML
+        store and the folders in ``skip`` left out), so a test can write to it freely."""
+        shutil.copytree(
+            self.ws.home,
+            home,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("logs", "bentoml", *skip),
+        )
+        if settings is None:
+            return Workspace(home=home).ensure()
+        return Workspace(home=home, settings=settings).ensure()
 
 
 @pytest.fixture(scope="session")

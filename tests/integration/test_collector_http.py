@@ -10,7 +10,6 @@ One service runs for the module on a copy of the trained test workspace, with
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import stat
 import time
@@ -45,13 +44,7 @@ class Served:
 @pytest.fixture(scope="module")
 def served(trained_workspace, tmp_path_factory):
     home = tmp_path_factory.mktemp("collector")
-    shutil.copytree(
-        trained_workspace.ws.home,
-        home,
-        dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns("logs", "bentoml"),
-    )
-    ws = Workspace(home=home).ensure()
+    ws = trained_workspace.copy_to(home)
     extra = {env_name("collect_origins"): SHOP, env_name("max_events_bytes"): str(LIMIT)}
     with running_service(ws, extra_env=extra) as url:
         yield Served(url, ws)

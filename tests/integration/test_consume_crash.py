@@ -13,7 +13,6 @@ it (until then ``open_broker`` refuses an amqp:// URL and that case is skipped, 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -88,15 +87,9 @@ def _mine(ws: Workspace) -> list[str]:
 def test_a_killed_consumer_loses_and_doubles_nothing(trained_workspace, tmp_path, broker_url):
     if broker_url:
         require_service("RabbitMQ", "127.0.0.1", 5672, "the scale profile's broker")
-    shutil.copytree(
-        trained_workspace.ws.home,
-        tmp_path,
-        dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns("logs", "bentoml", "queue"),
-    )
     queue = f"tailor.test-{uuid.uuid4().hex[:8]}"  # a fresh queue on a shared RabbitMQ
-    ws = Workspace(home=tmp_path, settings=Settings(broker_url=broker_url, broker_queue=queue))
-    ws = ws.ensure()
+    settings = Settings(broker_url=broker_url, broker_queue=queue)
+    ws = trained_workspace.copy_to(tmp_path, "queue", settings=settings)
     try:
         broker = open_broker(ws)
     except ConfigError as exc:
@@ -150,13 +143,7 @@ def test_sigterm_finishes_and_acknowledges_the_batch_in_hand(trained_workspace, 
     """``tailor consume`` stopped with SIGTERM (Ctrl-C alike) exits 0 after acknowledging what it
     wrote: every event is either logged or still queued, none both (a batch left unacknowledged
     would still count in the queue's depth while its events are already logged)."""
-    shutil.copytree(
-        trained_workspace.ws.home,
-        tmp_path,
-        dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns("logs", "bentoml", "queue"),
-    )
-    ws = Workspace(home=tmp_path).ensure()
+    ws = trained_workspace.copy_to(tmp_path, "queue")
     broker = open_broker(ws)
     events = _events(6_000)
     try:

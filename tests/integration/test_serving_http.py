@@ -13,7 +13,6 @@ import importlib.metadata
 import json
 import os
 import re
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -52,13 +51,7 @@ class Served:
 @pytest.fixture(scope="module")
 def served(trained_workspace, tmp_path_factory):
     home = tmp_path_factory.mktemp("served")
-    shutil.copytree(
-        trained_workspace.ws.home,
-        home,
-        dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns("logs", "bentoml"),
-    )
-    ws = Workspace(home=home).ensure()
+    ws = trained_workspace.copy_to(home)
     saved = os.environ.get("TAILOR_MODEL_POLL_SECONDS")
     os.environ["TAILOR_MODEL_POLL_SECONDS"] = "1"
     try:

@@ -4,8 +4,6 @@ at those sizes, and a limit that is not a positive byte count stops it at start-
 
 from __future__ import annotations
 
-import shutil
-
 import httpx
 import pytest
 
@@ -17,13 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def _copy(trained_workspace, tmp_path) -> Workspace:
-    shutil.copytree(
-        trained_workspace.ws.home,
-        tmp_path,
-        dirs_exist_ok=True,
-        ignore=shutil.ignore_patterns("logs", "bentoml"),
-    )
-    return Workspace(home=tmp_path).ensure()
+    return trained_workspace.copy_to(tmp_path)
 
 
 def test_configured_limits_are_applied(trained_workspace, tmp_path):
