@@ -24,9 +24,11 @@ $(VENV)/.dev: $(VENV)/.installed
 	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
-# Tools the tests drive for real (tests/serving/test_bench.py runs wrk). Debian's package; as root
-# (CI, this project's machines) it is installed, elsewhere the command to run is printed.
-TOOLS := wrk
+# Tools the tests drive for real (tests/serving/test_bench.py runs wrk; the browser tests,
+# tests/browser.py, drive Debian's chromium through Playwright, which never downloads a browser).
+# Debian's packages; as root (CI, this project's machines) they are installed, elsewhere the
+# command to run is printed.
+TOOLS := wrk chromium
 tools:
 	@for tool in $(TOOLS); do command -v $$tool >/dev/null && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -1,10 +1,12 @@
-"""What tests of the scale profile ask before they use a local service (PostgreSQL, Redis) or a
-tool (wrk): is it there? Locally a missing one skips the test with its name and address; with
-``TAILOR_REQUIRE_SERVICES=1`` (set by ``.ci/run``) it fails the test, because CI's machine starts
-these services and installs these tools, so a missing one there is a defect, not a choice."""
+"""What tests ask before they use a local service (PostgreSQL, Redis), a tool (wrk, chromium) or
+an optional Python package (playwright): is it there? Locally a missing one skips the test with
+its name and address; with ``TAILOR_REQUIRE_SERVICES=1`` (set by ``.ci/run``) it fails the test,
+because CI's machine starts these services and installs these tools (``make tools``) and the dev
+extras, so a missing one there is a defect, not a choice."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import socket
 
@@ -44,7 +46,13 @@ def require_service(name: str, host: str, port: int, why: str) -> None:
 def require_tool(name: str, why: str) -> None:
     """Skip (or, when required, fail) unless the program ``name`` is on PATH."""
     if shutil.which(name) is None:
-        _missing(f"{name} is not installed ({why}); `make dev` installs it")
+        _missing(f"{name} is not installed ({why}); `make tools` installs it")
+
+
+def require_package(name: str, why: str) -> None:
+    """Skip (or, when required, fail) unless the Python package ``name`` can be imported."""
+    if importlib.util.find_spec(name) is None:
+        _missing(f"the Python package {name} is not installed ({why}); `make dev` installs it")
 
 
 def require_redis(why: str = "scale-profile online store") -> None:

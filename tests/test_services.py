@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from tests.services import REQUIRE_ENV, require_service, require_tool
+from tests.services import REQUIRE_ENV, require_package, require_service, require_tool
 
 
 def _closed_port() -> int:
@@ -27,6 +27,14 @@ def test_an_unreachable_service_fails_when_required(monkeypatch: pytest.MonkeyPa
         require_service("Nothing", "127.0.0.1", _closed_port(), "a test")
     with pytest.raises(pytest.fail.Exception, match="no-such-tool-xyz is not installed"):
         require_tool("no-such-tool-xyz", "a test")
+    with pytest.raises(pytest.fail.Exception, match="package no_such_package_xyz is not"):
+        require_package("no_such_package_xyz", "a test")
+
+
+def test_a_missing_package_skips_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="make dev"):
+        require_package("no_such_package_xyz", "a test")
 
 
 def test_a_listening_service_passes_when_required(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,3 +44,4 @@ def test_a_listening_service_passes_when_required(monkeypatch: pytest.MonkeyPatc
         server.listen()
         require_service("Listener", "127.0.0.1", server.getsockname()[1], "a test")
     require_tool("sh", "a test")
+    require_package("pytest", "a test")
