@@ -39,7 +39,7 @@ tools:
 
 install: $(VENV)/.installed
 
-dev: $(VENV)/.dev
+dev: $(VENV)/.dev tools
 
 demo: $(VENV)/.installed
 	$(BIN)/tailor demo
