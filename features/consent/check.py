@@ -33,11 +33,11 @@ cache of consent itself, so a withdrawal written by any process counts on the ve
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 
 from features.consent.ledger import ConsentError, ConsentLedger, ConsentRecord
@@ -317,14 +317,15 @@ class ConsentCheck:
         people = pd.unique(keys.to_numpy()).tolist()
         canonical = self.ledger.graph.canonical_many(people)
         records = self.ledger.records_of(canonical.values())
-        allowed = pd.Series(False, index=frame.index, dtype=bool)
-        for key, rows in keys.groupby(keys).groups.items():
+        allowed = np.zeros(len(frame), dtype=bool)
+        stamps = times.to_numpy(dtype="datetime64[ns]")
+        for key, positions in keys.reset_index(drop=True).groupby(keys.to_numpy()).indices.items():
             root = canonical[key]
             changes, answers = self._timeline(root, records[root], purpose, country)
-            for index in rows:
-                at = times.loc[index].to_pydatetime()
-                allowed.loc[index] = answers[bisect.bisect_right(changes, at)]
-        return allowed
+            cuts = np.array([pd.Timestamp(c).tz_convert(None) for c in changes], "datetime64[ns]")
+            where = np.searchsorted(cuts, stamps[positions], side="right")
+            allowed[positions] = np.asarray(answers, dtype=bool)[where]
+        return pd.Series(allowed, index=frame.index, dtype=bool)
 
     def _timeline(
         self, root: str, records: list[ConsentRecord], purpose: str, country: str | None

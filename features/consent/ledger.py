@@ -174,14 +174,21 @@ class ConsentLedger:
             sa.Index(f"{prefix}records_key", "key", "id"),
         )
         nodes, records = graph.nodes, self.records
-        self._person_query = (
-            sa.select(records, sa.func.coalesce(nodes.c.canonical, records.c.key).label("person"))
-            .select_from(records.outerjoin(nodes, nodes.c.key == records.c.key))
-            .where(
-                records.c.key.in_(sa.bindparam("people", expanding=True))
-                | nodes.c.canonical.in_(sa.bindparam("roots", expanding=True))
-            )
-            .order_by(records.c.id)
+        # two indexed look-ups joined by UNION ALL (an OR over an outer join scans on SQLite):
+        # the records stored under the person keys themselves, and those of their aliases
+        own = sa.select(records, records.c.key.label("person"))
+        aliased = (
+            sa.select(records, nodes.c.canonical.label("person"))
+            .select_from(nodes.join(records, records.c.key == nodes.c.key))
+            .where(nodes.c.key != nodes.c.canonical)
+        )
+        self._person_query = sa.union_all(
+            own.where(records.c.key == sa.bindparam("person")),
+            aliased.where(nodes.c.canonical == sa.bindparam("person")),
+        )
+        self._people_query = sa.union_all(
+            own.where(records.c.key.in_(sa.bindparam("people", expanding=True))),
+            aliased.where(nodes.c.canonical.in_(sa.bindparam("people", expanding=True))),
         )
         merges = graph.merges
         self._merge_query = sa.select(
@@ -319,20 +326,25 @@ class ConsentLedger:
         alias's records included), one indexed query per :data:`LOOKUP_BATCH` people. A person
         with no record maps to ``[]``."""
         roots = list(dict.fromkeys(canonical_keys))
-        found: dict[str, list[ConsentRecord]] = {root: [] for root in roots}
+        found: dict[str, dict[int, ConsentRecord]] = {root: {} for root in roots}
         try:
             self.create()
             with self.engine.connect() as conn:
-                for start in range(0, len(roots), LOOKUP_BATCH):
-                    batch = roots[start : start + LOOKUP_BATCH]
-                    for row in conn.execute(self._person_query, {"people": batch, "roots": batch}):
-                        person = row.person if row.person in found else row.key
-                        if person in found:
-                            found[person].append(self._record(row._mapping))
+                if len(roots) == 1:  # every request: a statement without expanding lists
+                    rows = conn.execute(self._person_query, {"person": roots[0]}).all()
+                else:
+                    rows = []
+                    for start in range(0, len(roots), LOOKUP_BATCH):
+                        batch = roots[start : start + LOOKUP_BATCH]
+                        rows += conn.execute(self._people_query, {"people": batch}).all()
         except sa.exc.SQLAlchemyError as exc:
             logger.error("consent ledger not readable: %s", type(exc).__name__)
             raise LedgerUnavailable("the consent ledger cannot be read") from exc
-        return found
+        for row in rows:
+            person = row.person if row.person in found else row.key
+            if person in found:
+                found[person][row.id] = self._record(row._mapping)
+        return {root: [kept[i] for i in sorted(kept)] for root, kept in found.items()}
 
     def merge_times(self, keys: Sequence[str]) -> list[datetime]:
         """When the person keys ``keys`` were linked (their merge log rows), oldest first."""
