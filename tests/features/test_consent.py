@@ -306,3 +306,26 @@ def test_an_unwritable_ledger_raises_ledger_unavailable(check: ConsentCheck) -> 
         broken.append(user_id="u1", purposes=ALL)
     with pytest.raises(LedgerUnavailable):
         ConsentCheck(broken).ledger.records_of(["u1"])
+
+
+def test_training_rows_follow_the_merge_rule_in_time(check: ConsentCheck) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    check.ledger.append(user_id="p1", purposes=NONE, recorded_at=t0, source="import")
+    check.ledger.append(anonymous_id="pd", purposes=ALL, recorded_at=t0 + timedelta(days=1))
+    check.ledger.graph.link("pd", "p1", source="test")  # now: after both choices
+    chosen_again = check.ledger.append(user_id="p1", purposes={"personalization": True})
+    frame = pd.DataFrame(
+        {
+            "user_id": ["p1", "anon:pd", "p1"],
+            "event_timestamp": [
+                t0 + timedelta(hours=12),  # only p1's refusal stored then
+                t0 + timedelta(days=2),  # both stored, disagreeing, before the merge: false
+                chosen_again.recorded_at + timedelta(seconds=1),  # chose again after the merge
+            ],
+        }
+    )
+    assert check.allowed_rows(frame, "personalization", country="FR").tolist() == [
+        False,
+        False,
+        True,
+    ]
