@@ -7,6 +7,7 @@ commands is a module that registers itself on import.
 from __future__ import annotations
 
 from cli import (  # noqa: F401 - imported for the commands they register
+    consent_commands,
     consume_commands,
     data_commands,
     model_commands,

@@ -10,6 +10,8 @@ import httpx
 
 from features import store
 from features.build import build_feature_tables, feature_time_range
+from features.consent.files import import_csv
+from features.consent.ledger import ConsentLedger
 from features.eventlog import EventLog
 from features.ingest import ingest_file
 from features.synthetic.generate import generate_clickstream, write_generated
@@ -36,6 +38,11 @@ def run_demo(
     say(f"importing {paths['events']}")
     report = ingest_file(paths["events"], EventLog(ws.event_log_dir), ws.quarantine_dir)
     say(f"accepted {report.accepted}, duplicate {report.duplicate}, rejected {report.rejected}")
+    consent = import_csv(ConsentLedger.for_workspace(ws), paths["consent"])
+    say(
+        f"consent: {consent.rows} records of {consent.people} people imported "
+        f"({consent.accepted} purposes accepted, {consent.refused} refused)"
+    )
 
     say("computing feature tables")
     built = build_feature_tables(ws)
@@ -62,6 +69,9 @@ def run_demo(
     say("service stopped")
     summary = demo_summary(
         report.accepted, built.rows["user_features"], result, k, health, user_id, answer
+    )
+    summary["consent records (accepted / refused purposes)"] = (
+        f"{consent.rows} ({consent.accepted} / {consent.refused})"
     )
     summary["seconds"] = f"{time.perf_counter() - started:.1f}"
     return {"response": answer, "summary": summary, "train": result}

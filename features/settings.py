@@ -102,6 +102,20 @@ class Settings(BaseModel):
         "Serving rules file; unset: the packaged `serving/rules.yaml`.",
         "a file path",
     )
+    consent_policy: Path | None = _setting(
+        None,
+        "Consent policy file (purposes, `policy_version`, regimes by country); unset: "
+        "`<home>/consent_policy.yaml` when present, else the packaged "
+        "`features/consent/policy.yaml`.",
+        "a file path",
+    )
+    country_header: str = _setting(
+        "CF-IPCountry",
+        "Request header carrying the visitor's ISO country code (set by your CDN or proxy), "
+        "which picks the consent regime; a `country` in the body wins.",
+        "an HTTP header name",
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+    )
     # -- the served model -----------------------------------------------------------------------
     model_name: str = _setting(
         "tailor-recommender",

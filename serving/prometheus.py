@@ -33,6 +33,7 @@ class ServiceMetrics:
     #: Counter(endpoint, reason): refused requests, ignored cookies and rejected events (#11)
     rejections: Any = None
     identify: Any = None  # Counter(outcome): /identify links, repeats and rejections by reason
+    consent: Any = None  # Counter(outcome, purpose): /consent choices and refused requests (#12)
     #: (endpoint, strategy kind, degraded) -> its (request counter, latency histogram) children;
     #: bounded, as the labels are, and saves two ``labels()`` look-ups per request
     _children: dict[tuple[str, str, bool], tuple[Any, Any]] = field(
@@ -58,6 +59,12 @@ class ServiceMetrics:
         """Count ``count`` rejections of one bounded ``reason`` on ``endpoint``."""
         if count > 0 and self.rejections is not None:
             self.rejections.labels(endpoint=endpoint, reason=reason).inc(count)
+
+    def consent_counted(self, outcome: str, purpose: str = "") -> None:
+        """Count one ``/consent`` outcome: ``accepted``/``refused`` per purpose of a stored
+        record, ``rejected`` (400) and ``unavailable`` (503) per request."""
+        if self.consent is not None:
+            self.consent.labels(outcome=outcome, purpose=purpose).inc()
 
     def serving(self, label: str, old_label: str | None = None) -> None:
         """Mark ``name@version`` as served (and the one it replaced as not)."""
@@ -125,5 +132,12 @@ def service_metrics() -> ServiceMetrics:
             "person), user_merge (two users merged, when allowed), refused_user_merge, "
             "rejected (bad ids), degraded (merged, online store not updated).",
             ["outcome"],
+        ),
+        consent=prom.Counter(
+            "tailor_consent",
+            "/consent: choices stored per purpose (outcome=accepted or refused) and refused "
+            "requests (outcome=rejected: bad input; unavailable: the ledger failed, purpose "
+            "empty).",
+            ["outcome", "purpose"],
         ),
     )

@@ -43,6 +43,10 @@ from starlette.responses import Response as HTTPResponse
 
 from features import store as feature_store
 from features.broker.connect import open_broker
+from features.consent.check import ConsentCheck
+from features.consent.ledger import ConsentLedger
+from features.consent.policy import workspace_policy
+from features.database import engine as database_engine
 from features.eventlog import EventLog
 from features.identity.graph import IdentityError, IdentityGraph, UserMergeRefused
 from features.live_sessions import LiveSession, SessionStore
@@ -60,6 +64,7 @@ from serving.collector import (
     SinkFullError,
     collector_app,
 )
+from serving.consent import ConsentEndpoint, consent_app
 from serving.consumer import ConsumerThread, EventConsumer
 from serving.error_bodies import (
     MAX_JSON_DEPTH,
@@ -281,6 +286,16 @@ class Tailor:
         self._off_loop: anyio.CapacityLimiter | None = None  # made on the event loop
         self.online = OnlineHealth(settings.online_retry_seconds)
         self.identity = IdentityGraph.for_workspace(ws)  # issue #11: one person, every key
+        try:  # issue #12: the consent ledger and the one check (POST/GET /consent)
+            policy = workspace_policy(ws)
+        except ConfigError as exc:
+            raise ServingStartupError(str(exc)) from None
+        self.consent_check = ConsentCheck(
+            ConsentLedger(database_engine(ws.database_url), policy, self.identity)
+        )
+        self.consent = ConsentEndpoint(
+            self.consent_check, settings.country_header, self.metrics.consent_counted
+        )
         try:
             self.broker = open_broker(ws)
         except ConfigError as exc:
@@ -581,6 +596,16 @@ def _collector() -> Collector | None:
     except BentoMLException:
         return None
 
+
+def _consent() -> ConsentEndpoint | None:
+    """The running service's ``/consent`` logic; None before its constructor has run."""
+    try:
+        return getattr(bentoml.get_current_service(), "consent", None)
+    except BentoMLException:
+        return None
+
+
+Tailor.mount_asgi_app(consent_app(_consent), path="/", name="consent")
 
 # /collect and /collect.gif: a Starlette app; BentoML's PassiveMount at "/" only takes the
 # paths it routes, so every other route stays the service's

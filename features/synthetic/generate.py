@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.schema import DEVICE_TYPES, EVENT_ARROW_SCHEMA, EVENT_COLUMNS, EVENT_TYPES
+from features.synthetic.consent_choices import consent_records
 from features.synthetic.off_persona import noise_visitors, off_persona_sessions
 from features.synthetic.population import make_catalogue, make_visitors, pad_ids
 from features.synthetic.sessions import (
@@ -82,6 +83,8 @@ class GeneratedData:
     events: pd.DataFrame  # columns features.schema.EVENT_COLUMNS, sorted by timestamp
     personas: pd.DataFrame  # user_id, persona (registered users only)
     catalogue: pd.DataFrame  # product_id, category, price, price_tier
+    #: consent choices (features.synthetic.consent_choices): most consent, some refuse
+    consent: pd.DataFrame | None = None
 
 
 def _optional(table: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -190,7 +193,8 @@ def generate_clickstream(
     logger.info(
         "generated %d events in %d sessions of %d users", len(events), len(start_ms), n_users
     )
-    return GeneratedData(events=events, personas=personas, catalogue=catalogue)
+    consent = consent_records(events, seed)
+    return GeneratedData(events=events, personas=personas, catalogue=catalogue, consent=consent)
 
 
 def event_id_prefix(seed: int, n_users: int, days: int) -> str:
@@ -205,10 +209,11 @@ def _epoch_ns(moment: datetime) -> int:
 
 
 def write_generated(data: GeneratedData, out_dir: Path) -> dict[str, Path]:
-    """Write ``events.parquet`` (in the event log's Arrow schema), ``personas.csv`` and
-    ``catalogue.csv`` to ``out_dir`` (created if missing).
+    """Write ``events.parquet`` (in the event log's Arrow schema), ``personas.csv``,
+    ``catalogue.csv`` and, when the data has them, the consent choices ``consent.csv`` (the
+    format of ``tailor consent import``) to ``out_dir`` (created if missing).
 
-    Returns the three paths keyed by ``events``, ``personas`` and ``catalogue``.
+    Returns the paths keyed by ``events``, ``personas``, ``catalogue`` (and ``consent``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -221,4 +226,7 @@ def write_generated(data: GeneratedData, out_dir: Path) -> dict[str, Path]:
     pq.write_table(table, paths["events"])
     data.personas.to_csv(paths["personas"], index=False)
     data.catalogue.to_csv(paths["catalogue"], index=False)
+    if data.consent is not None:
+        paths["consent"] = out_dir / "consent.csv"
+        data.consent.to_csv(paths["consent"], index=False)
     return paths

@@ -270,8 +270,13 @@ def test_users_return_to_earlier_interests(planted: GeneratedData) -> None:
 
 def test_write_generated_round_trips(small: GeneratedData, tmp_path) -> None:
     paths = write_generated(small, tmp_path / "gen")
-    assert set(paths) == {"events", "personas", "catalogue"}
-    assert [p.name for p in paths.values()] == ["events.parquet", "personas.csv", "catalogue.csv"]
+    assert set(paths) == {"events", "personas", "catalogue", "consent"}
+    assert [p.name for p in paths.values()] == [
+        "events.parquet",
+        "personas.csv",
+        "catalogue.csv",
+        "consent.csv",
+    ]
     events = pd.read_parquet(paths["events"])
     events["timestamp"] = events["timestamp"].astype("datetime64[ns, UTC]")
     events["quantity"] = events["quantity"].astype("Int64")
@@ -294,3 +299,24 @@ def test_write_generated_round_trips(small: GeneratedData, tmp_path) -> None:
 def test_bad_arguments_raise(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         generate_clickstream(**kwargs)
+
+
+def test_generated_consent_has_both_paths_and_imports(small: GeneratedData, tmp_path) -> None:
+    """Issue #12: most people consent, some refuse, some withdraw midway; the file imports."""
+    from features.consent.check import ConsentCheck
+    from features.consent.files import import_csv
+    from features.workspace import Workspace
+
+    consent = small.consent
+    people = consent["user_id"].fillna("anon:" + consent["anonymous_id"].astype(str))
+    firsts = consent[~people.duplicated()]
+    assert (firsts["personalization"] == "true").mean() > 0.6
+    assert (firsts["personalization"] == "false").any()
+    assert people.duplicated().any()  # withdrawals: a second record of the same person
+    assert set(people[~people.str.startswith("anon:")]) <= set(small.personas["user_id"])
+    paths = write_generated(small, tmp_path / "gen")
+    check = ConsentCheck.for_workspace(Workspace(tmp_path / "ws"))
+    done = import_csv(check.ledger, paths["consent"])
+    assert done.rows == len(consent) and done.people == people.nunique()
+    withdrawn = people[people.duplicated()].iloc[0]
+    assert not check.decide(withdrawn, "personalization", country="US").allowed

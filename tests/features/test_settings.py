@@ -125,6 +125,8 @@ def test_the_defaults():
         "postgres_url": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
         "personas": None,
         "rules": None,
+        "consent_policy": None,
+        "country_header": "CF-IPCountry",
         "model_name": "tailor-recommender",
         "model_alias": "champion",
         "model_poll_seconds": 30.0,

@@ -125,6 +125,10 @@ def test_demo_prints_a_real_answer_from_the_http_endpoint(tmp_path):
         "Traceback",
     ):
         assert noise not in output, (noise, output[-3000:])
+    # issue #12: the generated consent choices are imported, both paths shown
+    imported = re.search(r"consent: (\d+) records of (\d+) people imported \((\d+) purposes "
+                         r"accepted, (\d+) refused\)", output)  # fmt: skip
+    assert imported and int(imported[3]) > int(imported[4]) > 0, output[-3000:]
     body = output.split("POST /recommend", 1)[1]
     answer = json.loads(body[body.index("{") : body.index("\n}") + 2])
     assert len(answer["items"]) == 10
