@@ -12,6 +12,7 @@ from cli import (  # noqa: F401 - imported for the commands they register
     data_commands,
     model_commands,
     registry_commands,
+    security_commands,
     segment_commands,
     serve_commands,
 )

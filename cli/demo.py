@@ -16,7 +16,7 @@ from features.eventlog import EventLog
 from features.ingest import ingest_file
 from features.synthetic.generate import generate_clickstream, write_generated
 from features.workspace import Workspace
-from serving.process import running_service
+from serving.process import bearer, running_service, service_key
 from training.config import TrainConfig
 from training.pipeline import train_and_evaluate
 
@@ -58,11 +58,17 @@ def run_demo(
     events = generated.events
     known = events[events["user_id"].notna()]
     user_id = str(known["user_id"].value_counts().index[0])
+    app_key = service_key(ws, "app", "demo-app")
+    say("created an `app` API key for the demo's call (`tailor keys list` shows it)")
     say("starting bentoml serve")
     with running_service(ws) as base_url:
         health = httpx.get(f"{base_url}/healthz", timeout=10).status_code
+        refused = httpx.post(f"{base_url}/recommend", json={"user_id": user_id}, timeout=30)
         response = httpx.post(
-            f"{base_url}/recommend", json={"user_id": user_id, "k": k}, timeout=30
+            f"{base_url}/recommend",
+            json={"user_id": user_id, "k": k},
+            headers=bearer(app_key),
+            timeout=30,
         )
         response.raise_for_status()
         answer = response.json()
@@ -70,6 +76,7 @@ def run_demo(
     summary = demo_summary(
         report.accepted, built.rows["user_features"], result, k, health, user_id, answer
     )
+    summary["POST /recommend without a key"] = refused.status_code
     summary["consent records (accepted / refused purposes)"] = (
         f"{consent.rows} ({consent.accepted} / {consent.refused})"
     )

@@ -32,20 +32,48 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port.")] = 3000,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     workers: Annotated[int, typer.Option(min=1, help="API worker processes.")] = 1,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Open every endpoint without keys (TAILOR_AUTH=0): local experiments only.",
+        ),
+    ] = False,
+    ssl_certfile: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="PEM certificate (chain): serve HTTPS."),
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="PEM private key of --ssl-certfile."),
+    ] = None,
     home: HomeOption = None,
 ) -> None:
-    """Serve the champion model with `bentoml serve` (POST /recommend, GET /healthz)."""
+    """Serve the champion model with `bentoml serve` (POST /recommend, GET /healthz); every
+    endpoint but the public ones needs an API key (`tailor keys create`)."""
     import os
 
+    from features.settings import env_name
     from serving.loader import preflight
-    from serving.process import serve_command, serve_env
+    from serving.process import TLSFiles, serve_command, serve_env
 
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        fail("--ssl-certfile and --ssl-keyfile go together: give both, or neither")
+    tls = TLSFiles(ssl_certfile, ssl_keyfile) if ssl_certfile and ssl_keyfile else None
     ws = workspace(home)
     label = preflight(ws, ws.settings.model_name, ws.settings.model_alias)
     console.print(f"model {label}")
-    command = serve_command(port, host)
-    console.print(f"serving {ws.home} on http://{host}:{port}")
-    os.execvpe(command[0], command, serve_env(ws, workers))
+    env = serve_env(ws, workers)
+    if no_auth:
+        env[env_name("auth")] = "0"
+    if no_auth or not ws.settings.auth:
+        console.print(
+            "[bold red]warning:[/] authentication is off: anyone who can reach this port can "
+            "read and change every person's data (local experiments only)"
+        )
+    command = serve_command(port, host, tls=tls)
+    console.print(f"serving {ws.home} on {'https' if tls else 'http'}://{host}:{port}")
+    os.execvpe(command[0], command, env)
 
 
 @app.command("demo", rich_help_panel=PANEL)

@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "TAILOR_"
 PROFILES = ("local", "scale")
+#: A rate limit: ``N/second|minute|hour``, or ``0`` for none.
+RATE_PATTERN = r"^(0|[1-9][0-9]*/(second|minute|hour))$"
 
 
 def _flag(value: Any) -> Any:
@@ -174,6 +176,34 @@ class Settings(BaseModel):
         "Largest body of every other POST in bytes (larger: 413).",
         f"a positive number of bytes, e.g. {64 << 10}",
         ge=1,
+    )
+    # -- access control (issue #13) -------------------------------------------------------------
+    auth: Flag = _setting(
+        True,
+        "`1`: every endpoint but the public ones needs an API key of the right role "
+        "(`Authorization: Bearer <key>`); `0`: no checks, for local experiments only "
+        "(`tailor serve --no-auth`).",
+        "1 (keys required) or 0 (no checks)",
+    )
+    rate_limit_key: str = _setting(
+        "2000/second",
+        "Requests one API key may make per worker, e.g. `2000/second`, `100000/hour` (over: "
+        "429 with `Retry-After`); `0`: no limit.",
+        "N/second, N/minute or N/hour (N a positive integer), or 0",
+        pattern=RATE_PATTERN,
+    )
+    rate_limit_address: str = _setting(
+        "100/second",
+        "Requests without a valid key (public endpoints, failed logins) one client address may "
+        "make per worker (over: 429 with `Retry-After`); `0`: no limit.",
+        "N/second, N/minute or N/hour (N a positive integer), or 0",
+        pattern=RATE_PATTERN,
+    )
+    rate_limit_storage: str = _setting(
+        "memory://",
+        "Where the rate-limit counters live: `memory://` (each worker its own), or "
+        "`redis://host:port` (shared by every worker and replica).",
+        "a `limits` storage URI (memory:// or redis://...)",
     )
     # -- the real-time path (issue #11) ----------------------------------------------------------
     database_url: str | None = _setting(

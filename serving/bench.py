@@ -37,7 +37,15 @@ import numpy as np
 from features.settings import env_name
 from features.workspace import Workspace
 from serving import wrk
-from serving.process import PROJECT_ROOT, free_port, running, running_service, workers_env
+from serving.process import (
+    PROJECT_ROOT,
+    bearer,
+    free_port,
+    running,
+    running_service,
+    service_key,
+    workers_env,
+)
 from serving.prometheus import FEATURE_READ_METRIC
 
 BASELINE_SERVICE = "serving.baseline_service:Baseline"
@@ -47,6 +55,9 @@ RPS_TARGET, RPS_GOAL, P99_TARGET, FEATURE_P99_MS = 0.8, 0.9, 1.5, 2.0
 #: The known-user run repeated with no online answers kept (see features.online_read).
 UNCACHED_RUN = "recommend: known users, every read a query"
 ANSWER_CACHE_ENV = env_name("online_answers")  # set to 0 for that run
+#: Keys are checked and counted as in production, with a per-key limit wrk cannot reach (the
+#: default would throttle the one key a benchmark sends from).
+BENCH_LIMITS = {env_name("rate_limit_key"): "1000000/second"}
 COLD_CONTEXTS = (
     {"country": "US", "device_type": "mobile"},
     {"country": "DE", "device_type": "desktop"},
@@ -214,7 +225,10 @@ def bench_serve(
                 url, script, path, load[0], settings.seconds, load[1], binary
             )
 
-        baseline_script = wrk.rotating_script("/recommend", warm)
+        # the same requests, an app key's header included, to the baseline and to Tailor: the
+        # ratio measures the key check and the rate limit too (issue #13)
+        app_key, collector_key = service_key(copy, "app"), service_key(copy, "collector")
+        baseline_script = wrk.rotating_script("/recommend", warm, bearer(app_key))
 
         def baseline(label: str) -> None:
             env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")}
@@ -227,14 +241,17 @@ def bench_serve(
         say("starting the baseline service")
         baseline("baseline (before)")
         say("starting the Tailor service")
-        with running_service(copy, workers=settings.workers) as url:
+        with running_service(copy, workers=settings.workers, extra_env=BENCH_LIMITS) as url:
             measure("recommend: known users", url, baseline_script)
-            measure("recommend: cold visitors", url, wrk.rotating_script("/recommend", cold))
-            measure("events: one new event", url, wrk.events_script("/events", known))
-            metrics = httpx.get(f"{url}/metrics", timeout=30).text
+            cold_script = wrk.rotating_script("/recommend", cold, bearer(app_key))
+            measure("recommend: cold visitors", url, cold_script)
+            events_script = wrk.events_script("/events", known, bearer(collector_key))
+            measure("events: one new event", url, events_script)
+            metrics = httpx.get(f"{url}/metrics", headers=bearer(app_key), timeout=30).text
         report.feature_read = feature_read_summary(metrics)
         say("starting the Tailor service again, keeping no online answers")
-        no_kept = {ANSWER_CACHE_ENV: "0"}  # every read a query, as under a steady write load
+        # every read a query, as under a steady write load
+        no_kept = {ANSWER_CACHE_ENV: "0", **BENCH_LIMITS}
         with running_service(copy, workers=settings.workers, extra_env=no_kept) as url:
             measure(UNCACHED_RUN, url, baseline_script)
         baseline("baseline (after)")

@@ -44,7 +44,14 @@ from features.settings import env_name
 from features.workspace import Workspace
 from models.errors import TailorError
 from serving.bench import machine_note
-from serving.process import PROJECT_ROOT, running_service, serve_env, stop
+from serving.process import (
+    PROJECT_ROOT,
+    bearer,
+    running_service,
+    serve_env,
+    service_key,
+    stop,
+)
 
 DEFAULT_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_OUT = PROJECT_ROOT / "experiments" / "results" / "realtime.md"
@@ -190,12 +197,19 @@ def _load(url: str, payloads: list[list[dict]], clients: int, failures: list[str
 
 
 def _probe(
-    url: str, product: str, run: str, n: int, timeout: float = 5.0, posted=None
+    url: str,
+    product: str,
+    run: str,
+    n: int,
+    timeout: float = 5.0,
+    posted=None,
+    headers: dict[str, str] | None = None,
 ) -> float | None:
     """Post one view for a new visitor, poll ``/recommend`` until it shows; seconds or None.
-    ``posted`` (a one-item count and its lock) counts the probe events the service accepted."""
+    ``posted`` (a one-item count and its lock) counts the probe events the service accepted;
+    ``headers`` carry an admin key asking for the debug view (the features read)."""
     visitor = f"rt-{run}-probe-{n}"
-    with httpx.Client(timeout=30) as http:
+    with httpx.Client(timeout=30, headers=headers) as http:
         started = time.perf_counter()
         event = _event(f"rt-{run}-probe-{n}", visitor, product)
         if http.post(f"{url}/collect", json=event).status_code != 202:
@@ -232,6 +246,9 @@ def bench_realtime(
     with tempfile.TemporaryDirectory(prefix="tailor-bench-rt-") as scratch:
         copy = _copy(ws, Path(scratch) / "home")
         extra = {env_name("broker_url"): broker_url, env_name("broker_queue"): queue}
+        # the load comes from one address, far over a browser's rate: not limited here
+        extra[env_name("rate_limit_address")] = "0"
+        debug = {**bearer(service_key(copy, "admin", "bench-realtime")), "X-Tailor-Debug": "1"}
         env = {**serve_env(copy), **extra, "PYTHONPATH": str(PROJECT_ROOT)}
         log = EventLog(copy.event_log_dir)
         before = len(log)
@@ -249,7 +266,7 @@ def bench_realtime(
             running_service(copy, extra_env=extra) as url,
             _consumer(copy, env, logs / "consume.log"),
         ):
-            _probe(url, products[0], run, -1, timeout=60)  # warm: the consumer is up
+            _probe(url, products[0], run, -1, timeout=60, headers=debug)  # warm: the consumer is up
             before = len(log)
             failures: list[str] = []
             done = threading.Event()
@@ -269,7 +286,8 @@ def bench_realtime(
             probes: list[threading.Thread] = []
 
             def probe(n: int) -> None:
-                seconds = _probe(url, products[n % len(products)], run, n, posted=(posted, lock))
+                product = products[n % len(products)]
+                seconds = _probe(url, product, run, n, posted=(posted, lock), headers=debug)
                 with lock:
                     if seconds is None:
                         report.probes_missed += 1

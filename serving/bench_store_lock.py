@@ -35,7 +35,7 @@ import httpx
 from features.workspace import Workspace
 from serving import wrk
 from serving.bench import GENERATED_BY
-from serving.process import running_service
+from serving.process import bearer, running_service, service_key
 
 DEFAULT_OUT = Path("experiments") / "results" / "store-lock.md"
 #: The issue's target: locked throughput at least this share of normal.
@@ -169,7 +169,8 @@ def bench_store_lock(
         report.model = loaded.label
         known = [str(u) for u in loaded.scorer.bundle.users.ids[:users]]
         warm, _ = _bodies(known, len(known))
-        script = wrk.rotating_script("/recommend", warm)
+        key = bearer(service_key(copy, "app", "bench-store-lock"))
+        script = wrk.rotating_script("/recommend", warm, key)
         path = tmp_path / "recommend.lua"
         db = copy.feast_dir / "online_store.db"
         with running_service(copy) as url:
@@ -181,10 +182,11 @@ def bench_store_lock(
                 locked_at = time.monotonic()
                 with HealthProbe(url) as probe:
                     time.sleep(1.0)
-                    before = recommend_counts(httpx.get(f"{url}/metrics", timeout=30).text)
+                    metrics = f"{url}/metrics"
+                    before = recommend_counts(httpx.get(metrics, headers=key, timeout=30).text)
                     run_for = int(lock_seconds - 3)  # wrk's -d is whole seconds
                     report.locked = wrk.run_wrk(url, script, path, concurrency, run_for, 1, binary)
-                    after = recommend_counts(httpx.get(f"{url}/metrics", timeout=30).text)
+                    after = recommend_counts(httpx.get(metrics, headers=key, timeout=30).text)
                     report.readyz_locked = _readyz(url)
                 if time.monotonic() - locked_at >= lock_seconds or holder.poll() is not None:
                     raise RuntimeError("the lock ended before the locked run did: rerun")
@@ -192,7 +194,9 @@ def bench_store_lock(
             report.health_ms = [t * 1e3 for t in probe.times]
             report.health_statuses = probe.statuses
             time.sleep(1.5)  # past the retry interval: the next read tries the store again
-            body = httpx.post(f"{url}/recommend", json={"user_id": known[0]}, timeout=30).json()
+            body = httpx.post(
+                f"{url}/recommend", json={"user_id": known[0]}, headers=key, timeout=30
+            ).json()
             report.recovered_degraded = body.get("degraded")
             report.readyz_after = _readyz(url)
         say(f"locked: {report.locked.rps:.0f} requests/s, ratio {report.ratio:.2f}")

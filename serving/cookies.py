@@ -19,9 +19,6 @@ workspace's ``secrets/cookie_secret`` (mode 0600, folder 0700) and shared by eve
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import stat
 import time
 import uuid
 from collections.abc import Callable
@@ -31,6 +28,7 @@ from typing import Any
 
 from itsdangerous import BadData, BadPayload, URLSafeSerializer
 
+from features.security.secret_files import workspace_secret
 from models.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -47,47 +45,10 @@ FORGED, MALFORMED = "cookie_forged", "cookie_malformed"
 
 def cookie_key(secret: str | None, secrets_dir: Path) -> str:
     """The signing key: ``secret`` when configured, else the workspace's generated key, created
-    on first use (32 random bytes, hex) with mode 0600.
-
-    Several workers may start at once: the key is written to a private temporary file and
-    linked into place, so a reader never sees a half-written key and exactly one key wins."""
+    on first use (:func:`features.security.secret_files.workspace_secret`)."""
     if secret:
         return secret
-    path = secrets_dir / SECRET_FILE
-    try:
-        return _read_key(path)
-    except FileNotFoundError:
-        pass
-    secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = secrets_dir / f".{SECRET_FILE}.{os.getpid()}.{uuid.uuid4().hex}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(secrets.token_hex(32))
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)  # atomic; fails if another worker's key is there already
-            logger.info("created the cookie-signing key in %s", path)
-        except FileExistsError:
-            pass
-    finally:
-        tmp.unlink(missing_ok=True)
-    return _read_key(path)
-
-
-def _read_key(path: Path) -> str:
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:  # readable by others: make it private again, and say so
-        logger.warning("%s had mode %o; set to 600", path, mode)
-        path.chmod(0o600)
-    key = path.read_text(encoding="ascii").strip()
-    if len(key) < 32:
-        raise ConfigError(
-            f"{path} holds a cookie-signing key of {len(key)} characters; at least 32 are "
-            "needed: delete the file to have a new one generated, or set TAILOR_COOKIE_SECRET"
-        )
-    return key
+    return workspace_secret(secrets_dir, SECRET_FILE, "TAILOR_COOKIE_SECRET")
 
 
 @dataclass(frozen=True)

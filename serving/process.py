@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -30,8 +31,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve_command(port: int, host: str = "127.0.0.1", service: str = SERVICE) -> list[str]:
-    """``bentoml serve`` for ``service`` from the project's source tree.
+@dataclass(frozen=True)
+class TLSFiles:
+    """A certificate (chain) and its private key, PEM files: ``bentoml serve`` speaks HTTPS."""
+
+    certfile: Path
+    keyfile: Path
+
+
+def serve_command(
+    port: int, host: str = "127.0.0.1", service: str = SERVICE, tls: TLSFiles | None = None
+) -> list[str]:
+    """``bentoml serve`` for ``service`` from the project's source tree (HTTPS with ``tls``).
 
     No worker count here: for a ``@bentoml.service`` class BentoML 1.4 ignores
     ``--api-workers`` and takes it from the service's config, which :func:`workers_env` sets.
@@ -48,6 +59,7 @@ def serve_command(port: int, host: str = "127.0.0.1", service: str = SERVICE) ->
         str(port),
         "--working-dir",
         str(PROJECT_ROOT),
+        *(["--ssl-certfile", str(tls.certfile), "--ssl-keyfile", str(tls.keyfile)] if tls else []),
     ]
 
 
@@ -74,7 +86,11 @@ def workers_env(env: dict[str, str], service_name: str, workers: int) -> dict[st
 
 
 def wait_ready(
-    base_url: str, process: subprocess.Popen, timeout: float = 180.0, log_path: Path | None = None
+    base_url: str,
+    process: subprocess.Popen,
+    timeout: float = 180.0,
+    log_path: Path | None = None,
+    verify: str | bool = True,
 ) -> None:
     """Poll ``/readyz`` until the service has loaded its model; fail if the process dies.
 
@@ -88,7 +104,7 @@ def wait_ready(
         if log_path is not None and "ServingStartupError" in log_path.read_text(errors="replace"):
             raise RuntimeError("the service failed to start (ServingStartupError)")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base_url}/readyz", timeout=2.0).status_code == 200:
+            if httpx.get(f"{base_url}/readyz", timeout=2.0, verify=verify).status_code == 200:
                 return
         time.sleep(0.5)
     raise TimeoutError(f"the service at {base_url} was not ready after {timeout:.0f} s")
@@ -102,16 +118,18 @@ def running_service(
     timeout: float = 180.0,
     workers: int = 1,
     extra_env: dict[str, str] | None = None,
+    tls: TLSFiles | None = None,
 ) -> Iterator[str]:
     """Run the service until the block exits; yields its base URL. Output goes to ``log_path``;
-    ``extra_env`` is added to the service's environment."""
+    ``extra_env`` is added to the service's environment; with ``tls`` it serves HTTPS (the URL
+    is ``https://``). Requests need keys (:func:`service_key`) unless ``TAILOR_AUTH=0``."""
     from serving.loader import preflight
 
     preflight(ws, ws.settings.model_name, ws.settings.model_alias)
     port = port or free_port()
     log_path = log_path or ws.home / "logs" / f"serve-{port}.log"
     env = {**serve_env(ws, workers), **(extra_env or {})}
-    with running(SERVICE, env, port, log_path, timeout) as url:
+    with running(SERVICE, env, port, log_path, timeout, tls) as url:
         yield url
 
 
@@ -122,6 +140,7 @@ def running(
     port: int,
     log_path: Path,
     timeout: float = 180.0,
+    tls: TLSFiles | None = None,
 ) -> Iterator[str]:
     """Run ``bentoml serve service`` until the block exits; yields its base URL once
     ``/readyz`` answers 200. Output goes to ``log_path``; the worker count travels in ``env``
@@ -129,22 +148,36 @@ def running(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            serve_command(port, service=service),
+            serve_command(port, service=service, tls=tls),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        base_url = f"http://127.0.0.1:{port}"
+        base_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+        verify = str(tls.certfile) if tls else True
         try:
             try:
-                wait_ready(base_url, process, timeout, log_path)
+                wait_ready(base_url, process, timeout, log_path, verify)
             except (RuntimeError, TimeoutError) as exc:
                 tail = log_path.read_text(errors="replace")[-4000:]
                 raise RuntimeError(f"{exc}\n--- {log_path} (tail) ---\n{tail}") from exc
             yield base_url
         finally:
             stop(process)
+
+
+def service_key(ws: Workspace, role: str, name: str | None = None) -> str:
+    """A new API key of ``role`` in ``ws``'s key store (what ``tailor keys create`` does), for
+    the demo, the benchmarks and the tests that call the service."""
+    from features.security.keys import KeyStore
+
+    return KeyStore.for_workspace(ws).create(role, name).key
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The request header that carries ``key``."""
+    return {"Authorization": f"Bearer {key}"}
 
 
 def stop(process: subprocess.Popen, grace: float = 15.0) -> None:

@@ -55,6 +55,7 @@ from features.settings import Settings
 from features.workspace import Workspace
 from models.errors import ConfigError
 from serving import logic
+from serving.auth import AuthMiddleware, debug_view, for_caller, guard_for
 from serving.bento import BENTO_MODEL_ENV, load_bento_model
 from serving.collector import (
     COLLECT_PATH,
@@ -122,6 +123,12 @@ DESCRIPTION = f"""Tailor's personalization API: recommendations for a person in 
 (`/recommend`), similar items (`/similar_items`), behavioural segments (`/segment`), event
 ingestion (`/events`) and logins (`/identify`: an anonymous id's history becomes the user's).
 
+Every API below needs an API key, sent as `Authorization: Bearer <key>` (`tailor keys create
+--role R`): `app` for `/recommend`, `/similar_items` and `/segment`, `collector` for `/events`
+and `/identify`, `admin` for all; no valid key: `401`, another role: `403`, over the rate limit:
+`429` with `Retry-After`. `/recommend`'s `features` (raw online state) are only in an admin's
+debug view (`X-Tailor-Debug: 1`).
+
 Every error is a JSON object `{{"error": text, "detail": object}}`; `error` names the fields at
 fault, `detail` (when present) carries them as `{{"errors": [{{"field", "message", "type"}}]}}`
 or the limit that was exceeded. Request bodies are JSON (else 415), nested at most
@@ -163,15 +170,23 @@ def tailored_openapi(spec: OpenAPISpecification) -> OpenAPISpecification:
     """BentoML's document with Tailor's title, version and description, request bodies marked
     required (each API reads an empty body as ``{}``, which none accepts, bar ``/events``'s
     single-event form), ``/events`` documented as one event or a list, the error schemas in the
-    shape :mod:`serving.error_bodies` answers, and the 413 and 415 answers of every API."""
+    shape :mod:`serving.error_bodies` answers, the bearer-key security scheme and the 401, 403,
+    413, 415 and 429 answers of every API (:mod:`serving.auth`)."""
     errors = {"InvalidArgument": "Bad Request", "NotFound": "Not Found"}
     errors |= {"InternalServerError": "Internal Server Error"}
     errors |= {"PayloadTooLarge": "Request body over the limit"}
     errors |= {"UnsupportedMediaType": "Body not JSON"}
     errors |= {"ServiceUnavailable": "Events not accepted now (see the Retry-After header)"}
+    errors |= {"Unauthorized": "No valid API key (send Authorization: Bearer <key>)"}
+    errors |= {"Forbidden": "The key's role may not call this endpoint"}
+    errors |= {"TooManyRequests": "Rate limit reached (see the Retry-After header)"}
     for title, description in errors.items():
         spec.components["schemas"][title] = _error_schema(title, description)
+    spec.components["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
     extra = {
+        401: ("Unauthorized", "No valid API key (send Authorization: Bearer <key>)"),
+        403: ("Forbidden", "The key's role may not call this endpoint"),
+        429: ("TooManyRequests", "Rate limit reached (see the Retry-After header)"),
         413: ("PayloadTooLarge", "Request body over the limit"),
         415: ("UnsupportedMediaType", "Body not JSON"),
     }
@@ -180,6 +195,7 @@ def tailored_openapi(spec: OpenAPISpecification) -> OpenAPISpecification:
         if not isinstance(post, dict) or "requestBody" not in post:
             continue
         post["requestBody"]["required"] = True
+        post["security"] = [{"apiKey": []}]
         for status, (title, description) in extra.items():
             post["responses"][status] = Response(
                 description=description,
@@ -279,6 +295,8 @@ class Tailor:
             )
         except ConfigError as exc:
             raise ServingStartupError(str(exc)) from None
+        # issue #13: API keys and roles, rate limits, the audit log (AuthMiddleware, below)
+        self.guard = guard_for(settings, ws, lambda: self.collector.cookies, self.body_limits.other)
         self._has_segments = False
         self._segments_checked = -math.inf
         self._segments_recheck = settings.model_poll_seconds
@@ -390,16 +408,23 @@ class Tailor:
         return logic.known_segment(row)
 
     @bentoml.api(route="/recommend")
-    async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
+    async def recommend(
+        self, request: RecommendRequest, /, ctx: bentoml.Context
+    ) -> RecommendResponse:
         """Top-k items for one person (user_id or anonymous_id) in a request context, with the
-        strategy and rule behind each item, the rules that fired and the content variant."""
+        strategy and rule behind each item, the rules that fired and the content variant (the
+        online features read only for an admin key with `X-Tailor-Debug: 1`)."""
+        debug = debug_view(ctx.request.scope)
         if not self.online.should_read():  # the store failed a moment ago: popularity at once
-            return self._recommend(request, read=False)
+            return for_caller(self._recommend(request, read=False), debug)
         if time.monotonic() < self._off_loop_until:
             if self._off_loop is None:
                 self._off_loop = anyio.CapacityLimiter(1)  # one thread: no read contention
-            return await anyio.to_thread.run_sync(self._recommend, request, limiter=self._off_loop)
-        return self._recommend(request)
+            answer = await anyio.to_thread.run_sync(
+                self._recommend, request, limiter=self._off_loop
+            )
+            return for_caller(answer, debug)
+        return for_caller(self._recommend(request), debug)
 
     def _recommend(self, request: RecommendRequest, read: bool = True) -> RecommendResponse:
         started = time.perf_counter()
@@ -582,6 +607,16 @@ def _body_limits() -> BodyLimits:
         return BodyLimits()
 
 
+def _guard():
+    """The running service's access checks; None before its constructor has run."""
+    try:
+        return getattr(bentoml.get_current_service(), "guard", None)
+    except BentoMLException:
+        return None
+
+
+# first added, outermost: keys, roles and rate limits before any body is read (issue #13)
+Tailor.add_asgi_middleware(AuthMiddleware, guard_of=_guard)
 Tailor.add_asgi_middleware(ErrorShapeMiddleware, limits=_body_limits, own_checks=COLLECT_PATHS)
 Tailor.add_asgi_middleware(
     ReadinessNoteMiddleware,
