@@ -76,7 +76,7 @@ end
 def _headers(headers: dict[str, str] | None) -> str:
     """Lua lines setting ``headers`` (an API key's ``Authorization``) on every request."""
     return "".join(
-        f"wrk.headers[{_lua_string(name)}] = {_lua_string(value)}\n"
+        f"wrk.headers[ {_lua_string(name)} ] = {_lua_string(value)}\n"  # "[ [" is no long string
         for name, value in (headers or {}).items()
     )
 

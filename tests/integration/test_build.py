@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from serving.bento import BENTO_MODEL_ENV
-from serving.process import free_port, stop, wait_ready
+from serving.process import bearer, free_port, service_key, stop, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -107,6 +107,7 @@ def test_built_bento_serves_its_own_model_without_the_registry(built, trained_wo
         "TAILOR_HOME": str(trained_workspace.ws.home),  # the Feast online store
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}",  # no champion here
     }
+    key = bearer(service_key(trained_workspace.ws, "app", "test-build"))  # keys: TAILOR_HOME's
     log = tmp_path / "bento.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -118,7 +119,9 @@ def test_built_bento_serves_its_own_model_without_the_registry(built, trained_wo
             wait_ready(url, process, timeout=180, log_path=log)
             events = trained_workspace.generated.events
             user = str(events["user_id"].dropna().value_counts().index[0])
-            body = httpx.post(f"{url}/recommend", json={"user_id": user, "k": 3}, timeout=30).json()
+            body = httpx.post(
+                f"{url}/recommend", json={"user_id": user, "k": 3}, headers=key, timeout=30
+            ).json()
         finally:
             stop(process)
     version = trained_workspace.result.registered_version

@@ -29,7 +29,13 @@ from serving.process import running_service
 from tests.browser import browser, screenshot, serve_pages  # noqa: F401  (browser is a fixture)
 from tests.integration.test_collector_http import Served, _stored
 from tests.integration.test_identity_http import _state
-from tests.integration.test_serving_http import _categories, _post, _queue_empty, _until
+from tests.integration.test_serving_http import (
+    _categories,
+    _post,
+    _queue_empty,
+    _until,
+    admin_headers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +113,7 @@ def sites(trained_workspace, tmp_path_factory):
     ):
         ws = trained_workspace.copy_to(tmp_path_factory.mktemp("collector-browser"))
         with running_service(ws, extra_env={env_name("collect_origins"): shop}) as url:
-            yield Served(url, ws), shop, other
+            yield Served(url, ws, admin_headers(ws)), shop, other
 
 
 def _open(page, origin: str, served: Served, **query: str) -> dict[str, str]:
@@ -119,7 +125,7 @@ def _open(page, origin: str, served: Served, **query: str) -> dict[str, str]:
 
 
 def _refused_origins(served: Served) -> float:
-    text = httpx.get(f"{served.url}/metrics", timeout=30).text
+    text = httpx.get(f"{served.url}/metrics", headers=served.headers, timeout=30).text
     found = re.search(
         r'tailor_rejections_total\{endpoint="/collect",reason="origin_not_allowed"\} (\S+)', text
     )

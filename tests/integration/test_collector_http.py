@@ -14,7 +14,7 @@ import socket
 import stat
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
@@ -26,7 +26,7 @@ from features.workspace import Workspace
 from serving.collector import PIXEL
 from serving.cookies import AID_COOKIE, SECRET_FILE, SID_COOKIE
 from serving.process import running_service
-from tests.integration.test_serving_http import _queue_empty, _until
+from tests.integration.test_serving_http import _queue_empty, _until, admin_headers
 from tests.serving.test_devices import ANDROID_PHONE, IPHONE
 
 pytestmark = pytest.mark.integration
@@ -39,6 +39,8 @@ LIMIT = 20_000
 class Served:
     url: str
     ws: Workspace
+    #: an admin key with the debug view, for what is not the public collector (issue #13)
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def served(trained_workspace, tmp_path_factory):
     ws = trained_workspace.copy_to(home)
     extra = {env_name("collect_origins"): SHOP, env_name("max_events_bytes"): str(LIMIT)}
     with running_service(ws, extra_env=extra) as url:
-        yield Served(url, ws)
+        yield Served(url, ws, admin_headers(ws))
 
 
 def _view(product: str = "p1", **fields) -> dict:
@@ -108,7 +110,10 @@ def test_collect_sets_cookies_and_the_events_reach_the_log_and_the_online_store(
 
     # the same path as /events: the online store knows the anonymous visitor now
     answer = httpx.post(
-        f"{served.url}/recommend", json={"anonymous_id": one["anonymous_id"], "k": 3}, timeout=30
+        f"{served.url}/recommend",
+        json={"anonymous_id": one["anonymous_id"], "k": 3},
+        headers=served.headers,
+        timeout=30,
     ).json()
     assert answer["features"]["last_product_id"] == "p2"
     assert answer["features"]["last_category"] in categories
@@ -223,7 +228,7 @@ def test_oversized_beacons_are_413_and_bad_json_400(served):
 
 def test_refusals_and_rejections_are_counted_by_reason(served):
     httpx.post(f"{served.url}/collect", json=[{"event_type": "nope"}], timeout=30)
-    text = httpx.get(f"{served.url}/metrics", timeout=30).text
+    text = httpx.get(f"{served.url}/metrics", headers=served.headers, timeout=30).text
     for reason in ("cookie_forged", "too_large", "bad_json", "origin_not_allowed"):
         assert f'tailor_rejections_total{{endpoint="/collect",reason="{reason}"}}' in text, reason
     assert 'tailor_rejections_total{endpoint="/collect",reason="invalid_event"} 1.0' in text
@@ -233,7 +238,9 @@ def test_refusals_and_rejections_are_counted_by_reason(served):
 def test_the_service_routes_are_untouched_by_the_mount(served):
     assert httpx.get(f"{served.url}/readyz").status_code == 200
     assert httpx.get(f"{served.url}/").status_code == 200  # BentoML's index page
-    assert httpx.get(f"{served.url}/collect/else").status_code == 404
+    # issue #13: a path without a rule needs a key (nothing to learn about what exists)
+    assert httpx.get(f"{served.url}/collect/else").status_code == 401
+    assert httpx.get(f"{served.url}/collect/else", headers=served.headers).status_code == 404
     assert httpx.get(f"{served.url}/collect").status_code == 405
     # /events keeps its JSON-only checks (the collector's own checks are for its paths only)
     plain = httpx.post(

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def _get(served, **params) -> httpx.Response:  # noqa: F811
-    headers = params.pop("headers", {})
+    headers = {**served.headers, **params.pop("headers", {})}
     return httpx.get(f"{served.url}/consent", params=params, headers=headers, timeout=30)
 
 
@@ -50,6 +50,6 @@ def test_consent_over_the_real_service(served) -> None:  # noqa: F811
     missing = _post(served, "/consent", {"purposes": {"analytics": True}})
     assert missing.status_code == 400 and "user_id" in missing.json()["error"]
 
-    metrics = httpx.get(f"{served.url}/metrics", timeout=30).text
+    metrics = httpx.get(f"{served.url}/metrics", headers=served.headers, timeout=30).text
     assert 'tailor_consent_total{outcome="refused",purpose="personalization"}' in metrics
     assert 'tailor_consent_total{outcome="rejected",purpose=""}' in metrics

@@ -153,7 +153,7 @@ def test_bad_logins_are_4xx_naming_the_field_and_counted(served):  # noqa: F811
     assert refused.json()["error"].startswith("anonymous_id:")
     assert "TAILOR_ALLOW_USER_MERGE" in refused.json()["error"]
 
-    metrics = httpx.get(f"{served.url}/metrics").text
+    metrics = httpx.get(f"{served.url}/metrics", headers=served.headers).text
     for outcome in ("rejected", "refused_user_merge", "linked"):
         found = re.search(rf'tailor_identify_total\{{outcome="{outcome}"\}} (\S+)', metrics)
         assert found is not None and float(found.group(1)) >= 1, outcome

@@ -68,6 +68,7 @@ def test_a_session_of_events_sets_the_persona_seen_by_the_next_recommendation(
     state = json.loads(again["features"]["persona_state"])
     assert (state["events"], state["sessions"], state["mobile_sessions"]) == (8, 3, 3)
 
-    metrics = httpx.get(f"{served.url}/metrics").text  # the two calls updated one person each
+    # the two calls updated one person each
+    metrics = httpx.get(f"{served.url}/metrics", headers=served.headers).text
     updated = re.search(r'tailor_persona_updates_total\{outcome="updated"\} (\S+)', metrics)
     assert updated is not None and float(updated.group(1)) >= 2

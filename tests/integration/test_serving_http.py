@@ -33,7 +33,7 @@ from features.eventlog import EventLog
 from features.workspace import Workspace
 from models.bundle import ModelBundle, context_popularity
 from serving.loader import ServingStartupError
-from serving.process import running_service
+from serving.process import bearer, running_service, service_key
 from serving.schemas import STORE_UNAVAILABLE
 
 pytestmark = pytest.mark.integration
@@ -46,6 +46,16 @@ class Served:
     url: str
     ws: Workspace
     version: str  # the champion's version when the service started
+    #: an admin key asking for the debug view (issue #13: tests read the features served);
+    #: every request of these tests carries it, through _post or headers=served.headers
+    headers: dict[str, str]
+
+
+def admin_headers(ws: Workspace) -> dict[str, str]:
+    """The headers of these tests' requests (issue #13): a new admin key of ``ws`` asking for
+    the debug view, so answers carry the features read (the tests about keys and roles are
+    tests/integration/test_security_http.py)."""
+    return {**bearer(service_key(ws, "admin", "tests")), "X-Tailor-Debug": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +66,18 @@ def served(trained_workspace, tmp_path_factory):
     os.environ["TAILOR_MODEL_POLL_SECONDS"] = "1"
     try:
         with running_service(ws) as url:
-            yield Served(url, ws, str(trained_workspace.result.registered_version))
+            version = str(trained_workspace.result.registered_version)
+            yield Served(url, ws, version, admin_headers(ws))
     finally:
         os.environ.pop("TAILOR_MODEL_POLL_SECONDS", None)
         if saved is not None:
             os.environ["TAILOR_MODEL_POLL_SECONDS"] = saved
 
 
-def _post(served: Served, route: str, body, **kwargs) -> httpx.Response:
-    return httpx.post(f"{served.url}{route}", json=body, timeout=30, **kwargs)
+def _post(served: Served, route: str, body, headers=None, **kwargs) -> httpx.Response:
+    """POST ``body`` with the admin key (and the debug view), ``headers`` added."""
+    headers = {**served.headers, **(headers or {})}
+    return httpx.post(f"{served.url}{route}", json=body, timeout=30, headers=headers, **kwargs)
 
 
 def _until(check, timeout: float = 10.0) -> bool:
@@ -260,7 +273,7 @@ def test_malformed_json_is_a_400(served):
     response = httpx.post(
         f"{served.url}/recommend",
         content=b'{"user_id": "u1", "k": ',
-        headers={"content-type": "application/json"},
+        headers={**served.headers, "content-type": "application/json"},
     )
     assert response.status_code == 400
     assert "JSON" in response.json()["error"]
@@ -270,7 +283,9 @@ def _raw_post(served: Served, route: str, headers: list[str], chunks: list[bytes
     """POST over a plain socket (httpx always sends a whole, declared body): the request head,
     then ``chunks`` as they are; returns (status, JSON body, seconds to the answer)."""
     host, port = served.url.removeprefix("http://").split(":")
-    head = [f"POST {route} HTTP/1.1", f"Host: {host}", "Content-Type: application/json", *headers]
+    key = f"Authorization: {served.headers['Authorization']}"
+    head = [f"POST {route} HTTP/1.1", f"Host: {host}", "Content-Type: application/json", key]
+    head += headers
     started = time.monotonic()
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
@@ -336,7 +351,7 @@ def test_deeply_nested_json_is_a_400_at_once(served, route):
     response = httpx.post(
         f"{served.url}{route}",
         content=b'{"user_id": ' + b"[" * 1000 + b"]" * 1000 + b"}",
-        headers={"content-type": "application/json"},
+        headers={**served.headers, "content-type": "application/json"},
         timeout=30,
     )
     assert time.monotonic() - started < 2
@@ -367,7 +382,11 @@ def test_client_errors_are_one_warning_line_without_traceback_or_request_content
     for route, body in bad:
         response = _post(served, route, body)
         assert 400 <= response.status_code < 500, response.text
-    raw = httpx.post(f"{served.url}/recommend", content=f'{{"user_id": "{marker}"'.encode())
+    raw = httpx.post(
+        f"{served.url}/recommend",
+        content=f'{{"user_id": "{marker}"'.encode(),
+        headers=served.headers,
+    )
     assert raw.status_code == 400
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -478,7 +497,7 @@ def test_an_event_is_visible_in_the_next_recommendation_within_a_second(served, 
     (goal p99 < 1 s; here one event at a time, polled every 10 ms)."""
     product = next(p for p, c in _categories(trained_workspace).items() if c == "toys")
     seconds = []
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers=served.headers) as client:
         for _ in range(20):
             person = f"seen-{uuid.uuid4().hex[:8]}"
             started = time.perf_counter()
@@ -536,7 +555,7 @@ def test_oversize_event_batch_is_refused_naming_the_limit(served):
 
 
 def test_metrics_show_strategies_latency_and_model_version(served):
-    text = httpx.get(f"{served.url}/metrics").text
+    text = httpx.get(f"{served.url}/metrics", headers=served.headers).text
     assert 'tailor_requests_total{degraded="false",endpoint="/recommend",strategy="model"}' in text
     assert 'strategy="popular_in_category"' in text
     assert "tailor_request_latency_seconds_bucket" in text
@@ -570,6 +589,8 @@ def test_schemathesis_finds_no_server_errors_and_no_schema_violations(served, tm
         "POST",
         "--report-dir",
         str(tmp_path),
+        "--header",
+        f"Authorization: {served.headers['Authorization']}",
     ]
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -611,7 +632,7 @@ def test_moving_champion_swaps_the_model_without_a_restart(served, tmp_path):
         time.sleep(0.5)
     assert answers[-1]["model"] == f"{MODEL}@{new.version}", answers[-1]
     assert answers[-1]["strategy"] == "popular_in_country:DE"
-    text = httpx.get(f"{served.url}/metrics").text
+    text = httpx.get(f"{served.url}/metrics", headers=served.headers).text
     for version, value in ((new.version, "1.0"), (current.version, "0.0")):
         labels = f'model="{MODEL}@{version}",model_name="{MODEL}",version="{version}"'
         assert f"tailor_model_info{{{labels}}} {value}" in text

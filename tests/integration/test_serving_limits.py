@@ -9,7 +9,7 @@ import pytest
 
 from features.eventlog import EventLog
 from features.workspace import Workspace
-from serving.process import running_service
+from serving.process import bearer, running_service, service_key
 
 pytestmark = pytest.mark.integration
 
@@ -21,21 +21,24 @@ def _copy(trained_workspace, tmp_path) -> Workspace:
 def test_configured_limits_are_applied(trained_workspace, tmp_path):
     ws = _copy(trained_workspace, tmp_path)
     limits = {"TAILOR_MAX_EVENTS_BYTES": "2048", "TAILOR_MAX_REQUEST_BYTES": "300"}
+    key = bearer(service_key(ws, "admin"))  # a valid key: the body limits come next
     with running_service(ws, extra_env=limits) as url:
         events = len(EventLog(ws.event_log_dir))
         batch = [{"event_id": f"e{i}", "page": "x" * 100} for i in range(20)]  # ~2.6 KB
-        response = httpx.post(f"{url}/events", json=batch, timeout=30)
+        response = httpx.post(f"{url}/events", json=batch, headers=key, timeout=30)
         assert response.status_code == 413
         assert response.json()["detail"] == {"limit_bytes": 2048}
         assert len(EventLog(ws.event_log_dir)) == events
-        under = httpx.post(f"{url}/events", json=batch[:5], timeout=30)  # read, then rejected
+        # read, then rejected
+        under = httpx.post(f"{url}/events", json=batch[:5], headers=key, timeout=30)
         assert (under.status_code, under.json()["rejected"]) == (202, 5)
 
         request = {"user_id": "u1", "k": 3, "exclude": ["p" * 20] * 15}  # ~350 bytes
-        response = httpx.post(f"{url}/recommend", json=request, timeout=30)
+        response = httpx.post(f"{url}/recommend", json=request, headers=key, timeout=30)
         assert response.status_code == 413
         assert response.json()["detail"] == {"limit_bytes": 300}
-        assert httpx.post(f"{url}/recommend", json={"user_id": "u1", "k": 3}).status_code == 200
+        small = {"user_id": "u1", "k": 3}
+        assert httpx.post(f"{url}/recommend", json=small, headers=key).status_code == 200
 
 
 def test_a_limit_that_is_not_a_byte_count_stops_the_service(trained_workspace, tmp_path):

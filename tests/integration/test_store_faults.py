@@ -245,7 +245,7 @@ def test_recommend_under_an_exclusive_lock_is_fast_degraded_and_never_5xx(
 
     def ask_until(deadline: float) -> list[tuple[int, float, dict]]:
         out, i = [], 0
-        with httpx.Client() as client:
+        with httpx.Client(headers=served.headers) as client:
             while time.monotonic() < deadline:
                 body = {"user_id": users[i % len(users)], "k": 5}
                 out.append(_timed_post(client, served.url, body))
@@ -328,6 +328,6 @@ def test_a_persona_update_failed_under_the_lock_is_reapplied_when_it_is_free(
 
 def _metric(service, name: str) -> float:
     """A counter's value on /metrics (0 before its first increment)."""
-    text = httpx.get(f"{service.url}/metrics", timeout=30).text
+    text = httpx.get(f"{service.url}/metrics", headers=service.headers, timeout=30).text
     found = re.search(re.escape(name) + r" (\S+)", text)
     return float(found.group(1)) if found else 0.0

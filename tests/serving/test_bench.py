@@ -86,9 +86,11 @@ class _Ok(BaseHTTPRequestHandler):
     it stops, so each check reads only the bodies sent to its own route."""
 
     seen: list[tuple[str, bytes]] = []
+    keys: set[str | None] = set()  # the Authorization headers that came in
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         _Ok.seen.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+        _Ok.keys.add(self.headers.get("Authorization"))
         try:
             self.send_response(200)
             self.send_header("Content-Length", "2")
@@ -113,13 +115,16 @@ def test_wrk_runs_the_generated_scripts_and_reports_through_done(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        rotating = wrk.rotating_script("/recommend", ['{"user_id": "u1"}', '{"user_id": "u2"}'])
+        key = {"Authorization": "Bearer tk_bench_key"}  # issue #13: the benchmark sends keys
+        bodies = ['{"user_id": "u1"}', '{"user_id": "u2"}']
+        rotating = wrk.rotating_script("/recommend", bodies, key)
         result = wrk.run_wrk(url, rotating, tmp_path / "r.lua", connections=1, seconds=1)
         assert result.requests > 2 and result.errors == 0
         assert {b'{"user_id": "u1"}', b'{"user_id": "u2"}'} <= set(_Ok.bodies("/recommend"))
         result = wrk.run_wrk(
-            url, wrk.events_script("/events", ["u1"]), tmp_path / "e.lua", connections=1, seconds=1
+            url, wrk.events_script("/events", ["u1"], key), tmp_path / "e.lua", 1, 1
         )
+        assert _Ok.keys == {"Bearer tk_bench_key"}
         events = [json.loads(body) for body in _Ok.bodies("/events")]
         assert result.requests > 2 and len(events) >= 2
         assert len({event["event_id"] for event in events}) == len(events)  # never a duplicate
