@@ -221,7 +221,9 @@ def test_raw_state_only_in_the_admin_debug_view_which_is_audited(secured, traine
     assert entries[-1]["actor"] == f"key:{admin_id}"
     assert entries[-1]["action"] == "POST /recommend" and entries[-1]["details"] == {"debug": True}
     assert known not in json.dumps(entries)  # no raw person id in the audit log
-    verified = CliRunner().invoke(cli, ["audit", "verify", "--home", str(secured.ws.home)])
+    verified = CliRunner().invoke(
+        cli, ["audit", "verify", "--home", str(secured.ws.home)], env={"COLUMNS": "300"}
+    )
     assert verified.exit_code == 0 and "the chain holds" in verified.output, verified.output
 
 
