@@ -172,17 +172,25 @@ class Guard:
 
 
 def visitor_owns(body: bytes, anonymous_id: str) -> bool:
-    """Whether a ``POST /consent`` body is about the cookie's visitor only: its
-    ``anonymous_id`` is the cookie's and it names no ``user_id``."""
+    """Whether a ``POST /consent`` body is about the cookie's visitor only: it names no
+    ``user_id``, and no ``anonymous_id`` (the consent page's form: the cookie's visitor is
+    meant) or the cookie's."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return False
     return (
         isinstance(data, dict)
-        and data.get("anonymous_id") == anonymous_id
-        and data.get("user_id") is None
+        and "user_id" not in data
+        and data.get("anonymous_id", anonymous_id) == anonymous_id
     )
+
+
+def route_shape(path: str) -> str:
+    """``path`` as the audit log names it: its first segment, the rest as ``*`` (a path may
+    carry a person id, e.g. ``/persons/u00784``, which the audit log never holds)."""
+    head, _, rest = path.lstrip("/").partition("/")
+    return f"/{head}/*" if rest else f"/{head}"
 
 
 class AuthMiddleware:
@@ -240,7 +248,7 @@ class AuthMiddleware:
             if guard.audit is not None and (debug or access in (Access.ADMIN, Access.VISITOR)):
                 guard.audit.append(
                     actor=f"key:{key.key_id}",
-                    action=f"{method} {path}",
+                    action=f"{method} {route_shape(path)}",
                     details={"debug": debug} if debug else {},
                 )
         await self.app(scope, receive, send)

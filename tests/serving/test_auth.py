@@ -8,7 +8,15 @@ from datetime import UTC, datetime
 import pytest
 
 from features.security.keys import ApiKey
-from serving.auth import Access, RateLimits, decide, for_caller, rule_for, visitor_owns
+from serving.auth import (
+    Access,
+    RateLimits,
+    decide,
+    for_caller,
+    route_shape,
+    rule_for,
+    visitor_owns,
+)
 from serving.schemas import RecommendResponse
 
 
@@ -63,6 +71,13 @@ def test_visitor_may_only_name_their_own_cookie_id():
     assert not visitor_owns(b'{"anonymous_id": "a2", "purposes": {}}', "a1")
     assert not visitor_owns(b'{"anonymous_id": "a1", "user_id": "u1"}', "a1")
     assert not visitor_owns(b"not json", "a1")
+    assert visitor_owns(b'{"purposes": {}}', "a1")  # the consent page's form: the cookie's id
+    assert not visitor_owns(b'{"user_id": null, "purposes": {}}', "a1")
+
+
+def test_audited_actions_never_carry_the_id_in_a_path():
+    assert route_shape("/persons/u00784") == "/persons/*"
+    assert route_shape("/consent") == "/consent"
 
 
 def test_rate_limits_answer_retry_after_per_key_and_per_address():
