@@ -82,6 +82,7 @@ from serving.loader import (
     load_registered,
 )
 from serving.persona_updates import unknown_rule_personas
+from serving.privacy.page import privacy_app
 from serving.prometheus import service_metrics
 from serving.publish import BatchTooLargeError, publish_events, refused_retry_after
 from serving.rules import load_rules
@@ -294,7 +295,10 @@ class Tailor:
             ConsentLedger(database_engine(ws.database_url), policy, self.identity)
         )
         self.consent = ConsentEndpoint(
-            self.consent_check, settings.country_header, self.metrics.consent_counted
+            self.consent_check,
+            settings.country_header,
+            self.metrics.consent_counted,
+            cookies=self.collector.cookies,  # POST /consent's own-cookie form, /privacy
         )
         try:
             self.broker = open_broker(ws)
@@ -606,6 +610,8 @@ def _consent() -> ConsentEndpoint | None:
 
 
 Tailor.mount_asgi_app(consent_app(_consent), path="/", name="consent")
+# /privacy (the consent page), /privacy/privacy.js and /privacy/banner.js (issue #12)
+Tailor.mount_asgi_app(privacy_app(_consent), path="/", name="privacy")
 
 # /collect and /collect.gif: a Starlette app; BentoML's PassiveMount at "/" only takes the
 # paths it routes, so every other route stays the service's
