@@ -9,10 +9,11 @@ per purpose allowed or not and why, the regime, the ``policy_version``, ``needs_
 history. The country is the body's (or the query's) ``country``, else the request header named
 by ``TAILOR_COUNTRY_HEADER``; ``Sec-GPC: 1`` refuses ``marketing`` under the opt-out regime.
 
-A body with neither ``user_id`` nor ``anonymous_id`` records the choice of the visitor of the
-request's signed ``tailor_aid`` cookie (:mod:`serving.cookies`; issued when missing or bad, and
-sent back): the form the consent page (``/privacy``) uses, since its script cannot read the
-``HttpOnly`` cookie. That answer carries no id.
+A body with neither ``user_id`` nor ``anonymous_id`` from a request with a valid signed
+``tailor_aid`` cookie (:mod:`serving.cookies`; ``GET /privacy`` issues it) records the choice of
+that visitor, and renews the cookie: the form the consent page uses, since its script cannot
+read the ``HttpOnly`` cookie. That answer carries no id. Without such a cookie, a body without
+an id is a 400 as above.
 
 Unknown purposes, unknown keys or a missing id: 400 naming the field. A ledger that cannot be
 written or read: 503, and nothing is stored (callers fail closed). Answers never carry another
@@ -205,7 +206,10 @@ def consent_app(current: Callable[[], ConsentEndpoint | None]) -> Starlette:
         own = isinstance(body, dict) and "user_id" not in body and "anonymous_id" not in body
         if own and endpoint.cookies is not None:  # the visitor's own choice (the consent page)
             visitor = endpoint.cookies.visitor(dict(request.cookies))
-            body = {**body, "anonymous_id": visitor.anonymous_id}
+            if visitor.new_visitor:  # no valid cookie: no one to record it for (400 below)
+                visitor = None
+            else:
+                body = {**body, "anonymous_id": visitor.anonymous_id}
         status, answer = await anyio.to_thread.run_sync(endpoint.post, body, headers)
         if visitor is None:
             return _json(status, answer)

@@ -281,13 +281,25 @@ def test_a_policy_version_bump_shows_the_banner_again(tmp_path) -> None:
     assert _checked(html) == {"necessary"}  # opt-in: nothing until they choose again
 
 
-def test_without_a_cookie_reader_a_body_without_an_id_is_a_400(tmp_path) -> None:
-    engine = database.engine(f"sqlite:///{tmp_path / 'tailor.db'}")
-    check = ConsentCheck(ConsentLedger(engine, POLICY, IdentityGraph(engine), prefix="c_"))
-    client = TestClient(consent_app(lambda: ConsentEndpoint(check)))
+@pytest.mark.parametrize("cookie", [None, "forged.value", "a" * 600])
+def test_a_body_without_an_id_and_without_a_valid_cookie_is_a_400(tmp_path, cookie) -> None:
+    client = _service(tmp_path)
+    if cookie is not None:
+        client.cookies.set(AID_COOKIE, cookie)
     body = {"purposes": {"analytics": True}, "policy_version": POLICY.policy_version}
     reply = client.post("/consent", json=body)
-    assert reply.status_code == 400 and "set-cookie" not in reply.headers
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["detail"] == {"field": "user_id"}
+    assert "set-cookie" not in reply.headers
+
+
+def test_an_explicit_id_is_recorded_as_given_not_as_the_cookie(tmp_path) -> None:
+    client = _service(tmp_path)
+    client.get("/privacy")  # the browser has a cookie; an API call names someone else
+    body = {"anonymous_id": "other", "purposes": {"analytics": True}, "source": "api"}
+    reply = client.post("/consent", json=body)
+    assert reply.status_code == 201 and reply.json()["record"]["anonymous_id"] == "other"
+    assert "set-cookie" not in reply.headers
 
 
 def test_the_scripts_are_served_from_the_service(tmp_path) -> None:
