@@ -6,7 +6,7 @@ PIP := $(BIN)/python -m pip
 # The CPU build of torch lies on local disk; install it first so nothing asks for a CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: demo test install dev tools lint format clean
+.PHONY: demo test install dev tools lint format clean translations
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,16 @@ lint: $(VENV)/.dev
 format: $(VENV)/.dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The consent page's catalogues (README, "Privacy and consent"): the texts of its templates and
+# of the policy's purpose descriptions into messages.pot, then merged into every language's .po
+# (new texts empty, changed ones fuzzy: a translator fills them in). The service compiles the .po
+# files itself; no .mo file is built or committed.
+LOCALE := serving/privacy/locale
+translations: $(VENV)/.installed
+	$(BIN)/pybabel -q extract -F serving/privacy/babel.cfg --no-location --sort-output \
+	  --project=Tailor --copyright-holder="Tailor contributors" -o $(LOCALE)/messages.pot .
+	$(BIN)/pybabel -q update -i $(LOCALE)/messages.pot -d $(LOCALE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
