@@ -26,6 +26,8 @@ $(VENV)/.dev: $(VENV)/.installed
 
 # Tools the tests drive for real (tests/serving/test_bench.py runs wrk). Debian's package; as root
 # (CI, this project's machines) it is installed, elsewhere the command to run is printed.
+# Then Apache Kafka's jars for the Kafka broker tests (.ci/kafka/fetch, from Maven Central into
+# .ci/kafka/lib/); where Maven Central cannot be reached those tests skip, saying so.
 TOOLS := wrk
 tools:
 	@for tool in $(TOOLS); do command -v $$tool >/dev/null && continue; \
@@ -34,6 +36,7 @@ tools:
 	    { apt-get update -qq >/dev/null && apt-get install -y -qq $$tool >/dev/null; }; \
 	  else echo "install $$tool for its tests: sudo apt-get install -y $$tool"; fi; \
 	done
+	@.ci/kafka/fetch || echo "kafka: jars not fetched; the Kafka broker tests will skip"
 
 install: $(VENV)/.installed
 
