@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -50,7 +50,6 @@ from aiokafka.errors import (
 
 from features.broker.contract import (
     MAX_ATTEMPTS,
-    Broker,
     BrokerUnavailableError,
     DeadLetter,
     Handler,
@@ -60,8 +59,8 @@ from features.broker.remote import (
     ATTEMPTS_HEADER,
     DEAD_AT_HEADER,
     REASON_HEADER,
-    LoopThread,
     Outgoing,
+    ServerBroker,
     dead_at,
     dead_queue_name,
     handle,
@@ -132,7 +131,7 @@ def _offsets_after(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, in
     return after
 
 
-class KafkaBroker(Broker):
+class KafkaBroker(ServerBroker):
     """The topic ``topic`` on the Kafka cluster at ``url`` (``kafka://host:9092[,host:9092]``).
 
     Nothing is contacted at construction: the first call connects (within ``connect_timeout``)
@@ -141,6 +140,7 @@ class KafkaBroker(Broker):
     """
 
     kind = "kafka"
+    server = "Kafka"
 
     def __init__(
         self,
@@ -166,11 +166,10 @@ class KafkaBroker(Broker):
         self.connect_timeout = connect_timeout
         self.reconnect_interval = reconnect_interval
         self.session_timeout = session_timeout
-        self._loop = LoopThread(f"kafka-{topic}")
+        super().__init__(f"kafka-{topic}")
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._connect_lock: asyncio.Lock | None = None  # created on the loop
-        self._closed = False
 
     # -- plumbing -------------------------------------------------------------------------
     def _where(self) -> str:
@@ -229,24 +228,6 @@ class KafkaBroker(Broker):
                 await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
             except Exception:  # already broken: nothing left to release
                 logger.debug("closing a Kafka client", exc_info=True)
-
-    def _call(self, coro: Coroutine[Any, Any, T], timeout: float, doing: str) -> T:
-        """Run ``coro`` on the loop; any failure to reach Kafka is BrokerUnavailableError."""
-        if self._closed:
-            coro.close()
-            raise BrokerUnavailableError(f"Kafka broker at {self._where()} is closed")
-        try:
-            return self._loop.run(coro, timeout)
-        except (ConfigError, BrokerUnavailableError):
-            raise
-        except TimeoutError as exc:
-            raise BrokerUnavailableError(
-                f"Kafka at {self._where()} did not answer within {timeout:g} s ({doing})"
-            ) from exc
-        except Exception as exc:
-            raise BrokerUnavailableError(
-                f"Kafka at {self._where()} failed ({doing}): {type(exc).__name__}: {exc}"
-            ) from exc
 
     # -- publishing -----------------------------------------------------------------------
     async def _publish_all(self, topic: str, messages: Sequence[Outgoing]) -> None:
@@ -528,13 +509,3 @@ class KafkaBroker(Broker):
     async def _disconnect(self) -> None:
         admin, producer, self._admin, self._producer = self._admin, self._producer, None, None
         await self._stop_clients(*(c for c in (producer, admin) if c is not None))
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        try:
-            self._loop.run(self._disconnect(), 10.0)
-        except Exception:
-            logger.debug("closing the Kafka clients", exc_info=True)
-        self._closed = True
-        self._loop.close()

@@ -46,7 +46,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -58,7 +58,6 @@ from faststream.rabbit.schemas import Channel, QueueType
 
 from features.broker.contract import (
     MAX_ATTEMPTS,
-    Broker,
     BrokerUnavailableError,
     DeadLetter,
     Handler,
@@ -68,8 +67,8 @@ from features.broker.remote import (
     ATTEMPTS_HEADER,
     DEAD_AT_HEADER,
     REASON_HEADER,
-    LoopThread,
     Outgoing,
+    ServerBroker,
     dead_at,
     dead_queue_name,
     handle,
@@ -98,7 +97,7 @@ def _attempts(raw: AbstractIncomingMessage) -> int:
     return failed + unfinished + 1
 
 
-class RabbitBroker(Broker):
+class RabbitBroker(ServerBroker):
     """The queue ``queue_name`` on the RabbitMQ at ``url`` (``amqp://user:pass@host:5672/vhost``).
 
     Nothing is contacted at construction: the first call connects (within ``connect_timeout``)
@@ -107,6 +106,7 @@ class RabbitBroker(Broker):
     """
 
     kind = "rabbitmq"
+    server = "RabbitMQ"
 
     def __init__(
         self,
@@ -128,11 +128,10 @@ class RabbitBroker(Broker):
         self.publish_timeout = publish_timeout
         self.connect_timeout = connect_timeout
         self.reconnect_interval = reconnect_interval
-        self._loop = LoopThread(f"rabbit-{queue_name}")
+        super().__init__(f"rabbit-{queue_name}")
         self._broker: FastStreamRabbitBroker | None = None
         self._connection: AbstractRobustConnection | None = None
         self._connect_lock: asyncio.Lock | None = None  # created on the loop
-        self._closed = False
 
     # -- plumbing -------------------------------------------------------------------------
     def _where(self) -> str:
@@ -186,24 +185,6 @@ class RabbitBroker(Broker):
             await broker.stop()
         except Exception:  # already broken: nothing left to release
             logger.debug("closing a failed RabbitMQ connection", exc_info=True)
-
-    def _call(self, coro: Coroutine[Any, Any, T], timeout: float, doing: str) -> T:
-        """Run ``coro`` on the loop; any failure to reach RabbitMQ is BrokerUnavailableError."""
-        if self._closed:
-            coro.close()
-            raise BrokerUnavailableError(f"RabbitMQ broker at {self._where()} is closed")
-        try:
-            return self._loop.run(coro, timeout)
-        except (ConfigError, BrokerUnavailableError):
-            raise
-        except TimeoutError as exc:
-            raise BrokerUnavailableError(
-                f"RabbitMQ at {self._where()} did not answer within {timeout:g} s ({doing})"
-            ) from exc
-        except Exception as exc:
-            raise BrokerUnavailableError(
-                f"RabbitMQ at {self._where()} failed ({doing}): {type(exc).__name__}: {exc}"
-            ) from exc
 
     # -- publishing -----------------------------------------------------------------------
     async def _publish_one(
@@ -497,16 +478,6 @@ class RabbitBroker(Broker):
         broker, self._broker, self._connection = self._broker, None, None
         if broker is not None:
             await self._stop(broker)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        try:
-            self._loop.run(self._disconnect(), 10.0)
-        except Exception:
-            logger.debug("closing the RabbitMQ connection", exc_info=True)
-        self._closed = True
-        self._loop.close()
 
 
 def _broker_reason(headers: dict[str, Any]) -> str:

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from features.broker.contract import Handler, Message
+from features.broker.contract import Broker, BrokerUnavailableError, Handler, Message
+from models.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,53 @@ class LoopThread:
         self.thread.join(timeout=5.0)
         if not self.thread.is_alive():
             self.loop.close()
+
+
+class ServerBroker(Broker):
+    """A broker whose asyncio client runs on a :class:`LoopThread`: :meth:`_call` runs a
+    coroutine there within a bound, :meth:`close` disconnects and stops the loop."""
+
+    #: the server's name in errors (``RabbitMQ``, ``Kafka``)
+    server: str = "broker"
+
+    def __init__(self, loop_name: str) -> None:
+        self._loop = LoopThread(loop_name)
+        self._closed = False
+
+    def _where(self) -> str:
+        """Where the broker is, for errors (never with a password)."""
+        raise NotImplementedError
+
+    async def _disconnect(self) -> None:
+        """Release the client's connections (on the loop)."""
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float, doing: str) -> T:
+        """Run ``coro`` on the loop; any failure to reach the server is BrokerUnavailableError."""
+        if self._closed:
+            coro.close()
+            raise BrokerUnavailableError(f"{self.server} broker at {self._where()} is closed")
+        try:
+            return self._loop.run(coro, timeout)
+        except (ConfigError, BrokerUnavailableError):
+            raise
+        except TimeoutError as exc:
+            raise BrokerUnavailableError(
+                f"{self.server} at {self._where()} did not answer within {timeout:g} s ({doing})"
+            ) from exc
+        except Exception as exc:
+            raise BrokerUnavailableError(
+                f"{self.server} at {self._where()} failed ({doing}): {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._loop.run(self._disconnect(), 10.0)
+        except Exception:
+            logger.debug("closing the %s connection", self.server, exc_info=True)
+        self._closed = True
+        self._loop.close()
 
 
 def handle(handler: Handler, batch: list[Message], max_attempts: int) -> dict[str, str]:
