@@ -35,6 +35,26 @@ def redacted(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+def server_broker(url: str, queue: str) -> RabbitBroker | KafkaBroker:
+    """The server broker ``url`` names (RabbitMQ or Kafka) on the queue or topic ``queue``,
+    without a spool; :class:`ConfigError` naming the variable and the allowed schemes."""
+    scheme = urlsplit(url).scheme.lower()
+    try:
+        if scheme in RABBIT_SCHEMES:
+            return RabbitBroker(url, queue)
+        if scheme in KAFKA_SCHEMES:
+            return KafkaBroker(url, queue)
+    except ConfigError as exc:
+        raise ConfigError(f"{env_name('broker_url')}={redacted(url)!r}: {exc}") from None
+    rabbit = ", ".join(f"{s}://" for s in RABBIT_SCHEMES)
+    kafka = ", ".join(f"{s}://" for s in KAFKA_SCHEMES)
+    raise ConfigError(
+        f"{env_name('broker_url')}={redacted(url)!r}: scheme {scheme or '(none)'!r} is not "
+        f"supported; allowed: {rabbit} (RabbitMQ), {kafka} (Kafka), or unset for the "
+        "embedded queue"
+    )
+
+
 def open_broker(ws: Workspace) -> Broker:
     """The workspace's broker (see the module doc). With RabbitMQ or Kafka, the spool's
     forwarder is started, so what an earlier process spooled is sent as soon as the broker
@@ -42,24 +62,7 @@ def open_broker(ws: Workspace) -> Broker:
     url = ws.settings.broker_url
     if not url:
         return EmbeddedBroker(ws.queue_dir / "events.db")
-    scheme = urlsplit(url).scheme.lower()
-    queue = ws.settings.broker_queue
-    inner: Broker
-    if scheme in RABBIT_SCHEMES:
-        inner = RabbitBroker(url, queue)
-    elif scheme in KAFKA_SCHEMES:
-        try:
-            inner = KafkaBroker(url, queue)
-        except ConfigError as exc:
-            raise ConfigError(f"{env_name('broker_url')}={redacted(url)!r}: {exc}") from None
-    else:
-        rabbit = ", ".join(f"{s}://" for s in RABBIT_SCHEMES)
-        kafka = ", ".join(f"{s}://" for s in KAFKA_SCHEMES)
-        raise ConfigError(
-            f"{env_name('broker_url')}={redacted(url)!r}: scheme {scheme or '(none)'!r} is not "
-            f"supported; allowed: {rabbit} (RabbitMQ), {kafka} (Kafka), or unset for the "
-            "embedded queue"
-        )
+    inner = server_broker(url, ws.settings.broker_queue)
     broker = SpooledBroker(inner, ws.spool_dir, ws.settings.spool_max_bytes)
     broker.start()
     return broker
