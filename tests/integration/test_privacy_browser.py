@@ -23,7 +23,7 @@ from features.settings import env_name
 from features.workspace import Workspace
 from serving.cookies import AID_COOKIE, VisitorCookies, cookie_key
 from serving.process import running_service
-from tests.browser import browser, screenshot  # noqa: F401  (browser is a fixture)
+from tests.browser import browser, screenshot, serve_pages  # noqa: F401  (browser: a fixture)
 from tests.integration.test_serving_http import _post
 
 pytestmark = pytest.mark.integration
@@ -91,11 +91,13 @@ def site(trained_workspace, tmp_path_factory):
         served.stack.close()
 
 
-def _focus(page, element_id: str, limit: int = 40) -> None:
-    """Press Tab until the element ``element_id`` has the focus (keyboard only)."""
+def _focus(page, element_id: str, limit: int = 40, frame=None) -> None:
+    """Press Tab until the element ``element_id`` (of ``frame``, else of the page) has the
+    focus (keyboard only)."""
+    document = frame or page
     for _ in range(limit):
         page.keyboard.press("Tab")
-        if page.evaluate("document.activeElement && document.activeElement.id") == element_id:
+        if document.evaluate("document.activeElement && document.activeElement.id") == element_id:
             return
     raise AssertionError(f"{limit} Tabs never reached #{element_id}")
 
@@ -220,6 +222,45 @@ def test_recommend_for_that_visitor_is_not_personalized(site, french_visitor) ->
     body = answer.json()
     assert body["personalized"] is False
     assert body.get("consent") == "personalization not given"
+
+
+#: A shop page of another origin on the same site that includes the banner script.
+SHOP = """<!doctype html><html lang="es"><head><meta charset="utf-8"><title>Tienda</title></head>
+<body><h1>Tienda</h1><p>Productos.</p>
+<script src="{service}/privacy/banner.js" data-lang="es" async></script></body></html>"""
+
+
+def test_the_banner_script_shows_the_page_until_the_visitor_chooses(site, browser) -> None:  # noqa: F811
+    context = browser.new_context(locale="es-ES")
+    try:
+        with serve_pages({"/shop.html": SHOP.format(service=site.url)}) as shop:
+            page = context.new_page()
+            page.goto(f"{shop}/shop.html")
+            page.wait_for_selector("#tailor-consent-banner", state="visible", timeout=WAIT_MS)
+            banner = page.frame_locator("#tailor-consent-banner")
+            assert banner.locator("h1").inner_text() == TITLES["es"]
+            screenshot(page, "privacy_banner_on_a_shop_page_es")
+            frame = next(f for f in page.frames if "/privacy?embed=1" in f.url)
+            _focus(page, "reject-all", frame=frame)  # the banner took the focus: Tab within it
+            page.keyboard.press("Enter")
+            page.wait_for_selector("#tailor-consent-banner", state="hidden", timeout=WAIT_MS)
+
+            anonymous_id = _anonymous_id(site, context)
+            state = _consent(site, anonymous_id)
+            assert {name: p["allowed"] for name, p in state["purposes"].items()} == {
+                "necessary": True,
+                "analytics": False,
+                "personalization": False,
+                "marketing": False,
+            }
+            assert [h["source"] for h in state["history"]] == ["banner"]
+
+            page.reload()  # chosen: the banner stays hidden on the next page
+            frame_page = page.frame_locator("#tailor-consent-banner")
+            frame_page.locator("body[data-needs-banner='0']").wait_for(state="attached")
+            assert page.locator("#tailor-consent-banner").is_hidden()
+    finally:
+        context.close()
 
 
 def test_a_policy_version_bump_shows_the_banner_again(site, browser, french_visitor, tmp_path):  # noqa: F811

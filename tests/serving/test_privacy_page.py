@@ -214,6 +214,15 @@ def test_the_banner_says_why_it_shows(history, regime, text) -> None:
     assert text in html
 
 
+def test_in_the_banner_the_choices_come_before_the_purposes() -> None:
+    state = _state({}, needs_banner=True)
+    page, banner = render_page(POLICY, "en", state), render_page(POLICY, "en", state, embed=True)
+    assert page.index("<fieldset>") < page.index('id="reject-all"')
+    assert banner.index('id="reject-all"') < banner.index("<fieldset>")  # no scrolling to refuse
+    assert banner.count('id="accept-all"') == 1 and 'class="embed"' in banner
+    assert 'href="/privacy?lang=de&amp;embed=1"' in banner  # the switcher stays in the banner
+
+
 def test_an_unavailable_ledger_offers_no_toggle() -> None:
     html = render_page(POLICY, "es", None)
     assert 'id="unavailable"' in html and "Sus opciones no se pueden mostrar" in html
