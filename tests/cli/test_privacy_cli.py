@@ -35,24 +35,34 @@ def test_erase_export_and_verify_from_the_command_line(tmp_path) -> None:
     home = tmp_path / "ws"
     ws = Workspace(home).ensure()
     log = EventLog(ws.event_log_dir)
-    rows = [_event(0, "u1", "d1"), _event(1, None, "d1"), _event(2, "u2", "d2")]
+    rows = [
+        _event(0, "user-one", "device-one"),
+        _event(1, None, "device-one"),
+        _event(2, "user-two", "device-two"),
+    ]
     report = ingest_rows(iter(rows), log, ws.quarantine_dir, "test")
     assert report.rejected == 0
-    ConsentLedger.for_workspace(ws).append(anonymous_id="d1", purposes={"analytics": True})
+    ConsentLedger.for_workspace(ws).append(anonymous_id="device-one", purposes={"analytics": True})
 
     exported = _run(
-        "privacy", "export", "--anonymous-id", "d1", "--out", str(tmp_path / "d1.zip"), home=home
+        "privacy",
+        "export",
+        "--anonymous-id",
+        "device-one",
+        "--out",
+        str(tmp_path / "device-one.zip"),
+        home=home,
     )
     assert exported.exit_code == 0, exported.output
-    with zipfile.ZipFile(tmp_path / "d1.zip") as archive:
+    with zipfile.ZipFile(tmp_path / "device-one.zip") as archive:
         events = json.loads(archive.read("event_log.json"))
         consent = json.loads(archive.read("consent_ledger.json"))
-    assert [e["event_id"] for e in events] == ["e1"]  # e0 is u1's: d1 is not linked to u1
+    assert [e["event_id"] for e in events] == ["e1"]  # e0: user-one, not linked
     assert [r["purposes"]["analytics"] for r in consent] == [True]
 
-    erased = _run("privacy", "erase", "--anonymous-id", "d1", home=home)
+    erased = _run("privacy", "erase", "--anonymous-id", "device-one", home=home)
     assert erased.exit_code == 0, erased.output
-    assert "d1" not in erased.output and "event_log" in erased.output
+    assert "device-one" not in erased.output and "event_log" in erased.output
     (receipt_path,) = (home / "privacy" / "receipts").glob("*.json")
     assert json.loads(receipt_path.read_text())["receipt"]["stores"]["event_log"] == 1
     assert sorted(EventLog(ws.event_log_dir).read()["event_id"]) == ["e0", "e2"]
