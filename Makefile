@@ -27,7 +27,9 @@ $(VENV)/.dev: $(VENV)/.installed
 # Tools the tests drive for real (tests/serving/test_bench.py runs wrk; the browser tests,
 # tests/browser.py, drive Debian's chromium through Playwright, which never downloads a browser).
 # Debian's packages; as root (CI, this project's machines) they are installed, elsewhere the
-# command to run is printed.
+# command to run is printed. Then Apache Kafka's jars for the Kafka broker tests (.ci/kafka/fetch,
+# from Maven Central into .ci/kafka/lib/); where Maven Central cannot be reached those tests skip,
+# saying so.
 TOOLS := wrk chromium
 tools:
 	@for tool in $(TOOLS); do command -v $$tool >/dev/null && continue; \
@@ -36,6 +38,7 @@ tools:
 	    { apt-get update -qq >/dev/null && apt-get install -y -qq $$tool >/dev/null; }; \
 	  else echo "install $$tool for its tests: sudo apt-get install -y $$tool"; fi; \
 	done
+	@.ci/kafka/fetch || echo "kafka: jars not fetched; the Kafka broker tests will skip"
 
 install: $(VENV)/.installed
 
