@@ -4,11 +4,11 @@ Each adapter has the :class:`~features.privacy.person.PersonStore` shape. :func:
 lists them in erasure order: the identity graph **last**, because every other store is found
 through the ids it links (a crash before it leaves the links, so a rerun finds everything again).
 
-What is not here, and why (README "Erasure and export"): a RabbitMQ queue cannot have single
-messages removed (its consumers move them into the event log within seconds: erase after the
-queue drained; the disk spool in front of it *is* covered); MLflow artifacts (the champion's
-bundle lists training users) are not rewritten; source files under ``raw/`` are the operator's
-own inputs.
+What is not here, and why (README "Erasure and export"): a RabbitMQ queue or a Kafka topic
+cannot have single messages removed (their consumers move them into the event log within
+seconds: erase after they drained; the disk spool in front of either *is* covered); MLflow
+artifacts (the champion's bundle lists training users) are not rewritten; source files under
+``raw/`` are the operator's own inputs.
 """
 
 from __future__ import annotations
