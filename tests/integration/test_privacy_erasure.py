@@ -18,7 +18,7 @@ from features.broker.spool import encode_batch
 from features.consent.ledger import ConsentLedger
 from features.eventlog import EventLog
 from features.identity.graph import IdentityGraph
-from features.live_sessions import SessionStore
+from features.live_sessions import REDIS_PREFIX, SessionStore
 from features.persona_rules import load_personas
 from features.personas import PersonaState, fold, persona_frame, state_row
 from features.privacy.erasure import erase_person, export_person
@@ -211,7 +211,11 @@ def test_erase_on_scale_profile_leaves_nothing_in_redis(trained_workspace, tmp_p
 
         def redis_hits(ids):
             hits = []
-            for key in client.scan_iter(count=1000):
+            # this workspace's keys: its Feast project's and the live sessions' (other projects
+            # are other workspaces, e.g. a run of this test killed before its teardown)
+            keys = [*client.scan_iter(match=f"*{project}", count=1000)]
+            keys += client.scan_iter(match=f"{REDIS_PREFIX}*", count=1000)
+            for key in keys:
                 kind = client.type(key)
                 content = key
                 if kind == b"hash":
