@@ -230,3 +230,50 @@ class EventLog:
         frame["quantity"] = frame["quantity"].astype("Int64")
         frame = frame.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
         return frame.loc[:, list(EVENT_COLUMNS)]
+
+    def erase_people(self, user_ids: Iterable[str], anonymous_ids: Iterable[str]) -> int:
+        """Remove one person's events (erasure, issue #13); returns how many rows went.
+
+        A row goes when its ``user_id`` is one of ``user_ids``, or it has no user id and its
+        ``anonymous_id`` is one of ``anonymous_ids`` (the person keys of
+        :mod:`features.identity.keys`). A row of another user that carries one of their
+        ``anonymous_ids`` (a shared device) keeps the event with the anonymous id blanked: the
+        device id is the erased person's. Each affected part is rewritten to a temporary file and
+        renamed over the old one under :meth:`writer`, so a reader sees the old or the new part,
+        never half of one, and a crash leaves every part whole (a rerun finishes the rest). A part
+        left empty is removed."""
+        users = pa.array(sorted(set(user_ids)), pa.string())
+        anons = pa.array(sorted(set(anonymous_ids)), pa.string())
+        removed = 0
+        with self.writer():
+            for path in self._files():
+                table = pq.read_table(path, schema=EVENT_ARROW_SCHEMA)
+                user = table.column("user_id")
+                has_user = pc.fill_null(pc.not_equal(user, ""), False)
+                their_device = pc.fill_null(pc.is_in(table.column("anonymous_id"), anons), False)
+                theirs = pc.or_(
+                    pc.fill_null(pc.is_in(user, users), False),
+                    pc.and_(pc.invert(has_user), their_device),
+                )
+                shared = pc.and_(pc.invert(theirs), their_device)
+                n_theirs = pc.sum(theirs).as_py() or 0
+                if not n_theirs and not pc.any(shared).as_py():
+                    continue
+                kept = table.filter(pc.invert(theirs))
+                if pc.any(shared).as_py():
+                    blanked = pc.if_else(
+                        pc.filter(shared, pc.invert(theirs)), None, kept.column("anonymous_id")
+                    )
+                    index = kept.schema.get_field_index("anonymous_id")
+                    kept = kept.set_column(index, "anonymous_id", blanked)
+                if kept.num_rows:
+                    tmp = path.with_suffix(".tmp")
+                    pq.write_table(kept, tmp)
+                    os.replace(tmp, path)  # atomic: the old part or the new, never half
+                else:
+                    path.unlink()
+                removed += int(n_theirs)
+            with self._index_lock:  # erased ids must not count as stored any more
+                self._ids.clear()
+                self._indexed.clear()
+        return removed

@@ -29,6 +29,7 @@ views through pandas and pyarrow: about 25 ms for one row on the embedded store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -495,3 +496,66 @@ def forget_readers(store: FeatureStore) -> None:
     """Drop the store's readers and push views (after ``apply`` changed its declarations)."""
     _READERS.pop(store, None)
     _PUSH_VIEWS.pop(store, None)
+
+
+def _entity_keys(join_key: str, values: list[str]) -> list:
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+    from feast.type_map import python_values_to_proto_values
+
+    protos = python_values_to_proto_values(values, ValueType.STRING)
+    return [EntityKeyProto(join_keys=[join_key], entity_values=[p]) for p in protos]
+
+
+def erase_entities(store: FeatureStore, join_key: str, values: list[str]) -> int:
+    """Delete every online row of these entities (string ``join_key`` values) from every view
+    of the store keyed by ``join_key``; returns how many (view, entity) rows went.
+
+    Feast has no per-entity delete, so this writes to the store's own layout (Feast
+    :data:`FEAST_TESTED`): on SQLite a ``DELETE`` per view table (``compute_table_id``, keys as
+    ``serialize_entity_key`` writes them); on Redis the entity's hash (``_redis_key``: every view
+    of one entity shares it), counting its ``_ts:<view>`` fields first."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.infra.online_stores.helpers import _redis_key, compute_table_id
+    from feast.infra.online_stores.redis import RedisOnlineStore
+    from feast.infra.online_stores.sqlite import SqliteOnlineStore
+
+    if not values:
+        return 0
+    config = store.config
+    online = store._get_provider().online_store
+    version = config.entity_key_serialization_version
+    keys = _entity_keys(join_key, values)
+    views = [v for v in store.list_feature_views() if join_key in v.join_keys]
+    if isinstance(online, SqliteOnlineStore):
+        path = Path(SqliteOnlineStore._get_db_path(config))
+        if not path.exists():
+            return 0
+        blobs = [serialize_entity_key(k, entity_key_serialization_version=version) for k in keys]
+        versioning = config.registry.enable_online_feature_view_versioning
+        marks = ",".join("?" * len(blobs))
+        removed = 0
+        with contextlib.closing(sqlite3.connect(path, timeout=30.0)) as db, db:
+            db.execute("PRAGMA secure_delete = ON")  # freed pages are zeroed, not left readable
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            for view in views:
+                table = compute_table_id(config.project, view, versioning)
+                if table not in tables:
+                    continue
+                quoted = '"' + table.replace('"', '""') + '"'
+                where = f"FROM {quoted} WHERE entity_key IN ({marks})"
+                found = db.execute(f"SELECT COUNT(DISTINCT entity_key) {where}", blobs).fetchone()
+                db.execute(f"DELETE {where}", blobs)
+                removed += int(found[0])
+        return removed
+    if isinstance(online, RedisOnlineStore):
+        client = online._get_client(config.online_store)
+        redis_keys = [_redis_key(config.project, k, version) for k in keys]
+        removed = 0
+        for fields_of in (client.hkeys(k) for k in redis_keys):
+            removed += sum(1 for f in fields_of if bytes(f).startswith(b"_ts:"))
+        client.delete(*redis_keys)
+        return removed
+    raise NotImplementedError(
+        f"erasing from the {type(online).__name__} online store is not supported; "
+        "supported: SQLite, Redis"
+    )
