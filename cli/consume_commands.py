@@ -56,8 +56,14 @@ def consume(
         typer.Option("--drain", help="Exit once the queue is empty (default: run until stopped)."),
     ] = False,
     batch_size: Annotated[
-        int, typer.Option(min=1, max=10_000, help="Messages handled per batch at most.")
-    ] = 500,
+        int,
+        typer.Option(
+            min=1,
+            max=10_000,
+            help="Messages handled per batch at most (a batch is what arrived; it grows to this "
+            "only while a backlog is cleared).",
+        ),
+    ] = 2000,  # serving.consumer.BATCH_SIZE (not imported here: the CLI imports lazily)
     limit: Annotated[
         int, typer.Option(min=1, help="Dead letters listed at most (--dead-letters).")
     ] = 100,

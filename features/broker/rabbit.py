@@ -85,6 +85,8 @@ T = TypeVar("T")
 
 #: Unconfirmed publishes in flight at once (pipelined on one channel).
 MAX_IN_FLIGHT = 2000
+#: A consume batch is handed to the handler once no delivery came for this long (see _take).
+LINGER_SECONDS = 0.005
 ATTEMPTS_HEADER = "x-tailor-attempts"
 ERROR_HEADER = "x-tailor-error"
 REASON_HEADER = "x-tailor-reason"
@@ -396,7 +398,10 @@ class RabbitBroker(Broker):
         inbox: queue.SimpleQueue[AbstractIncomingMessage], batch_size: int, max_wait: float
     ) -> list[AbstractIncomingMessage]:
         """Up to ``batch_size`` deliveries: waits ``max_wait`` for the first, then takes what
-        arrives within ``max_wait`` of it."""
+        keeps arriving, until nothing came for :data:`LINGER_SECONDS` or ``max_wait`` after the
+        first. Under load the inbox holds a batch already (deliveries arrive while the handler
+        works); when the queue is idle an event is handled after a few ms, not ``max_wait``
+        (issue #11: event → visible in ``/recommend``)."""
         try:
             first = inbox.get(timeout=max_wait)
         except queue.Empty:
@@ -413,9 +418,9 @@ class RabbitBroker(Broker):
             if left <= 0:
                 break
             try:
-                batch.append(inbox.get(timeout=min(left, 0.01)))
+                batch.append(inbox.get(timeout=min(left, LINGER_SECONDS)))
             except queue.Empty:
-                continue
+                break
         return batch
 
     def consume(
