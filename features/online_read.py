@@ -1,9 +1,11 @@
-"""The service's online read, resolved once per store (used by :mod:`features.store`), and
-the one module that uses Feast's private API.
+"""The service's online read, resolved once per store (used by :mod:`features.store`), the
+batched online write of pushes (:func:`write_view`), and the one module that uses Feast's
+private API.
 
 Everything here past Feast's public surface (``FeatureStore._get_provider``, the provider's
-``online_read`` / ``ingest_df``, ``SqliteOnlineStore._get_db_path``, ``compute_table_id`` and
-the SQLite table layout, ``FeatureStore._fvs_for_push_source_or_raise``) is tested against
+``online_read`` / ``ingest_df`` / ``online_write_batch``, ``SqliteOnlineStore._get_db_path`` and
+``_get_conn``, ``compute_table_id`` / ``_table_id`` / ``_quote_id`` and the SQLite table layout
+and upsert, ``FeatureStore._fvs_for_push_source_or_raise``) is tested against
 Feast :data:`FEAST_TESTED` only. At import the installed Feast is checked: another version turns
 the fast path off (a warning says so) and :mod:`features.store` uses Feast's public
 ``get_online_features`` and ``push``, as it does when ``TAILOR_FAST_ONLINE_READ=0``
@@ -247,7 +249,6 @@ class SqliteViews:
             for i, table in enumerate(quoted)
         ]
         self._sql: dict[int, str] = {}  # rows per read -> query
-        self._keys: dict[Any, bytes] = {}  # entity key value -> serialized key
         self._values: dict[tuple[int, str, bytes], Any] = {}  # (table, feature, blob) -> value
         self._local = threading.local()
         self.answer_limit = answer_limit
