@@ -53,6 +53,7 @@ class EventLog:
         self._writer = threading.RLock()  # this process's threads; flock orders the processes
         self._writer_depth = 0
         self._writer_fd: int | None = None
+        self._rows: dict[str, int] = {}  # part path -> its rows (parts never change)
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[None]:
@@ -82,7 +83,17 @@ class EventLog:
         return sorted(self.root.glob(f"{PARTITION}=*/*.parquet"))
 
     def __len__(self) -> int:
-        return sum(pq.ParquetFile(path).metadata.num_rows for path in self._files())
+        """Events in the log. Each part's footer is read once (parts are immutable): counting
+        a log that grows by a part per consumer batch stays a directory scan (reading every
+        footer each time cost ~8 ms for 35 parts, and a benchmark polls it every 10 ms)."""
+        present = self._part_paths()
+        with self._index_lock:
+            rows = self._rows
+            for path in present - rows.keys():
+                rows[path] = pq.ParquetFile(path).metadata.num_rows
+            for path in rows.keys() - present:  # removed by hand: forget it
+                del rows[path]
+            return sum(rows[path] for path in present)
 
     def event_ids(self) -> set[str]:
         """Every ``event_id`` already in the log (a copy of the index, brought up to date)."""

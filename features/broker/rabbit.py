@@ -83,6 +83,8 @@ T = TypeVar("T")
 
 #: Unconfirmed publishes in flight at once (pipelined on one channel).
 MAX_IN_FLIGHT = 2000
+#: A consume batch is handed to the handler once no delivery came for this long (see _take).
+LINGER_SECONDS = 0.005
 #: RabbitMQ's count of earlier deliveries of this copy that were not acknowledged (quorum queues).
 DELIVERY_COUNT_HEADER = "x-delivery-count"
 SCHEMES = ("amqp", "amqps")
@@ -305,7 +307,10 @@ class RabbitBroker(ServerBroker):
         inbox: queue.SimpleQueue[AbstractIncomingMessage], batch_size: int, max_wait: float
     ) -> list[AbstractIncomingMessage]:
         """Up to ``batch_size`` deliveries: waits ``max_wait`` for the first, then takes what
-        arrives within ``max_wait`` of it."""
+        keeps arriving, until nothing came for :data:`LINGER_SECONDS` or ``max_wait`` after the
+        first. Under load the inbox holds a batch already (deliveries arrive while the handler
+        works); when the queue is idle an event is handled after a few ms, not ``max_wait``
+        (issue #11: event → visible in ``/recommend``)."""
         try:
             first = inbox.get(timeout=max_wait)
         except queue.Empty:
@@ -322,9 +327,9 @@ class RabbitBroker(ServerBroker):
             if left <= 0:
                 break
             try:
-                batch.append(inbox.get(timeout=min(left, 0.01)))
+                batch.append(inbox.get(timeout=min(left, LINGER_SECONDS)))
             except queue.Empty:
-                continue
+                break
         return batch
 
     def consume(
