@@ -11,6 +11,7 @@ from cli import (  # noqa: F401 - imported for the commands they register
     consume_commands,
     data_commands,
     model_commands,
+    privacy_commands,
     registry_commands,
     security_commands,
     segment_commands,

@@ -39,6 +39,17 @@ def entry_hash(entry: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def audit_hook(ws: Workspace, actor: str):
+    """``hook(action, subject, details)`` appending to ``ws``'s audit log as ``actor``: the
+    shape :func:`features.privacy.erasure.erase_person` reports to."""
+    log = AuditLog.for_workspace(ws)
+
+    def hook(action: str, subject: str | None, details: dict[str, Any]) -> None:
+        log.append(actor=actor, action=action, subject=subject, details=details)
+
+    return hook
+
+
 def cli_actor() -> str:
     """The actor of a command run on this machine: ``cli:<login name>``."""
     try:

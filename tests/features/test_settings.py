@@ -142,6 +142,7 @@ def test_the_defaults():
         "rate_limit_address": "100/second",
         "rate_limit_storage": "memory://",
         "require_services": False,
+        "test_kafka": None,
         "database_url": None,
         "broker_url": None,
         "broker_queue": "tailor.events",
