@@ -29,8 +29,8 @@ def create_command(
     home: HomeOption = None,
 ) -> None:  # fmt: skip
     """Create a key and print it once: only its keyed hash is stored."""
+    from features.security.api_keys import KeyStore
     from features.security.audit import AuditLog, cli_actor
-    from features.security.keys import KeyStore
 
     ws = workspace(home)
     created = KeyStore.for_workspace(ws).create(role, name)
@@ -50,7 +50,7 @@ def create_command(
 @keys_app.command("list")
 def list_command(home: HomeOption = None) -> None:
     """Every key: id, role, name, created, revoked (never the key)."""
-    from features.security.keys import KeyStore
+    from features.security.api_keys import KeyStore
 
     table = Table(title="API keys")
     for column in ("id", "role", "name", "created", "revoked"):
@@ -68,8 +68,8 @@ def revoke_command(
     home: HomeOption = None,
 ) -> None:
     """Revoke a key: every worker refuses it within a few seconds."""
+    from features.security.api_keys import KeyStore
     from features.security.audit import AuditLog, cli_actor
-    from features.security.keys import KeyStore
 
     ws = workspace(home)
     revoked = KeyStore.for_workspace(ws).revoke(key_id)

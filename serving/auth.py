@@ -4,7 +4,7 @@
 key into 401 (no valid key), 403 (a key of another role) or a pass, without a word about the
 person the request names. :class:`AuthMiddleware` runs first on every request, before a body is
 read: a refused request costs a dict look-up and, for a key not seen in the last few seconds,
-one indexed database read (:class:`features.security.keys.KeyStore`).
+one indexed database read (:class:`features.security.api_keys.KeyStore`).
 
 Routes (``admin`` may call every one):
 
@@ -40,8 +40,8 @@ from typing import Any
 
 from limits import parse, storage, strategies
 
+from features.security.api_keys import ApiKey, KeyStore
 from features.security.audit import AuditLog
-from features.security.keys import ApiKey, KeyStore
 from features.settings import Settings
 from features.workspace import Workspace
 from serving.cookies import AID_COOKIE, VisitorCookies

@@ -170,7 +170,7 @@ def running(
 def service_key(ws: Workspace, role: str, name: str | None = None) -> str:
     """A new API key of ``role`` in ``ws``'s key store (what ``tailor keys create`` does), for
     the demo, the benchmarks and the tests that call the service."""
-    from features.security.keys import KeyStore
+    from features.security.api_keys import KeyStore
 
     return KeyStore.for_workspace(ws).create(role, name).key
 

@@ -9,8 +9,8 @@ import re
 from typer.testing import CliRunner
 
 from cli.app import app
+from features.security.api_keys import KeyStore
 from features.security.audit import AuditLog
-from features.security.keys import KeyStore
 from features.workspace import Workspace
 
 runner = CliRunner()

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from features.security.api_keys import ApiKeyError, KeyStore
 from features.security.audit import AuditLog
-from features.security.keys import ApiKeyError, KeyStore
 from features.workspace import Workspace
 
 

@@ -27,8 +27,8 @@ from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from cli.app import app as cli
+from features.security.api_keys import ROLES
 from features.security.audit import AuditLog
-from features.security.keys import ROLES
 from features.settings import env_name
 from features.workspace import Workspace
 from serving.auth import Access, rule_for

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from features.security.keys import ApiKey
+from features.security.api_keys import ApiKey
 from serving.auth import (
     Access,
     RateLimits,
