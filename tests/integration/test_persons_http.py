@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from features.privacy.receipts import verify_receipt
+from features.security.audit import AuditLog
 from tests.integration.test_serving_http import _post, served  # noqa: F401  (served: a fixture)
 
 pytestmark = pytest.mark.integration
@@ -19,8 +20,11 @@ def test_delete_person_over_the_real_service(served) -> None:  # noqa: F811
     body = {"anonymous_id": visitor, "purposes": {"analytics": True}, "source": "banner"}
     assert _post(served, "/consent", body).status_code == 201
 
+    anonymous = {"id_kind": "anonymous"}
+    refused = httpx.delete(f"{served.url}/persons/{visitor}", params=anonymous, timeout=60)
+    assert refused.status_code == 401  # issue #13: an admin action, keys required
     erased = httpx.delete(
-        f"{served.url}/persons/{visitor}", params={"id_kind": "anonymous"}, timeout=60
+        f"{served.url}/persons/{visitor}", params=anonymous, headers=served.headers, timeout=60
     )
 
     assert erased.status_code == 200, erased.text
@@ -28,7 +32,19 @@ def test_delete_person_over_the_real_service(served) -> None:  # noqa: F811
     assert receipt["receipt"]["stores"]["consent_ledger"] == 1
     assert visitor not in erased.text
     assert verify_receipt(receipt, served.ws)["person"].startswith("p1_")
-    after = httpx.get(f"{served.url}/consent", params={"anonymous_id": visitor}, timeout=30)
+    after = httpx.get(
+        f"{served.url}/consent",
+        params={"anonymous_id": visitor},
+        headers=served.headers,
+        timeout=30,
+    )
     assert after.status_code == 200 and after.json()["history"] == []
-    again = httpx.delete(f"{served.url}/persons/{visitor}?id_kind=anonymous", timeout=60)
+    again = httpx.delete(
+        f"{served.url}/persons/{visitor}?id_kind=anonymous", headers=served.headers, timeout=60
+    )
     assert again.json()["receipt"]["nothing_held"] is True
+    # issue #13: the erasure is in the audit log, by the admin key, without the raw id
+    log = AuditLog.for_workspace(served.ws)
+    erasures = [e for e in log.entries() if e["action"] == "privacy.erase"]
+    assert len(erasures) >= 2 and erasures[-1]["actor"].startswith("key:")
+    assert visitor not in log.path.read_text() and log.verify().ok

@@ -24,7 +24,7 @@ from features.workspace import Workspace
 from serving.cookies import AID_COOKIE, VisitorCookies, cookie_key
 from serving.process import running_service
 from tests.browser import browser, screenshot, serve_pages  # noqa: F401  (browser: a fixture)
-from tests.integration.test_serving_http import _post
+from tests.integration.test_serving_http import _post, admin_headers
 
 pytestmark = pytest.mark.integration
 
@@ -73,10 +73,12 @@ class Site:
     stack: contextlib.ExitStack
     url: str = ""
     visitor: dict = field(default_factory=dict)
+    headers: dict = field(default_factory=dict)  # an admin key (issue #13), made by start()
 
     def start(self, extra_env: dict[str, str] | None = None) -> None:
         self.stack.close()
         self.stack = contextlib.ExitStack()
+        self.headers = self.headers or admin_headers(self.ws)
         self.url = self.stack.enter_context(running_service(self.ws, extra_env=extra_env))
 
 
@@ -113,7 +115,12 @@ def _anonymous_id(site: Site, context) -> str:
 
 
 def _consent(site: Site, anonymous_id: str) -> dict:
-    reply = httpx.get(f"{site.url}/consent", params={"anonymous_id": anonymous_id}, timeout=30)
+    reply = httpx.get(
+        f"{site.url}/consent",
+        params={"anonymous_id": anonymous_id},
+        headers=site.headers,
+        timeout=30,
+    )
     assert reply.status_code == 200, reply.text
     return reply.json()
 
