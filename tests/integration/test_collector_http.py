@@ -244,8 +244,11 @@ def test_the_service_routes_are_untouched_by_the_mount(served):
     assert httpx.get(f"{served.url}/collect").status_code == 405
     # /events keeps its JSON-only checks (the collector's own checks are for its paths only)
     plain = httpx.post(
-        f"{served.url}/events", content=b"{}", headers={"content-type": "text/plain"}
+        f"{served.url}/events",
+        content=b"{}",
+        headers={**served.headers, "content-type": "text/plain"},
     )
     assert plain.status_code == 415
     event = {**_view(), "timestamp": datetime.now(UTC).isoformat(), "anonymous_id": "x"}
-    assert httpx.post(f"{served.url}/events", json=event, timeout=30).status_code == 202
+    queued = httpx.post(f"{served.url}/events", json=event, headers=served.headers, timeout=30)
+    assert queued.status_code == 202
