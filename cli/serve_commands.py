@@ -167,6 +167,9 @@ def bench_consent_command(
     withdrawals: Annotated[
         int, typer.Option(min=1, help="People who withdraw personalization under load.")
     ] = 200,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Rounds of baseline, checks off, checks on runs.")
+    ] = 3,
     out: Annotated[
         Path | None,
         typer.Option(help="Markdown file to write (default <home>/results/consent.md)."),
@@ -198,6 +201,7 @@ def bench_consent_command(
         threads=threads,
         users=users,
         withdrawals=withdrawals,
+        rounds=rounds,
     )
     command = shlex.join(["tailor", *sys.argv[1:]])
     try:

@@ -1,13 +1,18 @@
 """``tailor bench consent``: what the consent check costs ``/recommend``, and how fast a
 withdrawal counts (issue #12).
 
-One run, same machine, same ``bentoml serve`` and wrk settings:
+One run, same machine, same ``bentoml serve`` and wrk settings, the three services up at once:
 
-1. the trivial BentoML endpoint (:mod:`serving.baseline_service`) before and after;
+1. the trivial BentoML endpoint (:mod:`serving.baseline_service`);
 2. ``/recommend`` for warm known users with consent checks **on** (the default) and **off**
-   (``TAILOR_CONSENT_CHECKS=0``, the only use of that setting), each run's RPS as a ratio of the
-   baseline's (issue #12's bar: ≥ 0.8× with checks on);
-3. withdrawal under load: while wrk keeps ``/recommend`` busy on the checks-on service, people
+   (``TAILOR_CONSENT_CHECKS=0``, the only use of that setting);
+
+measured in ``rounds`` (baseline, off, on in each), so drift from other load on the machine
+touches the three alike; each ratio (on / baseline, the issue #12 bar ≥ 0.8×; off / baseline;
+on / off) is the median of its per-round ratios. Then:
+
+3.
+ withdrawal under load: while wrk keeps ``/recommend`` busy on the checks-on service, people
    who gave consent withdraw ``personalization`` one after the other; for each, the time from
    sending ``POST /consent`` until the first non-personalized ``/recommend`` answer arrives
    (asked at once after the 201, again until it comes), its p50 / p99 / max, and how many
@@ -51,6 +56,7 @@ DEFAULT_OUT = PROJECT_ROOT / "experiments" / "results" / "consent.md"
 #: issue #12: /recommend's RPS with consent checks on, as a share of the baseline's.
 RPS_TARGET = 0.8
 CHECKS_ENV = env_name("consent_checks")
+BASELINE = "baseline"
 ON, OFF = "recommend: known users, consent checks on", "recommend: known users, checks off"
 EVERYTHING = {"analytics": True, "personalization": True, "marketing": True}
 
@@ -64,11 +70,13 @@ class ConsentBenchSettings:
     threads: int = 1
     users: int = 500
     withdrawals: int = 200
+    rounds: int = 3
 
 
 @dataclass
 class ConsentBenchReport:
     settings: ConsentBenchSettings
+    #: ``"round N: label"`` -> its run (labels BASELINE, OFF, ON)
     runs: dict[str, wrk.WrkResult] = field(default_factory=dict)
     #: seconds from sending the withdrawal to the first non-personalized answer, per person
     withdrawal_seconds: list[float] = field(default_factory=list)
@@ -81,14 +89,14 @@ class ConsentBenchReport:
     command: str = ""
     started: str = ""
 
-    @property
-    def baseline_rps(self) -> float:
-        runs = [self.runs[k] for k in ("baseline (before)", "baseline (after)") if k in self.runs]
-        return statistics.mean(r.rps for r in runs) if runs else 0.0
-
-    def ratio(self, label: str) -> float:
-        base = self.baseline_rps
-        return self.runs[label].rps / base if base and label in self.runs else float("nan")
+    def ratio(self, label: str, over: str = "baseline") -> float:
+        """The median over rounds of ``label``'s RPS / ``over``'s RPS in the same round."""
+        ratios = []
+        for n in range(1, self.settings.rounds + 1):
+            top, bottom = self.runs.get(f"round {n}: {label}"), self.runs.get(f"round {n}: {over}")
+            if top is not None and bottom is not None and bottom.rps:
+                ratios.append(top.rps / bottom.rps)
+        return statistics.median(ratios) if ratios else float("nan")
 
     def withdrawal_ms(self) -> dict[str, float]:
         ms = np.asarray(self.withdrawal_seconds) * 1e3
@@ -111,15 +119,11 @@ def give_consent(ws: Workspace, users: list[str]) -> None:
     ledger.append_many(rows)
 
 
-def withdraw_under_load(
-    url: str, users: list[str], report: ConsentBenchReport, deadline: float
-) -> None:
+def withdraw_under_load(url: str, users: list[str], report: ConsentBenchReport) -> None:
     """Each of ``users`` withdraws ``personalization``; time until the first answer that says
-    so (see the module docstring). Stops early at ``deadline`` (monotonic seconds)."""
+    so (see the module docstring)."""
     with httpx.Client(base_url=url, timeout=30) as client:
         for user in users:
-            if time.monotonic() > deadline:
-                break
             body = {"user_id": user, "k": 10}
             if client.post("/recommend", json=body).json().get("personalized") is not True:
                 continue  # not a person the model personalizes: nothing to withdraw from
@@ -158,7 +162,7 @@ def bench_consent(
         copy = _copy_workspace(ws, tmp_path / "ws")
         loaded = load_registered(copy, ws.settings.model_name, DEFAULT_ALIAS)
         report.model = loaded.label
-        ids = [str(u) for u in loaded.scorer.bundle.users.ids]
+        ids = [str(u) for u in loaded.scorer.bundle.users.ids if not str(u).startswith("anon:")]
         known, leaving = ids[: settings.users], ids[settings.users :] or ids[: settings.users]
         leaving = leaving[: settings.withdrawals]
         give_consent(copy, list(dict.fromkeys(known + leaving)))
@@ -166,54 +170,55 @@ def bench_consent(
         script = wrk.rotating_script("/recommend", warm)
         say(f"{loaded.label}: {len(known)} known users with consent, {len(leaving)} to withdraw")
 
-        def measure(label: str, url: str) -> None:
+        def measure(label: str, url: str) -> wrk.WrkResult:
             path = tmp_path / "recommend.lua"
             load = (settings.concurrency, settings.threads)
             if settings.warmup_seconds > 0:
                 wrk.run_wrk(url, script, path, load[0], settings.warmup_seconds, load[1], binary)
             say(f"{label}: {settings.concurrency} connections, {settings.seconds:g} s")
-            report.runs[label] = wrk.run_wrk(
-                url, script, path, load[0], settings.seconds, load[1], binary
-            )
+            return wrk.run_wrk(url, script, path, load[0], settings.seconds, load[1], binary)
 
-        def baseline(label: str) -> None:
-            env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")}
-            env = workers_env({**env, "BENTOML_DO_NOT_TRACK": "True"}, "baseline", settings.workers)
-            port = free_port()
-            with running(BASELINE_SERVICE, env, port, copy.home / "logs" / "baseline.log") as url:
-                measure(label, url)
-
-        baseline("baseline (before)")
-        with running_service(copy, workers=settings.workers, extra_env={CHECKS_ENV: "0"}) as url:
-            measure(OFF, url)
-        with running_service(copy, workers=settings.workers) as url:
-            measure(ON, url)
+        env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")}
+        env = workers_env({**env, "BENTOML_DO_NOT_TRACK": "True"}, "baseline", settings.workers)
+        log = copy.home / "logs" / "baseline.log"
+        say("starting the baseline service and the Tailor service with checks off and on")
+        with (
+            running(BASELINE_SERVICE, env, free_port(), log) as base_url,
+            running_service(copy, workers=settings.workers, extra_env={CHECKS_ENV: "0"}) as off,
+            running_service(copy, workers=settings.workers) as on,
+        ):
+            for n in range(1, settings.rounds + 1):
+                for label, url in ((BASELINE, base_url), (OFF, off), (ON, on)):
+                    report.runs[f"round {n}: {label}"] = measure(f"round {n}: {label}", url)
             say(f"withdrawals under load: {len(leaving)} people")
-            loaded_run: dict[str, wrk.WrkResult] = {}
-            seconds = max(settings.seconds, 5.0)
+            stop = threading.Event()
 
-            def load() -> None:
+            def load() -> None:  # wrk runs back to back until the withdrawals are done
                 path = tmp_path / "load.lua"
-                loaded_run["load"] = wrk.run_wrk(
-                    url, script, path, settings.concurrency, seconds, settings.threads, binary
-                )
+                while not stop.is_set():
+                    result = wrk.run_wrk(
+                        on, script, path, settings.concurrency, 5.0, settings.threads, binary
+                    )
+                    report.load = report.load or result
 
             loader = threading.Thread(target=load, daemon=True)
             loader.start()
-            time.sleep(0.5)  # wrk connected and busy
-            withdraw_under_load(url, leaving, report, time.monotonic() + seconds - 1.0)
-            loader.join()
-            report.load = loaded_run.get("load")
-        baseline("baseline (after)")
+            time.sleep(1.0)  # wrk connected and busy
+            try:
+                withdraw_under_load(on, leaving, report)
+            finally:
+                stop.set()
+                loader.join()
     return report
 
 
 def target_lines(report: ConsentBenchReport) -> list[str]:
-    on, off = report.ratio(ON), report.ratio(OFF)
+    on, off, cost = report.ratio(ON), report.ratio(OFF), report.ratio(ON, OFF)
     out = [
         f"known-user RPS with consent checks on ≥ {RPS_TARGET}× baseline: {on:.2f}× — "
         + ("met" if on >= RPS_TARGET else "missed")
-        + f" (checks off: {off:.2f}×; on / off: {on / off:.2f})"
+        + f" (checks off: {off:.2f}×; on / off: {cost:.2f}; medians of "
+        + f"{report.settings.rounds} rounds)"
     ]
     w = report.withdrawal_ms()
     if w:
@@ -226,7 +231,7 @@ def target_lines(report: ConsentBenchReport) -> list[str]:
 
 
 def render_markdown(report: ConsentBenchReport) -> str:
-    s, base = report.settings, report.baseline_rps
+    s = report.settings
     lines = [
         GENERATED_BY.format(command=report.command),
         "",
@@ -236,16 +241,18 @@ def render_markdown(report: ConsentBenchReport) -> str:
         f"- when: {report.started}; model: `{report.model}`",
         f"- machine: {report.machine}",
         f"- load: wrk, {s.concurrency} connections, {s.threads} thread(s), {s.seconds:g} s per "
-        f"run after a {s.warmup_seconds:g} s warm-up; `bentoml serve` with {s.workers} "
+        f"run after a {s.warmup_seconds:g} s warm-up, {s.rounds} rounds of baseline, checks "
+        f"off, checks on (the three services up at once); `bentoml serve` with {s.workers} "
         "worker(s); the bench's known users all gave consent (country FR: opt-in, so every "
         "check reads the ledger)",
         f"- checks off: `{CHECKS_ENV}=0` (used for this comparison only)",
         "",
-        "| run | RPS | p50 ms | p95 ms | p99 ms | errors | RPS / baseline |",
+        "| run | RPS | p50 ms | p95 ms | p99 ms | errors | RPS / round's baseline |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, r in report.runs.items():
-        ratio = f"{r.rps / base:.2f}×" if base else "-"
+        base = report.runs.get(label.split(": ")[0] + f": {BASELINE}")
+        ratio = f"{r.rps / base.rps:.2f}×" if base is not None and base.rps else "-"
         lines.append(
             f"| {label} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p95_ms:.2f} | {r.p99_ms:.2f} | "
             f"{r.errors} | {ratio} |"
@@ -257,7 +264,7 @@ def render_markdown(report: ConsentBenchReport) -> str:
         beside = (
             f" beside wrk's `/recommend` load ({load.rps:.0f} RPS, p99 {load.p99_ms:.1f} ms)"
             if load is not None
-            else ""
+            else ""  # the first 5 s of the load
         )
         lines += [
             f"{w['n']:.0f} people withdrew `personalization` one after the other{beside}; "
