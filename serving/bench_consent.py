@@ -44,13 +44,22 @@ from features.workspace import Workspace
 from serving import wrk
 from serving.bench import (
     BASELINE_SERVICE,
+    BENCH_LIMITS,
     GENERATED_BY,
     _bodies,
     _copy_workspace,
     command_with_out,
     machine_note,
 )
-from serving.process import PROJECT_ROOT, free_port, running, running_service, workers_env
+from serving.process import (
+    PROJECT_ROOT,
+    bearer,
+    free_port,
+    running,
+    running_service,
+    service_key,
+    workers_env,
+)
 
 DEFAULT_OUT = PROJECT_ROOT / "experiments" / "results" / "consent.md"
 #: issue #12: /recommend's RPS with consent checks on, as a share of the baseline's.
@@ -119,10 +128,12 @@ def give_consent(ws: Workspace, users: list[str]) -> None:
     ledger.append_many(rows)
 
 
-def withdraw_under_load(url: str, users: list[str], report: ConsentBenchReport) -> None:
+def withdraw_under_load(
+    url: str, users: list[str], report: ConsentBenchReport, headers: dict[str, str]
+) -> None:
     """Each of ``users`` withdraws ``personalization``; time until the first answer that says
-    so (see the module docstring)."""
-    with httpx.Client(base_url=url, timeout=30) as client:
+    so (see the module docstring). ``headers`` carry an admin key (consent for any id)."""
+    with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
         for user in users:
             body = {"user_id": user, "k": 10}
             if client.post("/recommend", json=body).json().get("personalized") is not True:
@@ -167,7 +178,8 @@ def bench_consent(
         leaving = leaving[: settings.withdrawals]
         give_consent(copy, list(dict.fromkeys(known + leaving)))
         warm, _ = _bodies(known, len(known))
-        script = wrk.rotating_script("/recommend", warm)
+        admin = bearer(service_key(copy, "admin", "bench-consent"))  # issue #13: keys on
+        script = wrk.rotating_script("/recommend", warm, bearer(service_key(copy, "app")))
         say(f"{loaded.label}: {len(known)} known users with consent, {len(leaving)} to withdraw")
 
         def measure(label: str, url: str) -> wrk.WrkResult:
@@ -184,8 +196,10 @@ def bench_consent(
         say("starting the baseline service and the Tailor service with checks off and on")
         with (
             running(BASELINE_SERVICE, env, free_port(), log) as base_url,
-            running_service(copy, workers=settings.workers, extra_env={CHECKS_ENV: "0"}) as off,
-            running_service(copy, workers=settings.workers) as on,
+            running_service(
+                copy, workers=settings.workers, extra_env={CHECKS_ENV: "0", **BENCH_LIMITS}
+            ) as off,
+            running_service(copy, workers=settings.workers, extra_env=BENCH_LIMITS) as on,
         ):
             for n in range(1, settings.rounds + 1):
                 for label, url in ((BASELINE, base_url), (OFF, off), (ON, on)):
@@ -205,7 +219,7 @@ def bench_consent(
             loader.start()
             time.sleep(1.0)  # wrk connected and busy
             try:
-                withdraw_under_load(on, leaving, report)
+                withdraw_under_load(on, leaving, report, admin)
             finally:
                 stop.set()
                 loader.join()
