@@ -26,7 +26,7 @@ from features.eventlog import EventLog
 from features.workspace import Workspace
 from serving.cookies import VisitorCookies, cookie_key
 from serving.process import running_service
-from tests.integration.test_serving_http import _categories, _known_user, _until
+from tests.integration.test_serving_http import _categories, _known_user, _until, admin_headers
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +38,7 @@ FR, US = {"CF-IPCountry": "FR"}, {"CF-IPCountry": "US"}
 class Served:
     url: str
     ws: Workspace
+    headers: dict[str, str]  # an admin key (issue #13): every API call of these tests sends it
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +46,12 @@ def served(trained_workspace, tmp_path_factory):
     ws = trained_workspace.copy_to(tmp_path_factory.mktemp("consent-enforced"))
     (ws.home / "consent_policy.yaml").unlink()  # the packaged policy: opt-in by default
     with running_service(ws) as url:
-        yield Served(url, ws)
+        yield Served(url, ws, admin_headers(ws))
 
 
 def _post(served: Served, route: str, body, headers=None) -> httpx.Response:
-    return httpx.post(f"{served.url}{route}", json=body, headers=headers or {}, timeout=30)
+    headers = {**served.headers, **(headers or {})}
+    return httpx.post(f"{served.url}{route}", json=body, headers=headers, timeout=30)
 
 
 def _consent(served: Served, purposes: dict, headers=None, **person) -> None:
@@ -59,7 +61,7 @@ def _consent(served: Served, purposes: dict, headers=None, **person) -> None:
 
 def _metric(served: Served, name: str, **labels) -> float:
     """The value of one sample of ``/metrics`` (0 when absent)."""
-    text = httpx.get(f"{served.url}/metrics", timeout=30).text
+    text = httpx.get(f"{served.url}/metrics", headers=served.headers, timeout=30).text
     total = 0.0
     for line in text.splitlines():
         if not line.startswith(name + "{"):
@@ -196,7 +198,9 @@ def test_regimes_decide_collection_at_events_and_collect(served, trained_workspa
     opt_out = _post(served, "/events", _event(us, product), {**US, "Sec-GPC": "1"}).json()
     assert (opt_out["accepted"], opt_out["suppressed"]) == (1, 0)  # GPC: marketing only
     state = httpx.get(
-        f"{served.url}/consent", params={"anonymous_id": us}, headers={**US, "Sec-GPC": "1"}
+        f"{served.url}/consent",
+        params={"anonymous_id": us},
+        headers={**served.headers, **US, "Sec-GPC": "1"},
     ).json()
     assert state["purposes"]["marketing"]["reason"] == "marketing refused by Sec-GPC"
 
