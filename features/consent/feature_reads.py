@@ -23,6 +23,8 @@ from features.consent.check import ConsentCheck, ConsentDecision
 from features.consent.policy import NECESSARY, PURPOSES, ConsentPolicy
 from models.errors import ConfigError
 
+#: The purpose of profiles and personalized answers: person features, training sets, segments.
+PERSONALIZATION = "personalization"
 #: The Feast tag of a feature service naming the consent purpose its reads need. Person
 #: services: ``personalization``; item services: ``necessary`` (item features are aggregates
 #: over the catalogue, about no one, and serve non-personalized answers too).
