@@ -21,6 +21,7 @@ from features.personas import persona_frame
 from features.settings import Settings
 from features.workspace import Workspace
 from models.errors import ConfigError
+from tests.consent import allow_until_refused
 from tests.integration.test_feast_store import T0, _tables
 from tests.services import require_postgres, require_redis
 
@@ -39,7 +40,9 @@ def _same_as_feast(fs, rows: list[dict]) -> list[dict]:
 def local_store(trained_workspace, tmp_path):
     """A copy of the trained workspace's Feast folder (this module pushes to it)."""
     shutil.copytree(trained_workspace.ws.feast_dir, tmp_path / "feast")
-    return store.feature_store(Workspace(home=tmp_path).ensure())
+    ws = Workspace(home=tmp_path).ensure()
+    allow_until_refused(ws)  # its people have no consent record; these tests pin the mechanics
+    return store.feature_store(ws)
 
 
 def test_answers_equal_feasts_for_known_unknown_and_many_rows(local_store, trained_workspace):
