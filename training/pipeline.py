@@ -179,6 +179,12 @@ def train_and_evaluate(
     # people under their canonical key: a login's anonymous history is the user's (issue #11)
     resolve = IdentityGraph.for_workspace(ws).canonical_keys
     frame, label_drops = consented_interactions(ws, interaction_frame(events, resolve))
+    if frame.empty and label_drops.rows:
+        raise ValueError(
+            f"none of the {label_drops.rows} interactions is of a person who had given "
+            f"{PERSONALIZATION} consent at its time: import the consent choices first "
+            "(`tailor consent import FILE.csv`)"
+        )
     say(
         f"consent: {label_drops.rows_dropped} of {label_drops.rows} interactions left out "
         f"({label_drops.people_dropped} people without {PERSONALIZATION})"

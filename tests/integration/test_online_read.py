@@ -202,8 +202,12 @@ def test_a_failing_sqlite_query_is_read_through_feast(local_store, trained_works
 def test_redis_answers_equal_feasts(tmp_path):
     require_redis("needed by the scale profile")
     require_postgres("scale-profile registry")
-    settings = Settings(feast_project=f"tailor_test_{uuid.uuid4().hex[:8]}")
+    settings = Settings(
+        feast_project=f"tailor_test_{uuid.uuid4().hex[:8]}",
+        database_url=f"sqlite:///{tmp_path / 'tailor.db'}",  # a consent ledger of its own
+    )
     ws = Workspace(home=tmp_path, profile="scale", settings=settings).ensure()
+    allow_until_refused(ws)
     store.write_tables(ws, _tables())
     fs = store.apply(ws)
     try:

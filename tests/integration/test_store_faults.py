@@ -307,6 +307,8 @@ def test_a_persona_update_failed_under_the_lock_is_reapplied_when_it_is_free(
             quantity=1,
         )
     ]
+    consent = {"user_id": person, "purposes": {"analytics": True, "personalization": True}}
+    assert _post(served, "/consent", consent).status_code == 201  # issue #12
     log = EventLog(served.ws.event_log_dir)
     with exclusive_lock(served.ws.feast_dir / "online_store.db", 30):
         not_pushed = _metric(served, 'tailor_events_total{outcome="not_pushed"}')
