@@ -22,6 +22,7 @@ import pytest
 
 from features import online_read, store
 from features.broker.embedded import EmbeddedBroker
+from features.consent.check import ConsentCheck
 from features.context import activity_rows
 from features.eventlog import EventLog
 from features.persona_rules import load_personas
@@ -241,7 +242,10 @@ def test_recommend_under_an_exclusive_lock_is_fast_degraded_and_never_5xx(
     reason; /healthz stays fast; /readyz stays 200 and says degraded; after the lock, answers
     are personal again."""
     events = trained_workspace.generated.events
-    users = events["user_id"].dropna().drop_duplicates().head(20).tolist()
+    users = events["user_id"].dropna().drop_duplicates().tolist()
+    # people whose features are read: with personalization consent (issue #12)
+    allowed = ConsentCheck.for_workspace(served.ws).decide_many(users, "personalization")
+    users = [user for user in users if allowed[user].allowed][:20]
     for user in users[:3]:
         assert "degraded" not in _post(served, "/recommend", {"user_id": user, "k": 5}).json()
     assert httpx.get(f"{served.url}/readyz").text.strip() == ""

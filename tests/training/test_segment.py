@@ -84,6 +84,9 @@ def test_csv_lists_every_consenting_person_once(segmented):
     assert set(written["user_id"]) == consenting
     assert result.consent.people_dropped == len(people) - len(consenting)
     assert set(generated.personas["user_id"]) & consenting <= set(written["user_id"])
+    # nor in the offline table the online store is loaded from
+    table = pd.read_parquet(ws.feature_data_dir / store.SEGMENT_TABLE)
+    assert set(table.loc[table["event_timestamp"] == result.as_of, "user_id"]) == consenting
     assert written["segment_label"].notna().all()
 
 
