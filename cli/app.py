@@ -11,6 +11,7 @@ from cli import (  # noqa: F401 - imported for the commands they register
     consume_commands,
     data_commands,
     model_commands,
+    privacy_commands,
     registry_commands,
     segment_commands,
     serve_commands,

@@ -56,8 +56,14 @@ def consume(
         typer.Option("--drain", help="Exit once the queue is empty (default: run until stopped)."),
     ] = False,
     batch_size: Annotated[
-        int, typer.Option(min=1, max=10_000, help="Messages handled per batch at most.")
-    ] = 500,
+        int,
+        typer.Option(
+            min=1,
+            max=10_000,
+            help="Messages handled per batch at most (a batch is what arrived; it grows to this "
+            "only while a backlog is cleared).",
+        ),
+    ] = 2000,  # serving.consumer.BATCH_SIZE (not imported here: the CLI imports lazily)
     limit: Annotated[
         int, typer.Option(min=1, help="Dead letters listed at most (--dead-letters).")
     ] = 100,
@@ -156,12 +162,9 @@ def _run(broker, consumer, *, batch_size: int, drain: bool) -> None:
     worker.start()
     try:
         shown, shown_at = None, time.monotonic()
-        last_seen, idle_since = -1, time.monotonic()
         while worker.is_alive():
             stop.wait(0.2)
             counts = consumer.counts.as_dict()
-            if counts["messages"] != last_seen:
-                last_seen, idle_since = counts["messages"], time.monotonic()
             due = time.monotonic() - shown_at >= PROGRESS_SECONDS
             if due and counts != shown and not stop.is_set():
                 shown, shown_at = counts, time.monotonic()
@@ -170,10 +173,11 @@ def _run(broker, consumer, *, batch_size: int, drain: bool) -> None:
                     f"{counts['duplicate']} duplicate, {counts['conflict']} conflict, "
                     f"{counts['poison']} poison"
                 )
-            # drained: nothing waiting and nothing handled for DRAIN_IDLE_SECONDS (RabbitMQ's
-            # depth leaves out what this consumer holds unacknowledged, messages a killed
-            # consumer held come back a moment later, the embedded queue's after their lease)
-            idle = time.monotonic() - idle_since >= DRAIN_IDLE_SECONDS
+            # drained: nothing waiting and no batch handled nor in hand for DRAIN_IDLE_SECONDS
+            # (RabbitMQ's depth leaves out what this consumer holds unacknowledged, prefetched
+            # included; messages a killed consumer held come back a moment later, the embedded
+            # queue's after their lease)
+            idle = consumer.idle_seconds() >= DRAIN_IDLE_SECONDS
             if drain and not stop.is_set() and idle and broker.depth() == 0:
                 stop.set()
             if stop.is_set():

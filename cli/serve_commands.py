@@ -310,6 +310,8 @@ def bench_realtime_command(
     console.print(
         f"event → visible in /recommend: p50 {report.latency(0.5) * 1000:.0f} ms, "
         f"p99 {report.latency(0.99) * 1000:.0f} ms ({len(report.probes)} probes, "
-        f"{report.probes_missed} missed)"
+        f"{report.probes_missed} missed); /collect answered after p50 "
+        f"{report.accepted_latency(0.5) * 1000:.0f} ms, "
+        f"p99 {report.accepted_latency(0.99) * 1000:.0f} ms"
     )
     console.print(f"written: {write_report(report, out or workspace_results(ws) / 'realtime.md')}")

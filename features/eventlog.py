@@ -53,6 +53,7 @@ class EventLog:
         self._writer = threading.RLock()  # this process's threads; flock orders the processes
         self._writer_depth = 0
         self._writer_fd: int | None = None
+        self._rows: dict[str, int] = {}  # part path -> its rows (parts never change)
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[None]:
@@ -82,7 +83,17 @@ class EventLog:
         return sorted(self.root.glob(f"{PARTITION}=*/*.parquet"))
 
     def __len__(self) -> int:
-        return sum(pq.ParquetFile(path).metadata.num_rows for path in self._files())
+        """Events in the log. Each part's footer is read once (parts are immutable): counting
+        a log that grows by a part per consumer batch stays a directory scan (reading every
+        footer each time cost ~8 ms for 35 parts, and a benchmark polls it every 10 ms)."""
+        present = self._part_paths()
+        with self._index_lock:
+            rows = self._rows
+            for path in present - rows.keys():
+                rows[path] = pq.ParquetFile(path).metadata.num_rows
+            for path in rows.keys() - present:  # removed by hand: forget it
+                del rows[path]
+            return sum(rows[path] for path in present)
 
     def event_ids(self) -> set[str]:
         """Every ``event_id`` already in the log (a copy of the index, brought up to date)."""
@@ -230,3 +241,50 @@ class EventLog:
         frame["quantity"] = frame["quantity"].astype("Int64")
         frame = frame.sort_values(["timestamp", "event_id"], kind="stable").reset_index(drop=True)
         return frame.loc[:, list(EVENT_COLUMNS)]
+
+    def erase_people(self, user_ids: Iterable[str], anonymous_ids: Iterable[str]) -> int:
+        """Remove one person's events (erasure, issue #13); returns how many rows went.
+
+        A row goes when its ``user_id`` is one of ``user_ids``, or it has no user id and its
+        ``anonymous_id`` is one of ``anonymous_ids`` (the person keys of
+        :mod:`features.identity.keys`). A row of another user that carries one of their
+        ``anonymous_ids`` (a shared device) keeps the event with the anonymous id blanked: the
+        device id is the erased person's. Each affected part is rewritten to a temporary file and
+        renamed over the old one under :meth:`writer`, so a reader sees the old or the new part,
+        never half of one, and a crash leaves every part whole (a rerun finishes the rest). A part
+        left empty is removed."""
+        users = pa.array(sorted(set(user_ids)), pa.string())
+        anons = pa.array(sorted(set(anonymous_ids)), pa.string())
+        removed = 0
+        with self.writer():
+            for path in self._files():
+                table = pq.read_table(path, schema=EVENT_ARROW_SCHEMA)
+                user = table.column("user_id")
+                has_user = pc.fill_null(pc.not_equal(user, ""), False)
+                their_device = pc.fill_null(pc.is_in(table.column("anonymous_id"), anons), False)
+                theirs = pc.or_(
+                    pc.fill_null(pc.is_in(user, users), False),
+                    pc.and_(pc.invert(has_user), their_device),
+                )
+                shared = pc.and_(pc.invert(theirs), their_device)
+                n_theirs = pc.sum(theirs).as_py() or 0
+                if not n_theirs and not pc.any(shared).as_py():
+                    continue
+                kept = table.filter(pc.invert(theirs))
+                if pc.any(shared).as_py():
+                    blanked = pc.if_else(
+                        pc.filter(shared, pc.invert(theirs)), None, kept.column("anonymous_id")
+                    )
+                    index = kept.schema.get_field_index("anonymous_id")
+                    kept = kept.set_column(index, "anonymous_id", blanked)
+                if kept.num_rows:
+                    tmp = path.with_suffix(".tmp")
+                    pq.write_table(kept, tmp)
+                    os.replace(tmp, path)  # atomic: the old part or the new, never half
+                else:
+                    path.unlink()
+                removed += int(n_theirs)
+            with self._index_lock:  # erased ids must not count as stored any more
+                self._ids.clear()
+                self._indexed.clear()
+        return removed

@@ -185,12 +185,13 @@ class Settings(BaseModel):
     broker_url: str | None = _setting(
         None,
         "Event broker between collection and processing: `amqp://user:pass@host:5672/` "
-        "(RabbitMQ); unset: the embedded durable queue in `<home>/queue/`.",
-        "an amqp:// URL",
+        "(RabbitMQ) or `kafka://host:9092[,host:9092]` (Kafka); unset: the embedded durable "
+        "queue in `<home>/queue/`.",
+        "an amqp:// or kafka:// URL",
     )
     broker_queue: str = _setting(
         "tailor.events",
-        "Name of the broker's event queue (its dead letters: `<name>.dead`).",
+        "Name of the broker's event queue or Kafka topic (its dead letters: `<name>.dead`).",
         "a queue name",
     )
     spool_max_bytes: int = _setting(
@@ -250,6 +251,13 @@ class Settings(BaseModel):
         "Tests only: `1` fails, instead of skipping, a test whose service (Redis, PostgreSQL) "
         "or tool (`wrk`) is missing; `.ci/run` sets it.",
         "1 (a missing service fails the test) or 0 (it skips)",
+    )
+    test_kafka: str | None = _setting(
+        None,
+        "Tests only: a Kafka cluster for the Kafka broker tests, `host:port[,host:port]` or a "
+        "`kafka://` URL; unset: they start a local broker from `.ci/kafka/` (`make tools` "
+        "fetches it), or skip when there is none.",
+        "host:port or a kafka:// URL",
     )
 
     @classmethod

@@ -341,6 +341,13 @@ def online_features(
     ]
 
 
+def held_online(store: FeatureStore, rows: list[dict], service: str) -> list[dict]:
+    """What the online store holds for ``rows``, without the consent check: only for a person's
+    own export (the right of access covers what is held, whatever their consent). Every other
+    read goes through :func:`online_features`."""
+    return _read(store, rows, service)
+
+
 def _read(store: FeatureStore, rows: list[dict], service: str) -> list[dict]:
     if not rows:
         return []
@@ -555,3 +562,30 @@ def materialize_segments(ws: Workspace, store: FeatureStore | None = None) -> Fe
     start, end = stamps["event_timestamp"].min(), stamps["event_timestamp"].max()
     store.materialize(start.to_pydatetime(), end.to_pydatetime(), feature_views=[SEGMENT_VIEW])
     return store
+
+
+# -- a person's data (erasure, issue #13) -------------------------------------------------------
+def erase_online(ws: Workspace, person_keys: list[str], store: FeatureStore | None = None) -> int:
+    """Delete these person keys' rows from every ``user_id`` view of the online store (SQLite or
+    Redis); returns how many (view, person key) rows went. A store never applied holds none."""
+    from features.online_read import erase_entities
+
+    if not (ws.feast_dir / "feature_store.yaml").exists():
+        return 0
+    store = store or feature_store(ws)
+    removed = erase_entities(store, "user_id", list(person_keys))
+    forget_readers(store)
+    return removed
+
+
+def export_online(ws: Workspace, person_keys: list[str]) -> list[dict]:
+    """The person's persona state as the online store holds it, one dict per person key (keys
+    without a row left out). Empty when the store or the persona service is not there."""
+    if not (ws.feast_dir / "feature_store.yaml").exists():
+        return []
+    store = feature_store(ws)
+    if not person_keys or not has_feature_service(store, PERSONA_SERVICE):
+        return []
+    # what the store holds, consent or not: the person's own export (right of access)
+    rows = held_online(store, [{"user_id": k} for k in person_keys], PERSONA_SERVICE)
+    return [row for row in rows if any(v is not None for n, v in row.items() if n != "user_id")]

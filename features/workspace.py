@@ -121,6 +121,11 @@ class Workspace:
         """Generated secrets (the cookie-signing key), readable by the owner only."""
         return self.home / "secrets"
 
+    @property
+    def privacy_dir(self) -> Path:
+        """Erasure receipts, the erasure journal and the minimal proofs of erasure (issue #13)."""
+        return self.home / "privacy"
+
     def ensure(self) -> Workspace:
         """Create the folders; commands call this, importing never does."""
         for path in (

@@ -9,6 +9,12 @@ per purpose allowed or not and why, the regime, the ``policy_version``, ``needs_
 history. The country is the body's (or the query's) ``country``, else the request header named
 by ``TAILOR_COUNTRY_HEADER``; ``Sec-GPC: 1`` refuses ``marketing`` under the opt-out regime.
 
+A body with neither ``user_id`` nor ``anonymous_id`` from a request with a valid signed
+``tailor_aid`` cookie (:mod:`serving.cookies`; ``GET /privacy`` issues it) records the choice of
+that visitor, and renews the cookie: the form the consent page uses, since its script cannot
+read the ``HttpOnly`` cookie. That answer carries no id. Without such a cookie, a body without
+an id is a 400 as above.
+
 Unknown purposes, unknown keys or a missing id: 400 naming the field. A ledger that cannot be
 written or read: 503, and nothing is stored (callers fail closed). Answers never carry another
 id of the person (a history record made on another of their ids says ``"same_id": false``).
@@ -30,6 +36,7 @@ from starlette.routing import Route
 
 from features.consent.check import ConsentCheck, ConsentState
 from features.consent.ledger import ConsentError, LedgerUnavailable, person_key_of
+from serving.cookies import AID_COOKIE, VisitorCookies
 from serving.error_bodies import error_json
 
 logger = logging.getLogger(__name__)
@@ -94,11 +101,13 @@ def state_json(state: ConsentState, key: str) -> dict:
 class ConsentEndpoint:
     """``/consent``'s logic: ``check`` (the ledger and the one check), the name of the country
     header, and ``count(outcome, purpose)`` for the metrics (``accepted``/``refused`` per purpose
-    of a stored record; ``rejected``/``unavailable`` per refused request, purpose ``""``)."""
+    of a stored record; ``rejected``/``unavailable`` per refused request, purpose ``""``), and
+    the visitor ``cookies`` a body without an id is recorded for (None: such a body is a 400)."""
 
     check: ConsentCheck
     country_header: str = "CF-IPCountry"
     count: Count | None = None
+    cookies: VisitorCookies | None = None
 
     def _count(self, outcome: str, purpose: str = "") -> None:
         if self.count is not None:
@@ -177,6 +186,8 @@ def consent_app(current: Callable[[], ConsentEndpoint | None]) -> Starlette:
     service made in its constructor, None until then (503)."""
     import anyio.to_thread
 
+    from serving.collector import is_tls  # here: the collector may consult consent itself
+
     async def consent(request: Request) -> Response:
         endpoint = current()
         if endpoint is None:
@@ -191,7 +202,24 @@ def consent_app(current: Callable[[], ConsentEndpoint | None]) -> Starlette:
             body = json.loads(raw or b"null")
         except ValueError:
             return _json(400, {"error": "body: not valid JSON", "detail": {"field": "body"}})
+        visitor = None
+        own = isinstance(body, dict) and "user_id" not in body and "anonymous_id" not in body
+        if own and endpoint.cookies is not None:  # the visitor's own choice (the consent page)
+            visitor = endpoint.cookies.visitor(dict(request.cookies))
+            if visitor.new_visitor:  # no valid cookie: no one to record it for (400 below)
+                visitor = None
+            else:
+                body = {**body, "anonymous_id": visitor.anonymous_id}
         status, answer = await anyio.to_thread.run_sync(endpoint.post, body, headers)
-        return _json(status, answer)
+        if visitor is None:
+            return _json(status, answer)
+        if "record" in answer:
+            answer["record"].pop("anonymous_id", None)
+            answer["record"].pop("user_id", None)
+        response = _json(status, answer)
+        for cookie in endpoint.cookies.set_cookies(visitor, secure=is_tls(request.scope)):
+            if cookie.name == AID_COOKIE:
+                response.headers.append("set-cookie", cookie.header())
+        return response
 
     return Starlette(routes=[Route(CONSENT_PATH, consent, methods=["GET", "POST"], name="consent")])

@@ -82,6 +82,8 @@ from serving.loader import (
     load_registered,
 )
 from serving.persona_updates import unknown_rule_personas
+from serving.persons import persons_app
+from serving.privacy.page import privacy_app
 from serving.prometheus import service_metrics
 from serving.publish import BatchTooLargeError, publish_events, refused_retry_after
 from serving.rules import load_rules
@@ -293,8 +295,12 @@ class Tailor:
         self.consent_check = ConsentCheck(
             ConsentLedger(database_engine(ws.database_url), policy, self.identity)
         )
+        self.ws = ws  # DELETE /persons/{id} erases in this workspace (issue #13)
         self.consent = ConsentEndpoint(
-            self.consent_check, settings.country_header, self.metrics.consent_counted
+            self.consent_check,
+            settings.country_header,
+            self.metrics.consent_counted,
+            cookies=self.collector.cookies,  # POST /consent's own-cookie form, /privacy
         )
         try:
             self.broker = open_broker(ws)
@@ -606,6 +612,19 @@ def _consent() -> ConsentEndpoint | None:
 
 
 Tailor.mount_asgi_app(consent_app(_consent), path="/", name="consent")
+# /privacy (the consent page), /privacy/privacy.js and /privacy/banner.js (issue #12)
+Tailor.mount_asgi_app(privacy_app(_consent), path="/", name="privacy")
+
+
+def _workspace() -> Workspace | None:
+    """The running service's workspace; None before its constructor has run."""
+    try:
+        return getattr(bentoml.get_current_service(), "ws", None)
+    except BentoMLException:
+        return None
+
+
+Tailor.mount_asgi_app(persons_app(_workspace), path="/", name="persons")
 
 # /collect and /collect.gif: a Starlette app; BentoML's PassiveMount at "/" only takes the
 # paths it routes, so every other route stays the service's

@@ -18,6 +18,7 @@ from features.ingest import ingest_frame
 from features.settings import Settings
 from features.synthetic.generate import GeneratedData, generate_clickstream
 from features.workspace import Workspace
+from tests.kafka_server import KafkaCluster, kafka_cluster
 from training.config import TrainConfig
 from training.pipeline import TrainResult, train_and_evaluate
 
@@ -31,6 +32,13 @@ def _isolated_environment():
     for key, value in saved.items():
         if value is not None:
             os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory) -> KafkaCluster:
+    """The session's Kafka cluster (tests/kafka_server.py): TAILOR_TEST_KAFKA, else a local
+    Apache Kafka from .ci/kafka/; the test skips when there is neither."""
+    yield from kafka_cluster(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

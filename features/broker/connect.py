@@ -5,8 +5,9 @@
   ``TAILOR_BROKER_QUEUE``, behind a :class:`~features.broker.spool.SpooledBroker` in
   ``<home>/spool/`` of at most ``TAILOR_SPOOL_MAX_BYTES`` (events are accepted while RabbitMQ is
   unreachable and forwarded when it returns);
+- ``kafka://host:9092[,host:9092]``: :class:`~features.broker.kafka.KafkaBroker` on the topic
+  ``TAILOR_BROKER_QUEUE``, behind the same spool;
 - anything else: :class:`~models.errors.ConfigError` naming the variable and the allowed schemes.
-  (A ``kafka://`` scheme is where a Kafka broker would plug in: see :mod:`features.broker.rabbit`.)
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from urllib.parse import urlsplit
 
 from features.broker.contract import Broker
 from features.broker.embedded import EmbeddedBroker
-from features.broker.rabbit import SCHEMES, RabbitBroker
+from features.broker.kafka import SCHEMES as KAFKA_SCHEMES
+from features.broker.kafka import KafkaBroker
+from features.broker.rabbit import SCHEMES as RABBIT_SCHEMES
+from features.broker.rabbit import RabbitBroker
 from features.broker.spool import SpooledBroker
 from features.settings import env_name
 from features.workspace import Workspace
@@ -31,22 +35,34 @@ def redacted(url: str) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+def server_broker(url: str, queue: str) -> RabbitBroker | KafkaBroker:
+    """The server broker ``url`` names (RabbitMQ or Kafka) on the queue or topic ``queue``,
+    without a spool; :class:`ConfigError` naming the variable and the allowed schemes."""
+    scheme = urlsplit(url).scheme.lower()
+    try:
+        if scheme in RABBIT_SCHEMES:
+            return RabbitBroker(url, queue)
+        if scheme in KAFKA_SCHEMES:
+            return KafkaBroker(url, queue)
+    except ConfigError as exc:
+        raise ConfigError(f"{env_name('broker_url')}={redacted(url)!r}: {exc}") from None
+    rabbit = ", ".join(f"{s}://" for s in RABBIT_SCHEMES)
+    kafka = ", ".join(f"{s}://" for s in KAFKA_SCHEMES)
+    raise ConfigError(
+        f"{env_name('broker_url')}={redacted(url)!r}: scheme {scheme or '(none)'!r} is not "
+        f"supported; allowed: {rabbit} (RabbitMQ), {kafka} (Kafka), or unset for the "
+        "embedded queue"
+    )
+
+
 def open_broker(ws: Workspace) -> Broker:
-    """The workspace's broker (see the module doc). With RabbitMQ, the spool's forwarder is
-    started, so what an earlier process spooled is sent as soon as RabbitMQ answers; close the
-    broker to stop it."""
+    """The workspace's broker (see the module doc). With RabbitMQ or Kafka, the spool's
+    forwarder is started, so what an earlier process spooled is sent as soon as the broker
+    answers; close the broker to stop it."""
     url = ws.settings.broker_url
     if not url:
         return EmbeddedBroker(ws.queue_dir / "events.db")
-    scheme = urlsplit(url).scheme.lower()
-    if scheme not in SCHEMES:
-        allowed = ", ".join(f"{s}://" for s in SCHEMES)
-        raise ConfigError(
-            f"{env_name('broker_url')}={redacted(url)!r}: scheme {scheme or '(none)'!r} is not "
-            f"supported; allowed: {allowed} (RabbitMQ), or unset for the embedded queue"
-        )
-    broker = SpooledBroker(
-        RabbitBroker(url, ws.settings.broker_queue), ws.spool_dir, ws.settings.spool_max_bytes
-    )
+    inner = server_broker(url, ws.settings.broker_queue)
+    broker = SpooledBroker(inner, ws.spool_dir, ws.settings.spool_max_bytes)
     broker.start()
     return broker

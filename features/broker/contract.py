@@ -9,8 +9,9 @@ event id), so a redelivery changes nothing. A message that fails ``max_attempts`
 poison message: it moves to the dead-letter store with the handler's reason, visible with
 :meth:`Broker.dead_letters` and sent back with :meth:`Broker.requeue_dead_letters`.
 
-Two implementations: :mod:`features.broker.embedded` (a SQLite WAL table in the workspace, no
-server) and :mod:`features.broker.rabbit` (RabbitMQ through FastStream); both pass the same tests.
+Three implementations: :mod:`features.broker.embedded` (a SQLite WAL table in the workspace, no
+server), :mod:`features.broker.rabbit` (RabbitMQ through FastStream) and
+:mod:`features.broker.kafka` (Kafka through aiokafka); all run the same tests.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ Handler = Callable[[list[Message]], dict[str, str]]
 class Broker(ABC):
     """A durable queue of events with at-least-once delivery and a dead-letter store."""
 
-    #: how the broker is named in logs, metrics and `tailor consume` (``embedded``, ``rabbitmq``)
+    #: how the broker is named in logs, metrics and `tailor consume` (``embedded``, ``rabbitmq``,
+    #: ``kafka``)
     kind: str = "broker"
 
     @abstractmethod

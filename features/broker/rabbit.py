@@ -34,21 +34,9 @@ connection FastStream opened (``await broker.connect()`` returns it) with its ow
 channel; peeking at dead letters uses ``basic.get`` on it likewise. Everything else (connection,
 declarations, publishing with confirms) is FastStream.
 
-The contract is synchronous (collectors, ``tailor consume``); FastStream is asyncio. One event loop
-runs in a daemon thread per :class:`RabbitBroker`; sync methods submit coroutines to it and wait
-with a bound (``run_coroutine_threadsafe``), so the broker can be used from any thread, including
-BentoML's workers and the consumer's own thread.
-
-Switching to Kafka (documented, not implemented or tested here): FastStream speaks Kafka with the
-same calls. ``pip install "faststream[kafka]"``, then a ``kafka://host:9092`` URL would map to
-``faststream.kafka.KafkaBroker("host:9092", acks="all", enable_idempotence=True)``: publish is
-``await broker.publish(body, topic=<queue>, key=message_id.encode(), headers=...)`` (returns after
-all in-sync replicas wrote it, the equivalent of a confirm); consumption is a subscriber on the
-topic with ``group_id="tailor-consume"``, ``batch=True``, ``max_records=batch_size`` and
-``ack_policy=AckPolicy.MANUAL`` (commit the offsets after the handler); attempts travel in the
-same ``x-tailor-attempts`` header on republish and dead letters go to the topic ``<queue>.dead``.
-A ``KafkaBroker`` class beside this one, chosen by :func:`features.broker.connect.open_broker`
-from the URL's scheme, is the whole change; collectors and consumers only see :class:`Broker`.
+The sync contract runs on FastStream's asyncio through :class:`~features.broker.remote.LoopThread`;
+the Kafka broker beside this one (:mod:`features.broker.kafka`) shares it and the settlement of
+failed messages (:mod:`features.broker.remote`).
 """
 
 from __future__ import annotations
@@ -58,8 +46,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Coroutine, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -71,11 +58,22 @@ from faststream.rabbit.schemas import Channel, QueueType
 
 from features.broker.contract import (
     MAX_ATTEMPTS,
-    Broker,
     BrokerUnavailableError,
     DeadLetter,
     Handler,
     Message,
+)
+from features.broker.remote import (
+    ATTEMPTS_HEADER,
+    DEAD_AT_HEADER,
+    REASON_HEADER,
+    Outgoing,
+    ServerBroker,
+    dead_at,
+    dead_queue_name,
+    handle,
+    settlement,
+    text,
 )
 from models.errors import ConfigError
 
@@ -85,53 +83,11 @@ T = TypeVar("T")
 
 #: Unconfirmed publishes in flight at once (pipelined on one channel).
 MAX_IN_FLIGHT = 2000
-ATTEMPTS_HEADER = "x-tailor-attempts"
-ERROR_HEADER = "x-tailor-error"
-REASON_HEADER = "x-tailor-reason"
-DEAD_AT_HEADER = "x-tailor-dead-at"
+#: A consume batch is handed to the handler once no delivery came for this long (see _take).
+LINGER_SECONDS = 0.005
 #: RabbitMQ's count of earlier deliveries of this copy that were not acknowledged (quorum queues).
 DELIVERY_COUNT_HEADER = "x-delivery-count"
 SCHEMES = ("amqp", "amqps")
-
-
-def dead_queue_name(queue_name: str) -> str:
-    """Where ``queue_name``'s dead letters go."""
-    return f"{queue_name}.dead"
-
-
-class _LoopThread:
-    """An asyncio event loop running in a daemon thread; :meth:`run` waits for a coroutine."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
-
-    @staticmethod
-    async def _cancel_tasks() -> None:
-        """Cancel what the client left running (a reconnect attempt) and let it unwind."""
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.wait(tasks, timeout=2.0) if tasks else None
-
-    def close(self) -> None:
-        try:
-            self.run(self._cancel_tasks(), 5.0)
-        except Exception:  # closing anyway
-            logger.debug("cancelling the client's tasks", exc_info=True)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5.0)
-        if not self.thread.is_alive():
-            self.loop.close()
 
 
 def _attempts(raw: AbstractIncomingMessage) -> int:
@@ -143,11 +99,7 @@ def _attempts(raw: AbstractIncomingMessage) -> int:
     return failed + unfinished + 1
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-class RabbitBroker(Broker):
+class RabbitBroker(ServerBroker):
     """The queue ``queue_name`` on the RabbitMQ at ``url`` (``amqp://user:pass@host:5672/vhost``).
 
     Nothing is contacted at construction: the first call connects (within ``connect_timeout``)
@@ -156,6 +108,7 @@ class RabbitBroker(Broker):
     """
 
     kind = "rabbitmq"
+    server = "RabbitMQ"
 
     def __init__(
         self,
@@ -177,11 +130,10 @@ class RabbitBroker(Broker):
         self.publish_timeout = publish_timeout
         self.connect_timeout = connect_timeout
         self.reconnect_interval = reconnect_interval
-        self._loop = _LoopThread(f"rabbit-{queue_name}")
+        super().__init__(f"rabbit-{queue_name}")
         self._broker: FastStreamRabbitBroker | None = None
         self._connection: AbstractRobustConnection | None = None
         self._connect_lock: asyncio.Lock | None = None  # created on the loop
-        self._closed = False
 
     # -- plumbing -------------------------------------------------------------------------
     def _where(self) -> str:
@@ -236,24 +188,6 @@ class RabbitBroker(Broker):
         except Exception:  # already broken: nothing left to release
             logger.debug("closing a failed RabbitMQ connection", exc_info=True)
 
-    def _call(self, coro: Coroutine[Any, Any, T], timeout: float, doing: str) -> T:
-        """Run ``coro`` on the loop; any failure to reach RabbitMQ is BrokerUnavailableError."""
-        if self._closed:
-            coro.close()
-            raise BrokerUnavailableError(f"RabbitMQ broker at {self._where()} is closed")
-        try:
-            return self._loop.run(coro, timeout)
-        except (ConfigError, BrokerUnavailableError):
-            raise
-        except TimeoutError as exc:
-            raise BrokerUnavailableError(
-                f"RabbitMQ at {self._where()} did not answer within {timeout:g} s ({doing})"
-            ) from exc
-        except Exception as exc:
-            raise BrokerUnavailableError(
-                f"RabbitMQ at {self._where()} failed ({doing}): {type(exc).__name__}: {exc}"
-            ) from exc
-
     # -- publishing -----------------------------------------------------------------------
     async def _publish_one(
         self, queue_name: str, message_id: str, body: bytes, headers: dict[str, Any] | None
@@ -271,9 +205,7 @@ class RabbitBroker(Broker):
         if not isinstance(confirm, aiormq.spec.Basic.Ack):
             raise BrokerUnavailableError(f"RabbitMQ did not confirm {message_id!r}: {confirm!r}")
 
-    async def _publish_all(
-        self, queue_name: str, messages: Sequence[tuple[str, bytes, dict[str, Any] | None]]
-    ) -> None:
+    async def _publish_all(self, queue_name: str, messages: Sequence[Outgoing]) -> None:
         await self._connect()
         for start in range(0, len(messages), MAX_IN_FLIGHT):
             chunk = messages[start : start + MAX_IN_FLIGHT]
@@ -325,37 +257,16 @@ class RabbitBroker(Broker):
         max_attempts: int,
     ) -> None:
         raw_batch = [raw for raw, _ in batch]
-        done: list[AbstractIncomingMessage] = []
-        again: list[tuple[str, bytes, dict[str, Any]]] = []
-        again_raw: list[AbstractIncomingMessage] = []
-        dead: list[tuple[str, bytes, dict[str, Any]]] = []
-        dead_raw: list[AbstractIncomingMessage] = []
-        now = datetime.now(UTC).isoformat()
-        for raw, message in batch:
-            reason = failures.get(message.message_id)
-            if reason is None:
-                done.append(raw)
-            elif message.attempts >= max_attempts:
-                headers = {
-                    REASON_HEADER: reason[:4000],
-                    ATTEMPTS_HEADER: message.attempts,
-                    DEAD_AT_HEADER: now,
-                }
-                dead.append((message.message_id, message.body, headers))
-                dead_raw.append(raw)
-            else:
-                headers = {ATTEMPTS_HEADER: message.attempts, ERROR_HEADER: reason[:4000]}
-                again.append((message.message_id, message.body, headers))
-                again_raw.append(raw)
+        plan = settlement(batch, failures, max_attempts)
+        done = plan.done
         # the copy is confirmed before the original is acknowledged: a crash in between
         # leaves two copies (one more delivery), never none
         kept = 0
-        for copies, originals, target in (
-            (again, again_raw, self.queue_name),
-            (dead, dead_raw, self.dead_queue_name),
-        ):
-            if not copies:
+        for moved, target in ((plan.again, self.queue_name), (plan.dead, self.dead_queue_name)):
+            if not moved:
                 continue
+            originals = [raw for raw, _ in moved]
+            copies = [copy for _, copy in moved]
             try:
                 await self._publish_all(target, copies)
             except Exception:
@@ -396,7 +307,10 @@ class RabbitBroker(Broker):
         inbox: queue.SimpleQueue[AbstractIncomingMessage], batch_size: int, max_wait: float
     ) -> list[AbstractIncomingMessage]:
         """Up to ``batch_size`` deliveries: waits ``max_wait`` for the first, then takes what
-        arrives within ``max_wait`` of it."""
+        keeps arriving, until nothing came for :data:`LINGER_SECONDS` or ``max_wait`` after the
+        first. Under load the inbox holds a batch already (deliveries arrive while the handler
+        works); when the queue is idle an event is handled after a few ms, not ``max_wait``
+        (issue #11: event → visible in ``/recommend``)."""
         try:
             first = inbox.get(timeout=max_wait)
         except queue.Empty:
@@ -413,9 +327,9 @@ class RabbitBroker(Broker):
             if left <= 0:
                 break
             try:
-                batch.append(inbox.get(timeout=min(left, 0.01)))
+                batch.append(inbox.get(timeout=min(left, LINGER_SECONDS)))
             except queue.Empty:
-                continue
+                break
         return batch
 
     def consume(
@@ -453,7 +367,7 @@ class RabbitBroker(Broker):
                     (
                         raw,
                         Message(
-                            message_id=_text(raw.message_id or ""),
+                            message_id=text(raw.message_id or ""),
                             body=raw.body,
                             attempts=_attempts(raw),
                             tag=raw.delivery_tag,
@@ -461,22 +375,7 @@ class RabbitBroker(Broker):
                     )
                     for raw in raw_batch
                 ]
-                # delivered more often than allowed without ever being acknowledged: it kills
-                # or stalls its consumer; it goes to the dead letters without another try
-                failures = {
-                    message.message_id: (
-                        f"delivered {message.attempts - 1} times without an acknowledgement"
-                    )
-                    for _, message in batch
-                    if message.attempts > max_attempts
-                }
-                todo = [message for _, message in batch if message.message_id not in failures]
-                if todo:
-                    try:
-                        failures |= handler(todo)
-                    except Exception as exc:  # the whole batch failed: each message says why
-                        reason = f"{type(exc).__name__}: {exc}"
-                        failures |= {message.message_id: reason for message in todo}
+                failures = handle(handler, [message for _, message in batch], max_attempts)
                 try:
                     self._call(
                         self._settle(batch, failures, max_attempts),
@@ -503,18 +402,13 @@ class RabbitBroker(Broker):
                 if raw is None:
                     break
                 headers = raw.headers or {}
-                dead_at = headers.get(DEAD_AT_HEADER)
                 letters.append(
                     DeadLetter(
-                        message_id=_text(raw.message_id or ""),
+                        message_id=text(raw.message_id or ""),
                         body=raw.body,
-                        reason=_text(headers.get(REASON_HEADER, _broker_reason(headers))),
+                        reason=text(headers.get(REASON_HEADER, _broker_reason(headers))),
                         attempts=int(headers.get(ATTEMPTS_HEADER, 0) or 0),
-                        dead_at=(
-                            datetime.fromisoformat(_text(dead_at))
-                            if dead_at
-                            else datetime.fromtimestamp(0, UTC)
-                        ),
+                        dead_at=dead_at(headers.get(DEAD_AT_HEADER)),
                     )
                 )
         finally:
@@ -536,7 +430,7 @@ class RabbitBroker(Broker):
                 raw = await dead.get(no_ack=False, fail=False)
                 if raw is None:
                     break
-                await self._publish_all(self.queue_name, [(_text(raw.message_id), raw.body, None)])
+                await self._publish_all(self.queue_name, [(text(raw.message_id), raw.body, None)])
                 await raw.ack()  # only after the copy in the main queue was confirmed
                 moved += 1
         finally:
@@ -590,21 +484,11 @@ class RabbitBroker(Broker):
         if broker is not None:
             await self._stop(broker)
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        try:
-            self._loop.run(self._disconnect(), 10.0)
-        except Exception:
-            logger.debug("closing the RabbitMQ connection", exc_info=True)
-        self._closed = True
-        self._loop.close()
-
 
 def _broker_reason(headers: dict[str, Any]) -> str:
     """The reason RabbitMQ gave when it dead-lettered a message itself (``x-death``)."""
     deaths = headers.get("x-death") or []
     if deaths and isinstance(deaths, list | tuple):
         first = deaths[0]
-        return f"dead-lettered by RabbitMQ: {_text(first.get('reason', 'unknown'))}"
+        return f"dead-lettered by RabbitMQ: {text(first.get('reason', 'unknown'))}"
     return "dead-lettered (no reason recorded)"

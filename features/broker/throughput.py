@@ -28,10 +28,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from features.broker.connect import server_broker
 from features.broker.contract import Broker
 from features.broker.embedded import EmbeddedBroker
 from features.broker.logsink import log_writer
-from features.broker.rabbit import RabbitBroker
 from features.eventlog import EventLog
 from features.ingest import IngestReport
 from features.workspace import Workspace
@@ -154,7 +154,8 @@ def measure_throughput(
 def measure_realtime_throughput(
     ws: Workspace, *, events: int = 20_000, batch_size: int = 500
 ) -> ThroughputResult:
-    """The workspace's broker kind (``TAILOR_BROKER_URL``: RabbitMQ, else the embedded queue)
+    """The workspace's broker kind (``TAILOR_BROKER_URL``: RabbitMQ or Kafka, else the embedded
+    queue)
     measured on scratch queues and a scratch log under ``<home>/bench/``."""
     base = ws.home / "bench"
     base.mkdir(parents=True, exist_ok=True)
@@ -166,7 +167,7 @@ def measure_realtime_throughput(
         name = f"{ws.settings.broker_queue}.bench.{uuid.uuid4().hex[:8]}"
         queues.append(name)
         if url:
-            return lambda: RabbitBroker(url, name)
+            return lambda: server_broker(url, name)
         return lambda: EmbeddedBroker(scratch / f"{name}.db")
 
     try:
@@ -174,7 +175,7 @@ def measure_realtime_throughput(
     finally:
         if url:
             for name in queues:
-                cleaner = RabbitBroker(url, name)
+                cleaner = server_broker(url, name)
                 try:
                     cleaner.delete_queues()
                 finally:

@@ -244,3 +244,14 @@ def test_the_writer_lock_is_reentrant_in_a_thread_and_exclusive_across_threads(
         assert not entered.is_set()  # the other thread waits while this one holds it
     other.join(timeout=5)
     assert entered.is_set()
+
+
+def test_len_counts_parts_of_other_writers_and_forgets_removed_ones(log: EventLog) -> None:
+    """``len`` reads each part's footer once (issue #11: the realtime benchmark polls it), yet
+    sees parts another writer added and forgets parts removed by hand."""
+    first = log.append(events_frame(("a", "2024-03-10T10:00:00Z"), ("b", "2024-03-11T10:00:00Z")))
+    assert len(log) == 2
+    EventLog(log.root).append(events_frame(("c", "2024-03-10T11:00:00Z")))
+    assert len(log) == 3
+    first[0].unlink()
+    assert len(log) == 2

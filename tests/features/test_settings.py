@@ -138,6 +138,7 @@ def test_the_defaults():
         "max_events_bytes": 1 << 20,
         "max_request_bytes": 64 << 10,
         "require_services": False,
+        "test_kafka": None,
         "database_url": None,
         "broker_url": None,
         "broker_queue": "tailor.events",

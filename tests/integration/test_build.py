@@ -71,6 +71,11 @@ def test_bento_holds_the_code_feature_repo_and_rules_but_not_the_benchmark(built
         "feature_repo/feature_store.scale.yaml",
         "features/store.py",
         "models/bundle.py",
+        # issue #12: the consent policy and the consent page's templates and catalogues
+        "features/consent/policy.yaml",
+        "serving/privacy/templates/privacy.html",
+        "serving/privacy/templates/banner.js",
+        "serving/privacy/locale/fr/LC_MESSAGES/messages.po",
     ):
         assert (src / path).is_file(), path
     # issue #10 (dead code out): the serving benchmark harness stays out of the Bento
@@ -119,9 +124,11 @@ def test_built_bento_serves_its_own_model_without_the_registry(built, trained_wo
             events = trained_workspace.generated.events
             user = str(events["user_id"].dropna().value_counts().index[0])
             body = httpx.post(f"{url}/recommend", json={"user_id": user, "k": 3}, timeout=30).json()
+            privacy = httpx.get(f"{url}/privacy?lang=fr", timeout=30)  # issue #12
         finally:
             stop(process)
     version = trained_workspace.result.registered_version
     assert body["model"] == f"tailor-recommender@{version}", body
     assert body["personalized"] is True
     assert len(body["items"]) == 3
+    assert privacy.status_code == 200 and "Vos choix de confidentialité" in privacy.text

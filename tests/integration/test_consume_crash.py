@@ -6,8 +6,8 @@ takes the pushes), is killed with SIGKILL in the middle, and started again with 
 the event log then holds exactly 20,000 distinct events and no duplicate row. Delivering 1,000
 of the messages again changes nothing (no part written, nothing quarantined).
 
-Run against the embedded queue, and against RabbitMQ at 127.0.0.1:5672 once the broker speaks
-it (until then ``open_broker`` refuses an amqp:// URL and that case is skipped, saying so).
+Run against the embedded queue, RabbitMQ at 127.0.0.1:5672 and a real Kafka
+(tests/kafka_server.py; the killed consumer's batch comes back after its session timeout).
 """
 
 from __future__ import annotations
@@ -83,10 +83,14 @@ def _mine(ws: Workspace) -> list[str]:
     return [i for i in _logged_ids(ws) if i.startswith("crash-")]
 
 
-@pytest.mark.parametrize("broker_url", [None, RABBITMQ], ids=["embedded", "rabbitmq"])
-def test_a_killed_consumer_loses_and_doubles_nothing(trained_workspace, tmp_path, broker_url):
-    if broker_url:
+@pytest.mark.parametrize("broker", ["embedded", "rabbitmq", "kafka"])
+def test_a_killed_consumer_loses_and_doubles_nothing(trained_workspace, tmp_path, request, broker):
+    broker_url = None
+    if broker == "rabbitmq":
         require_service("RabbitMQ", "127.0.0.1", 5672, "the scale profile's broker")
+        broker_url = RABBITMQ
+    elif broker == "kafka":
+        broker_url = request.getfixturevalue("kafka").url
     queue = f"tailor.test-{uuid.uuid4().hex[:8]}"  # a fresh queue on a shared RabbitMQ
     settings = Settings(broker_url=broker_url, broker_queue=queue)
     ws = trained_workspace.copy_to(tmp_path, "queue", settings=settings)

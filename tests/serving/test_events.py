@@ -442,3 +442,16 @@ def test_the_consumer_validates_each_event_once(tmp_path, monkeypatch) -> None:
     (path,) = run.quarantine.glob("*.jsonl")
     (record,) = [json.loads(line) for line in path.read_text().splitlines()]
     assert record["row"] == 2 and record["raw"]["price"] == 4.0
+
+
+def test_the_consumer_is_not_idle_while_a_batch_is_in_hand(tmp_path) -> None:
+    """Issue #11: ``tailor consume --drain`` stops after DRAIN_IDLE_SECONDS of idleness; a batch
+    of 2,000 can take longer than that, so the time in the handler never counts as idle."""
+    seen_inside: list[float] = []
+    run = _Setup(tmp_path, on_appended=[lambda f: seen_inside.append(run.consumer.idle_seconds())])
+    time.sleep(0.05)
+    assert run.consumer.idle_seconds() >= 0.05  # nothing handled yet: idle since it was built
+    run.publish([_event("e1"), _event("e2")])
+    run.drain()
+    assert seen_inside == [0.0]  # inside the handler (the hook runs in it): not idle
+    assert 0 <= run.consumer.idle_seconds() < 5  # counted again from the batch's end

@@ -1,4 +1,5 @@
-"""One broker per test, for each implementation: the embedded queue and the real RabbitMQ."""
+"""One broker per test, for each implementation: the embedded queue, the real RabbitMQ and a real
+Kafka (tests/kafka_server.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from features.broker.contract import Broker
 from features.broker.embedded import EmbeddedBroker
+from features.broker.kafka import KafkaBroker
 from features.broker.rabbit import RabbitBroker
 from features.settings import env_name
 from tests.services import require_service
@@ -30,13 +32,13 @@ def require_rabbitmq() -> None:
 class BrokerTarget:
     """How a test reaches one queue: ``make()`` opens another broker on it (another connection),
     ``env`` configures a ``tailor`` process for it, ``interrupt()`` takes the broker away from
-    its clients for a moment."""
+    its clients for a moment (None where the test cannot: a Kafka cluster it did not start)."""
 
     kind: str
     home: Path
     make: Callable[[], Broker]
     env: dict[str, str]
-    interrupt: Callable[[], None]
+    interrupt: Callable[[], None] | None
     opened: list[Broker] = field(default_factory=list)
 
     def open(self) -> Broker:
@@ -71,11 +73,22 @@ def _lock_sqlite(path: Path, seconds: float = 2.0) -> Callable[[], None]:
     return interrupt
 
 
-@pytest.fixture(params=["embedded", "rabbitmq"])
+@pytest.fixture(params=["embedded", "rabbitmq", "kafka"])
 def target(request, tmp_path) -> Iterator[BrokerTarget]:
     home = tmp_path / "home"
     home.mkdir()
-    if request.param == "rabbitmq":
+    if request.param == "kafka":
+        cluster = request.getfixturevalue("kafka")
+        topic = f"tailor.test.{uuid.uuid4().hex[:12]}"
+        made = BrokerTarget(
+            kind="kafka",
+            home=home,
+            make=lambda: KafkaBroker(cluster.url, topic),
+            env={env_name("broker_url"): cluster.url, env_name("broker_queue"): topic},
+            # the broker process stopped and started again on its data
+            interrupt=cluster.local.restart if cluster.local else None,
+        )
+    elif request.param == "rabbitmq":
         require_rabbitmq()
         queue_name = f"tailor.test.{uuid.uuid4().hex[:12]}"
         made = BrokerTarget(
@@ -97,7 +110,7 @@ def target(request, tmp_path) -> Iterator[BrokerTarget]:
     yield made
     for broker in made.opened:
         broker.close()
-    if made.kind == "rabbitmq":
+    if made.kind in ("rabbitmq", "kafka"):
         cleaner = made.make()
         try:
             cleaner.delete_queues()

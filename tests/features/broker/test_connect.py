@@ -6,6 +6,7 @@ import pytest
 
 from features.broker.connect import open_broker, redacted
 from features.broker.embedded import EmbeddedBroker
+from features.broker.kafka import KafkaBroker
 from features.broker.rabbit import RabbitBroker
 from features.broker.spool import SpooledBroker
 from features.settings import Settings
@@ -47,21 +48,41 @@ def test_an_amqp_url_gives_rabbitmq_behind_the_spool_without_connecting(tmp_path
         broker.close()
 
 
+def test_a_kafka_url_gives_kafka_behind_the_spool_without_connecting(tmp_path):
+    ws = workspace(tmp_path, broker_url="kafka://127.0.0.1:1,127.0.0.2", broker_queue="shop.events")
+    broker = open_broker(ws)
+    try:
+        assert isinstance(broker, SpooledBroker)
+        assert isinstance(broker.inner, KafkaBroker)
+        assert broker.kind == "kafka"
+        assert broker.inner.servers == ["127.0.0.1:1", "127.0.0.2:9092"]
+        assert (broker.inner.topic, broker.inner.dead_topic) == ("shop.events", "shop.events.dead")
+        assert broker.inner.group == "tailor.shop.events"
+        assert broker.inner.idempotence is True
+        assert broker.spool_dir == tmp_path / "spool"
+    finally:
+        broker.close()
+
+
 @pytest.mark.parametrize(
-    "url", ["kafka://broker:9092", "redis://localhost:6379/0", "127.0.0.1:5672", "http://x"]
+    "url", ["nats://broker:4222", "redis://localhost:6379/0", "127.0.0.1:5672", "http://x"]
 )
 def test_an_unknown_scheme_is_a_config_error_naming_the_variable_and_the_allowed(tmp_path, url):
     with pytest.raises(ConfigError) as error:
         open_broker(workspace(tmp_path, broker_url=url))
     message = str(error.value)
     assert "TAILOR_BROKER_URL" in message
-    assert "amqp://" in message and "amqps://" in message
+    assert "amqp://" in message and "amqps://" in message and "kafka://" in message
     assert "embedded" in message
 
 
-def test_the_password_never_appears_in_the_error(tmp_path):
+@pytest.mark.parametrize(
+    "url", ["nats://admin:s3cret@broker:4222", "kafka://admin:s3cret@broker:9092"]
+)
+def test_the_password_never_appears_in_the_error(tmp_path, url):
     with pytest.raises(ConfigError) as error:
-        open_broker(workspace(tmp_path, broker_url="kafka://admin:s3cret@broker:9092"))
+        open_broker(workspace(tmp_path, broker_url=url))
     assert "s3cret" not in str(error.value)
+    assert "TAILOR_BROKER_URL" in str(error.value)
     assert redacted("amqp://u:p@h:1/v") == "amqp://u:***@h:1/v"
     assert redacted("amqp://h:1/") == "amqp://h:1/"

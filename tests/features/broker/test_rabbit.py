@@ -4,6 +4,7 @@ queues and the consumer are what the issue asks for, as RabbitMQ itself reports 
 
 from __future__ import annotations
 
+import queue
 import socket
 import subprocess
 import threading
@@ -49,6 +50,21 @@ def test_a_publish_to_a_broker_that_never_answers_fails_within_the_bound():
     finally:
         broker.close()
         silent.close()
+
+
+def test_a_batch_is_handed_over_when_deliveries_stop_not_after_the_whole_wait():
+    """Issue #11 (event → visible): the consumer takes what arrived and goes, instead of waiting
+    ``max_wait`` for a full batch; a backlog still fills whole batches."""
+    inbox = queue.SimpleQueue()
+    for n in range(3):
+        inbox.put(n)
+    started = time.monotonic()
+    assert RabbitBroker._take(inbox, 500, max_wait=2.0) == [0, 1, 2]
+    assert time.monotonic() - started < 0.5  # not the 2 s max_wait
+    for n in range(5):
+        inbox.put(n)
+    assert RabbitBroker._take(inbox, 4, max_wait=2.0) == [0, 1, 2, 3]
+    assert RabbitBroker._take(inbox, 500, max_wait=2.0) == [4]  # the one left over
 
 
 @pytest.mark.parametrize("url", ["kafka://h:9092", "http://h/"])

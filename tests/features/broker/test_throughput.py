@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from features.broker.throughput import measure_realtime_throughput
@@ -10,12 +12,17 @@ from features.workspace import Workspace
 from tests.features.broker.conftest import RABBIT_URL, require_rabbitmq
 
 
-@pytest.mark.parametrize("kind", ["embedded", "rabbitmq"])
-def test_both_rates_are_measured_in_one_run_on_scratch_queues(tmp_path, kind):
+@pytest.mark.parametrize("kind", ["embedded", "rabbitmq", "kafka"])
+def test_both_rates_are_measured_in_one_run_on_scratch_queues(tmp_path, request, kind):
     settings = Settings()
     if kind == "rabbitmq":
         require_rabbitmq()
         settings = Settings(broker_url=RABBIT_URL, broker_queue="tailor.test.bench")
+    elif kind == "kafka":
+        url = request.getfixturevalue("kafka").url
+        settings = Settings(
+            broker_url=url, broker_queue=f"tailor.test.bench.{uuid.uuid4().hex[:8]}"
+        )
     ws = Workspace.from_env(home=tmp_path, settings=settings)
     result = measure_realtime_throughput(ws, events=2000, batch_size=200)
     assert result.broker == kind
