@@ -80,8 +80,9 @@ def trained_workspace(tmp_path_factory) -> TrainedWorkspace:
     assert report.rejected == 0, report.rejections[:3]
     # the generated consent choices, as `make demo` imports them: most people consent, some
     # refuse or withdraw (issue #12), so training and serving see both paths
-    generated.consent.to_csv(ws.home / "consent.csv", index=False)
-    import_csv(ConsentLedger.for_workspace(ws), ws.home / "consent.csv")
+    choices = tmp_path_factory.mktemp("consent") / "consent.csv"  # outside the workspace
+    generated.consent.to_csv(choices, index=False)
+    import_csv(ConsentLedger.for_workspace(ws), choices)
     build_feature_tables(ws)
     fs = store.apply(ws)
     start, end = feature_time_range(ws)
