@@ -95,12 +95,16 @@ def consume(
 
 def _consumer(ws):
     from features import store as feature_store
+    from features.consent.check import ConsentCheck
     from features.persona_rules import load_personas
+    from serving.consent_gate import ConsentGate
     from serving.consumer import EventConsumer
 
     personas = load_personas(ws.settings.personas)
     store = feature_store.feature_store(ws)
-    return EventConsumer.for_workspace(ws, store, personas)
+    # issue #12: personas only for people with personalization consent, as in the service
+    gate = ConsentGate(ConsentCheck.for_workspace(ws) if ws.settings.consent_checks else None)
+    return EventConsumer.for_workspace(ws, store, personas, consent=gate)
 
 
 def _print_dead_letters(broker, limit: int) -> None:

@@ -10,6 +10,7 @@ import httpx
 
 from features import store
 from features.build import build_feature_tables, feature_time_range
+from features.consent.check import ConsentCheck
 from features.consent.files import import_csv
 from features.consent.ledger import ConsentLedger
 from features.eventlog import EventLog
@@ -54,10 +55,13 @@ def run_demo(
     result = train_and_evaluate(ws, config or TrainConfig(), progress=say)
     k = (config or TrainConfig()).k
 
-    # Ask for the most active known user: the answer shows the model at work.
+    # Ask for the most active known user who allows personalization (issue #12: the others get
+    # a non-personalized answer): the answer shows the model at work.
     events = generated.events
     known = events[events["user_id"].notna()]
-    user_id = str(known["user_id"].value_counts().index[0])
+    busiest = [str(user) for user in known["user_id"].value_counts().index[:50]]
+    allowed = ConsentCheck.for_workspace(ws).decide_many(busiest, "personalization")
+    user_id = next((user for user in busiest if allowed[user].allowed), busiest[0])
     say("starting bentoml serve")
     with running_service(ws) as base_url:
         health = httpx.get(f"{base_url}/healthz", timeout=10).status_code

@@ -156,6 +156,63 @@ def bench_serve_command(
     console.print(f"written: {write_report(report, out or workspace_results(ws) / 'serving.md')}")
 
 
+@bench_app.command("consent")
+def bench_consent_command(
+    concurrency: Annotated[int, typer.Option(min=1, help="Open connections (wrk -c).")] = 8,
+    duration: Annotated[float, typer.Option(min=1, help="Seconds per measured run.")] = 10.0,
+    warmup: Annotated[float, typer.Option(min=0, help="Seconds of warm-up before each run.")] = 2.0,
+    workers: Annotated[int, typer.Option(min=1, help="API workers of both services.")] = 1,
+    threads: Annotated[int, typer.Option(min=1, help="wrk threads.")] = 1,
+    users: Annotated[int, typer.Option(min=1, help="Known users to rotate through.")] = 500,
+    withdrawals: Annotated[
+        int, typer.Option(min=1, help="People who withdraw personalization under load.")
+    ] = 200,
+    rounds: Annotated[
+        int, typer.Option(min=1, help="Rounds of baseline, checks off, checks on runs.")
+    ] = 3,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Markdown file to write (default <home>/results/consent.md)."),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Consent check cost in /recommend (checks on vs off, against a trivial BentoML api) and
+    withdrawal -> first non-personalized answer under load (issue #12)."""
+    import shlex
+    import sys
+
+    from serving.bench_consent import (
+        ConsentBenchSettings,
+        bench_consent,
+        target_lines,
+        write_report,
+    )
+    from serving.loader import ServingStartupError
+    from serving.wrk import find_wrk
+    from training.result_files import workspace_results
+
+    find_wrk()
+    ws = workspace(home)
+    settings = ConsentBenchSettings(
+        concurrency=concurrency,
+        seconds=duration,
+        warmup_seconds=warmup,
+        workers=workers,
+        threads=threads,
+        users=users,
+        withdrawals=withdrawals,
+        rounds=rounds,
+    )
+    command = shlex.join(["tailor", *sys.argv[1:]])
+    try:
+        report = bench_consent(ws, settings, say=say, command=command)
+    except (ServingStartupError, RuntimeError) as exc:
+        fail(str(exc))
+    for line in target_lines(report):
+        console.print(line)
+    console.print(f"written: {write_report(report, out or workspace_results(ws) / 'consent.md')}")
+
+
 #: Seeds `tailor bench session` reports the chosen session variant on (not the selection seed).
 REPORT_SEEDS = (8, 9, 10, 11, 12, 13)
 

@@ -116,6 +116,13 @@ class Settings(BaseModel):
         "an HTTP header name",
         pattern=r"^[A-Za-z0-9-]{1,64}$",
     )
+    consent_checks: Flag = _setting(
+        True,
+        "Whether the service enforces consent (events of people without `analytics` suppressed, "
+        "non-personalized answers without `personalization`). `0` only for the consent "
+        "benchmark's comparison run: never on a site with real visitors.",
+        "1 or 0",
+    )
     # -- the served model -----------------------------------------------------------------------
     model_name: str = _setting(
         "tailor-recommender",

@@ -9,6 +9,8 @@ browser cannot know is filled in here:
   ``tailor_sid`` (:mod:`serving.cookies`: signed, issued when missing or bad, renewed on use);
 - ``event_id`` (a new UUID; send your own to make a retried beacon a duplicate, not a second
   event) and ``timestamp`` (the time received);
+- ``country`` from the request header named by ``TAILOR_COUNTRY_HEADER`` (the consent regime
+  of the event, issue #12);
 - ``device_type`` and the ``browser``/``browser_version``/``os``/``os_version`` properties from
   the User-Agent (:mod:`serving.devices`);
 - with ``TAILOR_FINGERPRINT=1``, the weak ``fingerprint`` property (:func:`serving.devices.
@@ -53,6 +55,7 @@ from starlette.routing import Route
 from features.settings import Settings, env_name
 from models.errors import ConfigError, TailorError
 from serving import devices
+from serving.consent_gate import header_country
 from serving.cookies import VisitorCookies, cookie_key
 from serving.error_bodies import error_json, invalid_json
 from serving.schemas import MAX_EVENTS
@@ -148,6 +151,8 @@ class CollectorConfig:
     origins: frozenset[str] = frozenset()
     max_bytes: int = 1 << 20
     fingerprint: bool = False
+    #: the request header holding the visitor's country (``TAILOR_COUNTRY_HEADER``)
+    country_header: str = "CF-IPCountry"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CollectorConfig:
@@ -155,6 +160,7 @@ class CollectorConfig:
             origins=parse_origins(settings.collect_origins),
             max_bytes=settings.max_events_bytes,
             fingerprint=settings.fingerprint,
+            country_header=settings.country_header,
         )
 
 
@@ -223,8 +229,10 @@ class Collector:
         session_id: str,
         user_agent: str | None,
         accept_language: str | None,
+        country: str | None = None,
     ) -> list[Any]:
-        """Copies of the event objects with the missing ids, time, device and properties
+        """Copies of the event objects with the missing ids, time, device, ``country`` (the
+        request's country header: the consent regime of the event, issue #12) and properties
         filled in (see the module docstring); anything else passes unchanged, for the sink's
         validation to reject with its row number."""
         device = devices.parse_user_agent(user_agent)
@@ -241,7 +249,10 @@ class Collector:
                 ("anonymous_id", anonymous_id),
                 ("session_id", session_id),
                 ("device_type", device.device_type),
+                ("country", country),
             ):
+                if name == "country" and country is None:
+                    continue
                 if _missing(event.get(name)):
                     event[name] = str(uuid.uuid4()) if value is None else value
             properties = _properties(event.get("properties"))
@@ -405,6 +416,7 @@ class Collector:
             visitor.session_id,
             request.headers.get("user-agent"),
             request.headers.get("accept-language"),
+            header_country(request.headers, self.config.country_header),
         )
         headers = {**cors, **NO_CACHE}
         try:

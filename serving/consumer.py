@@ -11,7 +11,9 @@ batch of messages published by :func:`serving.publish.publish_events` it
    changes nothing; an ``event_id`` stored with other content is a conflict, quarantined);
    only a failure of *this* write reports the messages failed (they are delivered again);
 3. pushes the appended events' activity rows and folds them into the personas
-   (:mod:`serving.persona_updates`); a store failure is logged and counted, and the people wait
+   (:mod:`serving.persona_updates`; with a consent gate, only for people with
+   ``personalization``, the others' persona emptied, issue #12); a store failure is logged
+   and counted, and the people wait
    in :class:`~serving.persona_updates.PendingPersonas`: every ``PERSONA_RETRY_SECONDS`` (and
    after the next successful update) their persona and latest activity are rebuilt from the
    log, never by redelivering messages;
@@ -141,6 +143,7 @@ class EventConsumer:
         resolve: Resolve = person_keys,
         read_events: ReadEvents | None = None,
         link: Link | None = None,
+        consent: Any = None,
     ) -> None:
         self.log = log
         self.quarantine_dir = quarantine_dir
@@ -153,6 +156,8 @@ class EventConsumer:
         self.resolve = resolve
         self.read_events: ReadEvents = read_events or log.read_people
         self.link = link
+        # issue #12: personas only for people with personalization consent (ConsentGate)
+        self.allowed = consent.personalized if consent is not None and consent.enabled else None
         self.pending = PendingPersonas()
         self.counts = ConsumeCounts()
         self._counts_lock = threading.Lock()  # the handler and the retry thread both count
@@ -196,6 +201,7 @@ class EventConsumer:
         identity: IdentityGraph | None = None,
         sessions: SessionStore | None = None,
         metrics: Any = None,
+        consent: Any = None,
     ) -> EventConsumer:
         """The consumer of a workspace, as the service and ``tailor consume`` run it: people
         keyed through the identity graph (identify events link, merged people rebuilt from their
@@ -224,6 +230,7 @@ class EventConsumer:
             read_events=lambda people: log.read_people(people, identity.aliases),
             link=link,
             on_appended=[sessions.update],
+            consent=consent,
         )
 
     # -- counting -------------------------------------------------------------------------
@@ -346,7 +353,7 @@ class EventConsumer:
             logger.warning("pushing %d activity rows failed: %s", len(activity), type(exc).__name__)
             self._count("not_pushed", len(appended))
         updated, degraded = update_personas(
-            appended, self.read_personas, self.push_personas, self.personas, resolved
+            appended, self.read_personas, self.push_personas, self.personas, resolved, self.allowed
         )
         self._count("personas", updated)
         if degraded or not pushed:
@@ -385,6 +392,7 @@ class EventConsumer:
             self.push_personas,
             self.personas,
             self.resolve,
+            self.allowed,
         )
         events = seen[0] if seen else pd.DataFrame()
         if not events.empty:

@@ -271,9 +271,12 @@ def session_candidates(
     return [Candidate(i, s, strategy) for i, s in order[:pool]], strategy
 
 
-def facts_for(scorer: Scorer, request: RecommendRequest, features: dict[str, Any]) -> Facts:
-    """What the rules see: maturity, history size, segment, personas and the request context."""
-    user_idx = scorer.user_idx(request.person)
+def facts_for(
+    scorer: Scorer, request: RecommendRequest, features: dict[str, Any], person: bool = True
+) -> Facts:
+    """What the rules see: maturity, history size, segment, personas and the request context.
+    ``person=False`` (no ``personalization`` consent): nothing of the person, a new visitor."""
+    user_idx = scorer.user_idx(request.person) if person else -1
     known = user_idx >= 0
     indptr = scorer.bundle.history.indptr
     history = indptr[user_idx + 1] - indptr[user_idx] if known else 0
@@ -300,6 +303,7 @@ def recommend(
     degraded: str | None = None,
     session: LiveSession | None = None,
     session_blend: SessionBlend = SESSION_BLEND,
+    consent: str | None = None,
 ) -> RecommendResponse:
     """Answer one request. ``features`` are the person's online features (may be empty);
     ``degraded`` says the online store failed, so the answer is popularity, not personalized.
@@ -309,10 +313,17 @@ def recommend(
     views (:func:`session_candidates`, strategy ``session:<model>``, ranked as ``session_blend``
     says; the served :data:`SESSION_BLEND` unless a benchmark compares others) instead of
     popularity, and never gets back what the session carted nor the product on screen (the
-    latest view)."""
+    latest view).
+
+    ``consent``: why the person may not get a personalized answer (issue #12,
+    :data:`serving.consent_gate.NOT_PERSONALIZED`); then nothing of the person is used (no
+    features, session, model history nor persona: the request's context and popularity only),
+    ``personalized`` is false and the answer's ``consent`` says why."""
+    if consent is not None:
+        features, session = {}, None
     features = clean_features(features)
     bundle, k = scorer.bundle, request.k
-    facts = facts_for(scorer, request, features)
+    facts = facts_for(scorer, request, features, person=consent is None)
     decision = (rules or default_rules()).decide(facts)
     known = facts.maturity == "known"
     user_idx = scorer.user_idx(request.person) if known else -1
@@ -389,7 +400,7 @@ def recommend(
             )
             slots.append((slot.positions, pool))
     final = place_slots(ranked, slots, k)
-    if not any(c.strategy == strategy for c in final):
+    if not any(c.strategy == strategy for c in final) or consent is not None:
         personalized = False
     item_ids = scorer.item_ids
     items = [
@@ -411,6 +422,7 @@ def recommend(
         variant=decision.variant,
         degraded=degraded,
         features=features,
+        consent=consent,
         request_id=uuid.uuid4().hex,
     )
 

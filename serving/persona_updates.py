@@ -48,6 +48,36 @@ Resolve = Callable[[pd.DataFrame], pd.Series]
 MAX_PENDING = 100_000
 #: People re-applied per online read, log scan and push.
 REAPPLY_BATCH = 500
+#: ``(people, {person: country of their latest event}) -> the people whose persona may be
+#: folded`` (:meth:`serving.consent_gate.ConsentGate.personalized`, issue #12).
+Allowed = Callable[[list[str], dict[str, str | None]], set[str]]
+
+
+def _countries(events: pd.DataFrame, keys: list[str]) -> dict[str, str | None]:
+    """``{person: the country of their latest event in events}`` (None when it has none)."""
+    if "country" not in events.columns:
+        return {}
+    out: dict[str, str | None] = {}
+    for person, country in zip(keys, events["country"].tolist(), strict=True):
+        if isinstance(country, str) and country:
+            out[person] = country
+        else:
+            out.setdefault(person, None)
+    return out
+
+
+def blank_rows(
+    people: Iterable[str], events: pd.DataFrame, keys: list[str], config: PersonaConfig
+) -> list[dict[str, Any]]:
+    """An empty persona state for each of ``people`` (no ``personalization`` consent: their
+    stored persona is cleared, never folded), stamped with their latest event's time so a store
+    keeping the newest row takes it."""
+    times = pd.to_datetime(events["timestamp"], utc=True)
+    latest = times.groupby(pd.Series(keys, index=events.index)).max()
+    return [
+        state_row(person, PersonaState(as_of=latest[person].isoformat()), config)
+        for person in people
+    ]
 
 
 def update_personas(
@@ -56,9 +86,12 @@ def update_personas(
     push: Push,
     config: PersonaConfig,
     resolve: Resolve = person_keys,
+    allowed: Allowed | None = None,
 ) -> tuple[int, str | None]:
     """Fold ``appended`` events into their people's stored states and push the new states;
     people are ``resolve``'s keys (the service passes the identity graph's canonical keys).
+    ``allowed`` (issue #12) keeps the people whose persona may be folded; the others' stored
+    persona is replaced by an empty one (:func:`blank_rows`), whatever they had.
 
     Returns ``(people updated, None)``, or ``(0, reason)`` when the store failed.
     """
@@ -68,13 +101,24 @@ def update_personas(
     try:
         keys = resolve(appended).tolist()
         people = sorted(set(keys))
-        stored = read(people)
+        refused: list[str] = []
+        if allowed is not None:
+            ok = allowed(people, _countries(appended, keys))
+            refused = [person for person in people if person not in ok]
+            if refused:
+                mine = [key in ok for key in keys]
+                blanks = blank_rows(refused, appended, keys, config)
+                appended = appended[mine]
+                keys = [key for key, keep in zip(keys, mine, strict=True) if keep]
+                people = [person for person in people if person in ok]
+        stored = read(people) if people else []
         before = {
             person: PersonaState.from_json(row.get("persona_state"))
             for person, row in zip(people, stored, strict=True)
         }
         after = fold_people(before, appended, keys, config)  # one pass for the whole batch
-        push(persona_frame([state_row(person, after[person], config) for person in people]))
+        rows = [state_row(person, after[person], config) for person in people]
+        push(persona_frame(rows + (blanks if refused else [])))
     except Exception as exc:  # the events are safe in the log; say the personas lag behind
         logger.warning(
             "updating the personas of %d people failed: %s", len(people), type(exc).__name__
@@ -124,9 +168,11 @@ def reapply_personas(
     push: Push,
     config: PersonaConfig,
     resolve: Resolve = person_keys,
+    allowed: Allowed | None = None,
 ) -> int:
     """Fold each person's events in the log again from the empty state and push the states;
-    returns the people pushed (those with events). Raises what the store raises.
+    returns the people pushed (those with events). Raises what the store raises. ``allowed``
+    as in :func:`update_personas`: the others get an empty persona.
 
     ``people`` are canonical keys when ``resolve`` is the identity graph's: ``read_events`` must
     then return the events of each person's every alias (:meth:`EventLog.read_people` with the
@@ -143,10 +189,15 @@ def reapply_personas(
     events = read_events(people)
     if events.empty:
         return 0
-    by_person = dict(tuple(events.groupby(resolve(events).to_numpy(), sort=True)))
+    keys = resolve(events)
+    by_person = dict(tuple(events.groupby(keys.to_numpy(), sort=True)))
+    ok = set(people) if allowed is None else allowed(people, _countries(events, keys.tolist()))
     rows = []
     for person in people:
         if person not in by_person:
+            continue
+        if person not in ok:
+            rows += blank_rows([person], events, keys.tolist(), config)
             continue
         state = fold(PersonaState(), by_person[person], config)
         as_of = PersonaState.from_json(stored.get(person)).as_of

@@ -29,6 +29,7 @@ from features.event_files import Rejection
 from features.ingest import quarantine_rejections, validate_rows
 from features.schema import EventLimits
 from models.errors import TailorError
+from serving.consent_gate import ConsentGate
 from serving.schemas import MAX_EVENTS, EventRejection, EventsResponse
 
 logger = logging.getLogger(__name__)
@@ -91,23 +92,48 @@ def publish_events(
     source: str = "api:/events",
     *,
     limits: EventLimits | None = None,
+    gate: ConsentGate | None = None,
+    country: str | None = None,
 ) -> EventsResponse:
     """Validate one event or a batch, publish the valid ones and return once the broker
     confirmed them; the rejected ones are quarantined (after the publish: a batch refused by
     the broker is retried whole by the client, so nothing is quarantined twice).
 
-    Raises :class:`BatchTooLargeError` for more than :data:`MAX_EVENTS` events, and whatever the
-    broker raises when it did not confirm (``BrokerUnavailableError``, a full spool): then
+    With a consent ``gate`` (issue #12), the valid events of people without ``analytics``
+    (under the event's ``country``, else the request's ``country``) are ``suppressed``: not
+    published, so never stored under any id; a rejected event of such a person is answered but
+    not quarantined. ``accepted + rejected + suppressed`` is the number of events sent.
+
+    Raises :class:`BatchTooLargeError` for more than :data:`MAX_EVENTS` events, whatever the
+    broker raises when it did not confirm (``BrokerUnavailableError``, a full spool), and
+    :class:`~serving.consent_gate.ConsentUnavailable` when the ledger cannot be read: then
     nothing of the batch counts as accepted."""
     rows = _non_objects(as_batch(payload))
     valid, rejected = validate_rows(iter(rows), limits)
+    suppressed = 0
+    if gate is not None and gate.enabled:
+        raw_rejected = [rows[r.row - 1] for r in rejected]
+        refused = gate.refused_events([*valid, *raw_rejected], country)
+        n_valid = len(valid)
+        valid = [row for row, no in zip(valid, refused[:n_valid], strict=True) if not no]
+        suppressed = n_valid - len(valid)
+        quarantined = [r for r, no in zip(rejected, refused[n_valid:], strict=True) if not no]
+    else:
+        quarantined = rejected
     broker.publish([(row["event_id"], encode_event(row)) for row in valid])
-    quarantine_rejections(quarantine_dir, source, rejected)
-    if rejected:
-        logger.info("%s: %d events queued, %d rejected", source, len(valid), len(rejected))
+    quarantine_rejections(quarantine_dir, source, quarantined)
+    if rejected or suppressed:
+        logger.info(
+            "%s: %d events queued, %d rejected, %d suppressed (no analytics consent)",
+            source,
+            len(valid),
+            len(rejected),
+            suppressed,
+        )
     return EventsResponse(
         accepted=len(valid),
         rejected=len(rejected),
+        suppressed=suppressed,
         rejections=[EventRejection(row=r.row, field=r.field, reason=r.reason) for r in rejected],
     )
 

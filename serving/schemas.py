@@ -194,6 +194,11 @@ class RecommendResponse(_Answer):
         ),
     )
     features: dict[str, Any] = Field(default_factory=dict, description="Features read online.")
+    consent: str | None = Field(
+        default=None,
+        description="Why the answer is not personalized by consent: 'personalization not given' "
+        "(nothing of the person was read); absent when personalization is allowed.",
+    )
     request_id: str
 
 
@@ -244,6 +249,11 @@ class EventsResponse(_Answer):
         "by the consumer, once per event_id (an event_id already logged is skipped there)."
     )
     rejected: int = Field(description="Events that failed validation (see rejections).")
+    suppressed: int = Field(
+        default=0,
+        description="Events of people without `analytics` consent (issue #12): not stored under "
+        "any id. accepted + rejected + suppressed = the events sent.",
+    )
     rejections: list[EventRejection] = Field(default_factory=list)
 
 

@@ -65,6 +65,7 @@ from serving.collector import (
     collector_app,
 )
 from serving.consent import ConsentEndpoint, consent_app
+from serving.consent_gate import ConsentGate, header_country
 from serving.consumer import ConsumerThread, EventConsumer
 from serving.error_bodies import (
     MAX_JSON_DEPTH,
@@ -302,6 +303,9 @@ class Tailor:
             self.metrics.consent_counted,
             cookies=self.collector.cookies,  # POST /consent's own-cookie form, /privacy
         )
+        # enforced at /events, /collect, /recommend, /segment and the persona folds
+        self.consent_gate = ConsentGate(self.consent_check if settings.consent_checks else None)
+        self.country_header = settings.country_header
         try:
             self.broker = open_broker(ws)
         except ConfigError as exc:
@@ -318,6 +322,7 @@ class Tailor:
             identity=self.identity,
             sessions=self.sessions,
             metrics=self.metrics,
+            consent=self.consent_gate,
         )
         self._consumer_thread: ConsumerThread | None = None
         self._consume_here = not settings.broker_url and settings.serve_consumer
@@ -395,22 +400,44 @@ class Tailor:
         row = feature_store.online_features(self.store, rows, feature_store.SEGMENT_SERVICE)[0]
         return logic.known_segment(row)
 
+    def _where(self, ctx: bentoml.Context, country: str | None = None) -> tuple[str | None, bool]:
+        """The request's country (``country`` given in the body, else the country header) and
+        whether it carries ``Sec-GPC: 1``: what picks the consent regime (issue #12)."""
+        headers = ctx.request.headers
+        gpc = headers.get("sec-gpc", "").strip() == "1"
+        return country or header_country(headers, self.country_header), gpc
+
     @bentoml.api(route="/recommend")
-    async def recommend(self, request: RecommendRequest, /) -> RecommendResponse:
+    async def recommend(
+        self, request: RecommendRequest, /, ctx: bentoml.Context
+    ) -> RecommendResponse:
         """Top-k items for one person (user_id or anonymous_id) in a request context, with the
-        strategy and rule behind each item, the rules that fired and the content variant."""
+        strategy and rule behind each item, the rules that fired and the content variant; not
+        personalized (``consent`` says why) for a person without ``personalization`` consent."""
+        ctx.response.headers["cache-control"] = "no-store"  # consent may change by the next one
+        where = self._where(ctx, request.context.country)
         if not self.online.should_read():  # the store failed a moment ago: popularity at once
-            return self._recommend(request, read=False)
+            return self._recommend(request, where, read=False)
         if time.monotonic() < self._off_loop_until:
             if self._off_loop is None:
                 self._off_loop = anyio.CapacityLimiter(1)  # one thread: no read contention
-            return await anyio.to_thread.run_sync(self._recommend, request, limiter=self._off_loop)
-        return self._recommend(request)
+            return await anyio.to_thread.run_sync(
+                self._recommend, request, where, limiter=self._off_loop
+            )
+        return self._recommend(request, where)
 
-    def _recommend(self, request: RecommendRequest, read: bool = True) -> RecommendResponse:
+    def _recommend(
+        self, request: RecommendRequest, where: tuple[str | None, bool], read: bool = True
+    ) -> RecommendResponse:
         started = time.perf_counter()
         request = self._canonical_request(request)
         model = self.models.current  # one read: a swap mid-request does not mix models
+        # issue #12: checked on every request (no cache), before anything of the person is read
+        consent = self.consent_gate.personalization(request.person, *where)
+        if consent is not None:  # context and popularity only: no feature, segment, session
+            answer = logic.recommend(model.scorer, request, {}, self.rules, consent=consent)
+            self.metrics.observe("/recommend", "consent", time.perf_counter() - started, False)
+            return answer
         if read:
             features, degraded = logic.read_features(
                 lambda: self._features(request.person, request.device, model.feature_service)
@@ -444,13 +471,17 @@ class Tailor:
             return None
 
     @bentoml.api(route="/segment")
-    def segment(self, request: SegmentRequest, /) -> SegmentResponse:
-        """The person's behavioural segment from the last `tailor segment` run (Feast online)."""
+    def segment(self, request: SegmentRequest, /, ctx: bentoml.Context) -> SegmentResponse:
+        """The person's behavioural segment from the last `tailor segment` run (Feast online);
+        none for a person without ``personalization`` consent (``source`` says so)."""
         started = time.perf_counter()
         person = request.user_id
         try:
-            row = self._segment(person)
-            source = feature_store.SEGMENT_SERVICE if row else "no segmentation run yet"
+            consent = self.consent_gate.personalization(person, *self._where(ctx))
+            row = {} if consent else self._segment(person)
+            source = consent or (
+                feature_store.SEGMENT_SERVICE if row else "no segmentation run yet"
+            )
         except Exception as exc:  # the store is down: say so, never a 5xx
             logger.warning("segment read failed: %s: %s", type(exc).__name__, exc)
             row, source = {}, f"degraded: {STORE_UNAVAILABLE}"
@@ -484,7 +515,13 @@ class Tailor:
         counts and per-row reasons; 503 with Retry-After when the broker cannot take them."""
         started = time.perf_counter()
         try:
-            answer = publish_events(payload, self.broker, self.quarantine_dir)
+            answer = publish_events(
+                payload,
+                self.broker,
+                self.quarantine_dir,
+                gate=self.consent_gate,
+                country=header_country(ctx.request.headers, self.country_header),
+            )
         except BatchTooLargeError as exc:
             raise BentoMLException(
                 str(exc), error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE
@@ -504,7 +541,7 @@ class Tailor:
             )
             # BentoML sends a starlette Response as it is, with the status and headers above
             return HTTPResponse(body, media_type="application/json")  # type: ignore[return-value]
-        for outcome in ("accepted", "rejected"):
+        for outcome in ("accepted", "rejected", "suppressed"):
             self.metrics.events.labels(outcome=outcome).inc(getattr(answer, outcome))
         ctx.response.status_code = HTTPStatus.ACCEPTED
         self.metrics.observe("/events", "queued", time.perf_counter() - started, False)
@@ -516,7 +553,13 @@ class Tailor:
         with Retry-After)."""
         started = time.perf_counter()
         try:
-            answer = publish_events(events, self.broker, self.quarantine_dir, source="api:/collect")
+            answer = publish_events(
+                events,
+                self.broker,
+                self.quarantine_dir,
+                source="api:/collect",
+                gate=self.consent_gate,  # the collector put the country header in the events
+            )
         except Exception as exc:
             retry_after = refused_retry_after(exc)
             if retry_after is None:
@@ -524,7 +567,7 @@ class Tailor:
             logger.warning("/collect: the broker refused a batch: %s", type(exc).__name__)
             self.metrics.observe(COLLECT_PATH, "refused", time.perf_counter() - started, True)
             raise SinkFullError("the event queue cannot take events now", retry_after) from None
-        for outcome in ("accepted", "rejected"):
+        for outcome in ("accepted", "rejected", "suppressed"):
             self.metrics.events.labels(outcome=outcome).inc(getattr(answer, outcome))
         self.metrics.observe(COLLECT_PATH, "queued", time.perf_counter() - started, False)
         return Delivery(answer.model_dump(), status=202, rejected=answer.rejected)

@@ -71,10 +71,28 @@ class TrainedWorkspace:
         return Workspace(home=home, settings=settings).ensure()
 
 
+#: The packaged consent policy file (its default regime is opt-in).
+PACKAGED_POLICY = Path(__file__).resolve().parents[1] / "features" / "consent" / "policy.yaml"
+
+
+def write_test_site_policy(ws: Workspace) -> Path:
+    """Give ``ws`` the packaged consent policy with the opt-out regime as its default (issue
+    #12): the test site's visitors without a country are allowed until they refuse, so the
+    tests of other features need no consent records; listed countries keep their regime (a
+    test of the opt-in regime sends ``FR``), and tests/integration/test_consent_enforced_http.py
+    serves the packaged policy itself."""
+    text = PACKAGED_POLICY.read_text(encoding="utf-8")
+    assert "\ndefault_regime: opt-in" in text
+    target = ws.home / "consent_policy.yaml"
+    target.write_text(text.replace("\ndefault_regime: opt-in", "\ndefault_regime: opt-out"))
+    return target
+
+
 @pytest.fixture(scope="session")
 def trained_workspace(tmp_path_factory) -> TrainedWorkspace:
     """Generate → ingest → features → Feast apply + materialize → train + register, once."""
     ws = Workspace(home=tmp_path_factory.mktemp("trained")).ensure()
+    write_test_site_policy(ws)
     generated = generate_clickstream(n_users=250, days=21, seed=11)
     report = ingest_frame(generated.events, EventLog(ws.event_log_dir), ws.quarantine_dir, "gen")
     assert report.rejected == 0, report.rejections[:3]

@@ -189,7 +189,11 @@ class ConsentCheck:
         an unknown purpose, :class:`~features.consent.ledger.LedgerUnavailable` when the
         ledger cannot be read (callers fail closed)."""
         self._check_purpose(purpose)
-        return self.state(key, country=country, gpc=gpc, as_of=as_of).decisions[purpose]
+        root = self.ledger.graph.canonical(key)
+        records = self.ledger.records_of([root])[root]
+        return self._state(root, records, country, gpc, _aware(as_of), only=purpose).decisions[
+            purpose
+        ]
 
     def state(
         self,
@@ -212,7 +216,10 @@ class ConsentCheck:
         gpc: bool,
         as_of: datetime | None,
         merge_times: list[datetime] | None = None,
+        only: str | None = None,
     ) -> ConsentState:
+        """The state of ``root`` from its ``records``; ``only``: decide that purpose alone (one
+        check on every request: the others are not needed)."""
         policy = self.policy
         if merge_times is None:
             keys = {record.key for record in records}
@@ -226,7 +233,7 @@ class ConsentCheck:
         )
         decisions = {
             purpose: self._decide(root, purpose, choices.get(purpose), regime, gpc, as_of)
-            for purpose in policy.purposes
+            for purpose in ((only,) if only is not None else policy.purposes)
         }
         decisions = {
             p: _with(d, needs_banner=needs_banner, version=version) for p, d in decisions.items()
@@ -291,7 +298,7 @@ class ConsentCheck:
         for key in keys:
             root = canonical[key]
             where = country.get(key) if isinstance(country, Mapping) else country
-            state = self._state(root, records[root], where, False, _aware(as_of))
+            state = self._state(root, records[root], where, False, _aware(as_of), only=purpose)
             out[key] = state.decisions[purpose]
         return out
 
@@ -369,7 +376,9 @@ class ConsentCheck:
         changes = sorted({r.recorded_at for r in records} | set(merges))
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
         answers = [
-            self._state(root, records, country, False, at, merges).decisions[purpose].allowed
+            self._state(root, records, country, False, at, merges, only=purpose)
+            .decisions[purpose]
+            .allowed
             for at in [epoch, *changes]
         ]
         return changes, answers

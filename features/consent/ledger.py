@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -198,6 +199,7 @@ class ConsentLedger:
             | merges.c.user_id.in_(sa.bindparam("keys", expanding=True))
         )
         self._created = False
+        self._fast = _SqliteReader.for_query(engine, self._person_query)
 
     @classmethod
     def for_workspace(cls, ws, policy: ConsentPolicy | None = None) -> ConsentLedger:
@@ -329,22 +331,28 @@ class ConsentLedger:
         found: dict[str, dict[int, ConsentRecord]] = {root: {} for root in roots}
         try:
             self.create()
-            with self.engine.connect() as conn:
-                if len(roots) == 1:  # every request: a statement without expanding lists
-                    rows = conn.execute(self._person_query, {"person": roots[0]}).all()
-                else:
-                    rows = []
-                    for start in range(0, len(roots), LOOKUP_BATCH):
-                        batch = roots[start : start + LOOKUP_BATCH]
-                        rows += conn.execute(self._people_query, {"people": batch}).all()
-        except sa.exc.SQLAlchemyError as exc:
+            if len(roots) == 1 and self._fast is not None:  # every request on SQLite
+                rows = self._fast.rows(roots[0])
+            else:
+                rows = self._query(roots)
+        except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:
             logger.error("consent ledger not readable: %s", type(exc).__name__)
             raise LedgerUnavailable("the consent ledger cannot be read") from exc
         for row in rows:
-            person = row.person if row.person in found else row.key
+            person = row["person"] if row["person"] in found else row["key"]
             if person in found:
-                found[person][row.id] = self._record(row._mapping)
+                found[person][row["id"]] = self._record(row)
         return {root: [kept[i] for i in sorted(kept)] for root, kept in found.items()}
+
+    def _query(self, roots: list[str]) -> list[Mapping]:
+        with self.engine.connect() as conn:
+            if len(roots) == 1:  # a statement without expanding lists
+                return [r._mapping for r in conn.execute(self._person_query, {"person": roots[0]})]
+            rows: list[Mapping] = []
+            for start in range(0, len(roots), LOOKUP_BATCH):
+                batch = roots[start : start + LOOKUP_BATCH]
+                rows += [r._mapping for r in conn.execute(self._people_query, {"people": batch})]
+            return rows
 
     def merge_times(self, keys: Sequence[str]) -> list[datetime]:
         """When the person keys ``keys`` were linked (their merge log rows), oldest first."""
@@ -387,3 +395,49 @@ class ConsentLedger:
         with self.engine.begin() as conn:
             deleted = conn.execute(self.records.delete().where(self.records.c.key.in_(list(keys))))
         return int(deleted.rowcount or 0)
+
+
+class _SqliteReader:
+    """The one-person read (every request) on a SQLite ledger: one raw ``sqlite3`` connection
+    per thread, the statement compiled once. SQLAlchemy's pool check-out, compile-cache look-up
+    and result set cost ~0.5 ms a read; this, ~0.05 ms. Autocommit: each read sees every
+    choice committed before it (by any process), so nothing is stale."""
+
+    def __init__(self, path: str, sql: str, names: list[str], processors: dict) -> None:
+        self.path, self.sql, self.names, self.processors = path, sql, names, processors
+        self._local = threading.local()
+
+    @classmethod
+    def for_query(cls, engine: sa.Engine, query) -> _SqliteReader | None:
+        """A reader of ``query`` (one ``person`` parameter) when ``engine`` is a SQLite file."""
+        if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+            return None
+        compiled = query.compile(dialect=engine.dialect)
+        names = list(compiled.positiontup or [])
+        processors = {}
+        for column in query.selected_columns:
+            processor = column.type.dialect_impl(engine.dialect).result_processor(
+                engine.dialect, None
+            )
+            if processor is not None:
+                processors[column.name] = processor
+        return cls(str(engine.url.database), compiled.string, names, processors)
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            connection.execute("PRAGMA busy_timeout=30000")
+            self._local.connection = connection
+        return connection
+
+    def rows(self, person: str) -> list[dict]:
+        cursor = self._connection().execute(self.sql, [person for _ in self.names])
+        columns = [d[0] for d in cursor.description]
+        out = []
+        for values in cursor.fetchall():
+            row = dict(zip(columns, values, strict=True))
+            for name, processor in self.processors.items():
+                row[name] = processor(row[name])
+            out.append(row)
+        return out

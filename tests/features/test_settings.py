@@ -127,6 +127,7 @@ def test_the_defaults():
         "rules": None,
         "consent_policy": None,
         "country_header": "CF-IPCountry",
+        "consent_checks": True,
         "model_name": "tailor-recommender",
         "model_alias": "champion",
         "model_poll_seconds": 30.0,

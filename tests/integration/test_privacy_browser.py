@@ -215,7 +215,6 @@ def test_a_keyboard_refusal_is_recorded_for_the_visitors_own_cookie(site, french
     ] * 2
 
 
-@pytest.mark.xfail(strict=True, reason="needs h-enforce: /recommend checks personalization")
 def test_recommend_for_that_visitor_is_not_personalized(site, french_visitor) -> None:
     answer = _post(site, "/recommend", {"anonymous_id": french_visitor["anonymous_id"]})
     assert answer.status_code == 200, answer.text

@@ -429,7 +429,7 @@ def _event(person: str, category: str, product: str, **overrides) -> dict:
         "anonymous_id": person,
         "session_id": f"s-{person}",
         "device_type": "mobile",
-        "country": "GB",
+        "country": "US",  # opt-out: collected without a consent record (issue #12)
         "product_id": product,
         "category": category,
         "price": 12.5,

@@ -116,7 +116,7 @@ def test_events_documents_202_queued_and_503_retry_later(spec) -> None:
     accepted = responses[202]["content"]["application/json"]["schema"]
     assert accepted == {"$ref": "#/components/schemas/EventsResponseIODescriptor"}
     documented = spec["components"]["schemas"]["EventsResponseIODescriptor"]["properties"]
-    assert set(documented) == {"accepted", "rejected", "rejections"}
+    assert set(documented) == {"accepted", "rejected", "suppressed", "rejections"}  # + #12
     assert "Retry-After" in responses[503]["description"]
     assert responses[503]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/ServiceUnavailable"
