@@ -33,17 +33,3 @@ def grant(
             )
         )
     ledger.append_many(rows)
-
-
-def allow_until_refused(ws: Workspace) -> None:
-    """Give ``ws`` its own consent policy whose default regime is opt-out (the packaged policy
-    otherwise): people without any record may be personalized until they refuse. For tests of
-    the read and push mechanics, whose people have no consent record."""
-    import yaml
-
-    from features.consent.policy import WORKSPACE_FILE, load_policy
-
-    policy = load_policy().model_dump(mode="json")
-    policy["default_regime"] = "opt-out"
-    ws.home.mkdir(parents=True, exist_ok=True)
-    (ws.home / WORKSPACE_FILE).write_text(yaml.safe_dump(policy), encoding="utf-8")

@@ -21,7 +21,7 @@ from features.personas import persona_frame
 from features.settings import Settings
 from features.workspace import Workspace
 from models.errors import ConfigError
-from tests.consent import allow_until_refused
+from tests.conftest import write_test_site_policy
 from tests.integration.test_feast_store import T0, _tables
 from tests.services import require_postgres, require_redis
 
@@ -41,7 +41,7 @@ def local_store(trained_workspace, tmp_path):
     """A copy of the trained workspace's Feast folder (this module pushes to it)."""
     shutil.copytree(trained_workspace.ws.feast_dir, tmp_path / "feast")
     ws = Workspace(home=tmp_path).ensure()
-    allow_until_refused(ws)  # its people have no consent record; these tests pin the mechanics
+    write_test_site_policy(ws)  # its people have no consent record; these tests pin the mechanics
     return store.feature_store(ws)
 
 
@@ -207,7 +207,7 @@ def test_redis_answers_equal_feasts(tmp_path):
         database_url=f"sqlite:///{tmp_path / 'tailor.db'}",  # a consent ledger of its own
     )
     ws = Workspace(home=tmp_path, profile="scale", settings=settings).ensure()
-    allow_until_refused(ws)
+    write_test_site_policy(ws)
     store.write_tables(ws, _tables())
     fs = store.apply(ws)
     try:

@@ -34,7 +34,7 @@ from serving.bench_store_lock import exclusive_lock
 from serving.consumer import EventConsumer
 from serving.publish import publish_events
 from serving.schemas import STORE_UNAVAILABLE
-from tests.consent import allow_until_refused
+from tests.conftest import write_test_site_policy
 from tests.integration.test_online_read import _event as _pushed_event
 from tests.integration.test_serving_http import (  # noqa: F401  (served is a fixture)
     _categories,
@@ -55,7 +55,7 @@ def local_store(trained_workspace, tmp_path):
     """A copy of the trained workspace's Feast folder (this module locks and pushes to it)."""
     shutil.copytree(trained_workspace.ws.feast_dir, tmp_path / "feast")
     ws = Workspace(home=tmp_path).ensure()
-    allow_until_refused(ws)  # its people have no consent record; these tests pin the mechanics
+    write_test_site_policy(ws)  # its people have no consent record; these tests pin the mechanics
     return store.feature_store(ws)
 
 
