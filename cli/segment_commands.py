@@ -248,6 +248,7 @@ def micro_segments_command(
     for rule in loaded:
         table.add_row(rule.name, str(result.segments.counts[rule.name]), rule.description)
     console.print(table)
+    console.print(f"people left out without personalization consent: {result.left_out}")
     console.print(f"written: {result.out}")
     if result.feast_table is not None:
         console.print(f"Feast view user_micro_segments updated from {result.feast_table}")

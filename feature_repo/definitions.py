@@ -19,8 +19,10 @@ from feast import (
     ValueType,
 )
 from feast.on_demand_feature_view import on_demand_feature_view
-from feast.types import Array, Float64, Int64, String
+from feast.types import Array, Bool, Float64, Int64, String
 
+from features.consent.feature_reads import CONSENT_FIELD_PREFIX, CONSENT_KEY, PURPOSE_TAG
+from features.consent.policy import PURPOSES
 from features.context import ACTIVITY_FEATURES, CONTEXT_FEATURES
 from features.feature_specs import ITEM_FEATURES, SEGMENT_FEATURES, USER_FEATURES
 from features.personas import PERSONA_FEATURES
@@ -49,6 +51,12 @@ item = Entity(
     join_keys=["item_id"],
     value_type=ValueType.STRING,
     description="A product in the catalogue.",
+)
+consent_person = Entity(
+    name="consent_person",
+    join_keys=[CONSENT_KEY],
+    value_type=ValueType.STRING,
+    description="A person as the consent ledger knows them: the identity graph's canonical key.",
 )
 
 # -- sources -------------------------------------------------------------------------------
@@ -79,6 +87,13 @@ user_segments_source = FileSource(
     timestamp_field="event_timestamp",
     created_timestamp_column="created",
     description="Segment assignments written by `tailor segment`, one row per user and as-of.",
+)
+consent_ledger_source = FileSource(
+    name="consent_ledger_source",
+    path="data/consent_ledger.parquet",
+    timestamp_field="event_timestamp",
+    description="The consent ledger as decisions in time (features.consent.check.ConsentCheck."
+    "timeline), rewritten from the ledger before every historical retrieval.",
 )
 user_activity_push = PushSource(
     name="user_activity_push",
@@ -157,6 +172,28 @@ user_segments = FeatureView(
     tags={"owner": "tailor", "refresh": "per segmentation run"},
 )
 
+# Offline only: online reads ask the ledger itself (features.store), never a copy of it. No TTL
+# (0): a choice holds until the next one. A person without a row has the default regime's
+# answer (ConsentCheck.default_allowed), which features.store fills in for the nulls.
+user_consent = FeatureView(
+    name="user_consent",
+    entities=[consent_person],
+    ttl=timedelta(0),
+    schema=[
+        Field(
+            name=f"{CONSENT_FIELD_PREFIX}{purpose}",
+            dtype=Bool,
+            description=f"Whether {purpose} was allowed for the person from this time on.",
+        )
+        for purpose in PURPOSES
+    ],
+    online=False,
+    source=consent_ledger_source,
+    description="Each person's consent per purpose in time: the point-in-time join of a training"
+    " set reads it as of each label's timestamp (issue #12).",
+    tags={"owner": "tailor", "refresh": "before every historical retrieval"},
+)
+
 
 @on_demand_feature_view(
     sources=[user_features[["main_device"]], request_context],
@@ -171,34 +208,38 @@ def request_context_features(inputs: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- feature services: one per model input, the train/serve contract ------------------------
+# Each carries the consent purpose its reads need (PURPOSE_TAG, issue #12): person services
+# `personalization`; item services `necessary` (item features are catalogue aggregates about no
+# one and serve non-personalized answers too). features.store refuses a service without one.
 user_profile_v1 = FeatureService(
     name="user_profile_v1",
     features=[user_features, user_activity, user_personas, request_context_features],
     description="Everything serving knows about a user at request time.",
-    tags={"contract": "recommender"},
+    tags={"contract": "recommender", PURPOSE_TAG: "personalization"},
 )
 item_profile_v1 = FeatureService(
     name="item_profile_v1",
     features=[item_features],
     description="Item side features for candidate filtering and re-ranking.",
-    tags={"contract": "recommender"},
+    tags={"contract": "recommender", PURPOSE_TAG: "necessary"},
 )
 user_persona_v1 = FeatureService(
     name="user_persona_v1",
     features=[user_personas],
     description="The persona state alone: what /events reads before folding new events.",
-    tags={"contract": "personas"},
+    tags={"contract": "personas", PURPOSE_TAG: "personalization"},
 )
 user_segment_v1 = FeatureService(
     name="user_segment_v1",
     features=[user_segments],
     description="The user's segment: segment_id and segment_label (serving reads the label).",
-    tags={"contract": "segmenter"},
+    tags={"contract": "segmenter", PURPOSE_TAG: "personalization"},
 )
 
 OBJECTS = [
     user,
     item,
+    consent_person,
     user_features_source,
     item_features_source,
     user_activity_batch,
@@ -206,10 +247,12 @@ OBJECTS = [
     user_personas_batch,
     user_persona_push,
     request_context,
+    consent_ledger_source,
     user_features,
     item_features,
     user_activity,
     user_personas,
+    user_consent,
     request_context_features,
     user_profile_v1,
     item_profile_v1,
@@ -253,7 +296,7 @@ user_micro_segments_v1 = FeatureService(
     name="user_micro_segments_v1",
     features=[user_micro_segments],
     description="The user's micro-segment memberships (re-engagement lists, targeting rules).",
-    tags={"contract": "micro-segments"},
+    tags={"contract": "micro-segments", PURPOSE_TAG: "personalization"},
 )
 # Registered by `tailor micro-segments` (features.store.apply_micro_segments) once its table
 # exists, not by `tailor features apply`, for the same reason as SEGMENT_OBJECTS.

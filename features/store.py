@@ -6,12 +6,25 @@ offline tables, materializes, and reads historical (point-in-time) and online fe
 online read machinery (readers resolved once per store, the SQLite fast path) and every use of
 Feast's private API live in :mod:`features.online_read`; callers use :func:`online_features`
 here.
+
+**Consent (issue #12).** Every feature service carries a ``purpose`` tag (``personalization``
+for person features, ``necessary`` for item features); a service without one cannot be read
+(:class:`~features.consent.feature_reads.ServiceWithoutPurpose`). Every online read of a
+person service asks the one consent check (:mod:`features.consent.check`, one batched call
+per read) and answers the rows of people without the purpose as missing, without reading their
+features. Historical retrieval joins the
+``user_consent`` view (the ledger exported as decisions in time, :func:`export_consent`) point
+in time, and drops the rows of people without the purpose as of each row's timestamp.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import string
+import time
+import weakref
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -20,8 +33,25 @@ import pandas as pd
 from feast import FeatureStore
 from feast.data_source import PushMode
 
+from features.consent.check import ConsentCheck, ConsentDecision
+from features.consent.feature_reads import (
+    CONSENT_KEY,
+    ConsentDrops,
+    allowed_after_join,
+    allowed_keys,
+    consent_field,
+    consent_table,
+)
+from features.consent.feature_reads import service_purpose as check_purpose_tag
+from features.consent.policy import NECESSARY
 from features.library_output import library_output
-from features.online_read import forget_readers, online_reader, push_online, use_settings
+from features.online_read import (
+    READER_TTL_SECONDS,
+    forget_readers,
+    online_reader,
+    push_online,
+    use_settings,
+)
 from features.workspace import Workspace
 from models.errors import ConfigError
 
@@ -34,6 +64,12 @@ TABLES = {
     "user_activity": "user_activity.parquet",
     "user_personas": "user_personas.parquet",
 }
+#: The consent view's table (``feature_repo``'s ``consent_ledger_source``), rewritten from the
+#: ledger before every historical retrieval of a person service.
+CONSENT_TABLE = "consent_ledger.parquet"
+CONSENT_VIEW = "user_consent"
+#: The join key of person entities: the column whose person's consent a row needs.
+PERSON_KEY = "user_id"
 USER_SERVICE = "user_profile_v1"
 ACTIVITY_PUSH = "user_activity_push"
 PERSONA_PUSH = "user_persona_push"
@@ -68,6 +104,7 @@ def feature_store(ws: Workspace) -> FeatureStore:
     config = render_config(ws)
     store = FeatureStore(repo_path=str(ws.feast_dir), fs_yaml_file=config)
     use_settings(store, ws.settings)
+    use_consent(store, lambda: ConsentCheck.for_workspace(ws))
     return store
 
 
@@ -87,6 +124,8 @@ def apply(ws: Workspace, store: FeatureStore | None = None) -> FeatureStore:
                 f"offline table {name!r} is missing at {ws.feature_data_dir / TABLES[name]}; "
                 "run `tailor features build` first"
             )
+    if not (ws.feature_data_dir / CONSENT_TABLE).exists():
+        export_consent(ws)
     if not (ws.feature_data_dir / TABLES["user_personas"]).exists():
         # tables built before personas existed: the view starts empty and /events fills it
         from features.personas import persona_frame
@@ -94,6 +133,7 @@ def apply(ws: Workspace, store: FeatureStore | None = None) -> FeatureStore:
         write_tables(ws, {"user_personas": persona_frame([])})
     store.apply(declarations())
     forget_readers(store)
+    _SERVICES.pop(store, None)
     return store
 
 
@@ -129,11 +169,111 @@ def historical_features(
     service: str = USER_SERVICE,
     store: FeatureStore | None = None,
 ) -> pd.DataFrame:
-    """Point-in-time join: each entity row sees only feature rows at or before its timestamp."""
+    """Point-in-time join: each entity row sees only feature rows at or before its timestamp;
+    rows of people without the service's purpose as of their timestamp are left out
+    (:func:`consented_historical_features`, which also says how many)."""
+    return consented_historical_features(ws, entity_df, service, store)[0]
+
+
+def consented_historical_features(
+    ws: Workspace,
+    entity_df: pd.DataFrame,
+    service: str = USER_SERVICE,
+    store: FeatureStore | None = None,
+) -> tuple[pd.DataFrame, ConsentDrops]:
+    """Point-in-time features of ``service`` for ``entity_df`` (``user_id``,
+    ``event_timestamp``, request columns), in the order of ``entity_df``, without the rows of
+    people who had not given the service's purpose as of the row's timestamp.
+
+    Consent is itself a feature view: the ledger is exported (:func:`export_consent`) and the
+    ``user_consent`` view is joined in the same point-in-time join as the service's features,
+    keyed by the person's canonical key, so a person's labels before a withdrawal stay and those
+    after it go. A ``necessary`` service (item features) is joined without it."""
     store = store or feature_store(ws)
-    return store.get_historical_features(
-        entity_df=entity_df, features=get_feature_service(store, service)
-    ).to_df()
+    purpose = service_purpose(store, service)
+    feature_service = get_feature_service(store, service)
+    if purpose == NECESSARY:
+        frame = store.get_historical_features(entity_df=entity_df, features=feature_service)
+        frame = frame.to_df()
+        return frame, ConsentDrops(purpose, len(frame), 0, 0, 0)
+    refs = [
+        f"{projection.name_to_use()}:{field.name}"
+        for projection in feature_service.feature_view_projections
+        for field in projection.features
+    ]
+    joined, allowed = _join_consent(ws, store, entity_df, purpose, refs)
+    kept = joined[allowed.to_numpy()].drop(columns=[_ROW, CONSENT_KEY, consent_field(purpose)])
+    drops = ConsentDrops.of(purpose, joined[PERSON_KEY], allowed)
+    return kept.reset_index(drop=True), drops
+
+
+def consented_as_of(
+    ws: Workspace,
+    entity_df: pd.DataFrame,
+    purpose: str,
+    store: FeatureStore | None = None,
+) -> tuple[pd.Series, ConsentDrops]:
+    """Whether ``purpose`` was allowed for each row's person (``user_id``) at the row's
+    ``event_timestamp``: a boolean Series aligned with ``entity_df``, answered by the
+    point-in-time join of the ``user_consent`` view (training labels, each at its own time)."""
+    store = store or feature_store(ws)
+    asked = entity_df[[PERSON_KEY, "event_timestamp"]].reset_index(drop=True)
+    unique = asked.drop_duplicates(ignore_index=True)
+    joined, allowed = _join_consent(ws, store, unique, purpose, [])
+    answers = joined.loc[allowed.to_numpy(), [PERSON_KEY, "event_timestamp"]]
+    merged = asked.merge(answers.assign(_allowed=True), on=list(asked.columns), how="left")
+    out = pd.Series(merged["_allowed"].eq(True).to_numpy(), index=entity_df.index)
+    return out, ConsentDrops.of(purpose, asked[PERSON_KEY], out)
+
+
+_ROW = "tailor_row"
+
+
+def _join_consent(
+    ws: Workspace, store: FeatureStore, entity_df: pd.DataFrame, purpose: str, refs: list[str]
+) -> tuple[pd.DataFrame, pd.Series]:
+    """``entity_df`` joined point in time with ``refs`` and the consent view's ``purpose``
+    field, in ``entity_df``'s order, and whether each row's person had the purpose then."""
+    check = consent_check(store)
+    field = consent_field(purpose)
+    export_consent(ws, check)
+    _register_consent_view(store)
+    keys = entity_df[PERSON_KEY].astype(str)
+    canonical = check.ledger.graph.canonical_many(pd.unique(keys.to_numpy()).tolist())
+    entities = entity_df.assign(
+        **{_ROW: range(len(entity_df)), CONSENT_KEY: keys.map(canonical).to_numpy()}
+    )
+    job = store.get_historical_features(
+        entity_df=entities, features=[*refs, f"{CONSENT_VIEW}:{field}"]
+    )
+    joined = job.to_df().sort_values(_ROW, ignore_index=True)
+    return joined, allowed_after_join(check, joined, purpose)
+
+
+def export_consent(ws: Workspace, check: ConsentCheck | None = None) -> Path:
+    """Write the consent ledger as decisions in time to the consent view's table
+    (:func:`features.consent.feature_reads.consent_table`); returns its path. The whole ledger
+    every time, so processes retrieving at once write the same table."""
+    frame = consent_table(check or ConsentCheck.for_workspace(ws))
+    ws.feature_data_dir.mkdir(parents=True, exist_ok=True)
+    path = ws.feature_data_dir / CONSENT_TABLE
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def _register_consent_view(store: FeatureStore) -> None:
+    """Register the consent view when the registry predates it (applied before issue #12)."""
+    from feast.errors import FeatureViewNotFoundException
+
+    from feature_repo import definitions
+
+    try:
+        store.get_feature_view(CONSENT_VIEW)
+    except FeatureViewNotFoundException:
+        views = [definitions.consent_ledger_source, definitions.user_consent]
+        store.apply([definitions.consent_person, *views])
 
 
 def get_feature_service(store: FeatureStore, service: str):
@@ -157,7 +297,12 @@ def get_feature_service(store: FeatureStore, service: str):
 
 
 def online_features(
-    store: FeatureStore, rows: list[dict], service: str = USER_SERVICE
+    store: FeatureStore,
+    rows: list[dict],
+    service: str = USER_SERVICE,
+    *,
+    country: str | None = None,
+    decisions: Mapping[str, ConsentDecision] | None = None,
 ) -> list[dict]:
     """Online read for a few entity rows; returns one dict per row.
 
@@ -165,7 +310,47 @@ def online_features(
     feature of the service; request data dropped), read through
     :class:`features.online_read.OnlineReader`, which resolves the service once instead of on
     every call (see that module for the numbers).
+
+    Consent: the service's ``purpose`` tag is checked for every row's person (``user_id``) in
+    one batched call of the consent check (``country`` picks the regime; None: each person's
+    recorded country). Rows of people without it are not read and answer as missing (every
+    feature None). ``decisions``: ``{user_id: decision}`` the caller already made for these
+    people in this request (the service's one check), used instead of asking again when they
+    are for the service's purpose. A service without a purpose tag raises
+    :class:`~features.consent.feature_reads.ServiceWithoutPurpose`.
     """
+    purpose, names = _resolve(store, service)
+    if purpose == NECESSARY:
+        return _read(store, rows, service)
+    try:
+        keys = [str(row[PERSON_KEY]) for row in rows]
+    except KeyError:
+        raise ConfigError(
+            f"feature_service={service!r}: its purpose is {purpose!r}, so every row needs the "
+            f"person's {PERSON_KEY!r}"
+        ) from None
+    check = consent_check(store)
+    allowed = allowed_keys(check, keys, purpose, country=country, decisions=decisions)
+    if all(allowed):
+        return _read(store, rows, service)
+    read = iter(_read(store, [row for row, ok in zip(rows, allowed, strict=True) if ok], service))
+    missing = dict.fromkeys(names)
+    return [
+        next(read) if ok else {PERSON_KEY: row[PERSON_KEY], **missing}
+        for row, ok in zip(rows, allowed, strict=True)
+    ]
+
+
+def held_online(store: FeatureStore, rows: list[dict], service: str) -> list[dict]:
+    """What the online store holds for ``rows``, without the consent check: only for a person's
+    own export (the right of access covers what is held, whatever their consent). Every other
+    read goes through :func:`online_features`."""
+    return _read(store, rows, service)
+
+
+def _read(store: FeatureStore, rows: list[dict], service: str) -> list[dict]:
+    if not rows:
+        return []
     reader = online_reader(store, service)
     answer = reader.read(rows) if reader is not None else None
     if answer is not None:
@@ -174,6 +359,48 @@ def online_features(
     if reader is not None:
         reader.remember(rows, answer)
     return answer
+
+
+_CONSENT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: store -> {service: (resolved at, purpose, feature names)}
+_SERVICES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def use_consent(store: FeatureStore, check: ConsentCheck | Callable[[], ConsentCheck]) -> None:
+    """Check consent for reads through ``store`` with ``check`` (or the check a factory makes on
+    the first read that needs one). :func:`feature_store` gives every store its workspace's."""
+    _CONSENT[store] = check
+
+
+def consent_check(store: FeatureStore) -> ConsentCheck:
+    """The consent check of ``store``; a store without one cannot read person features."""
+    check = _CONSENT.get(store)
+    if check is None:
+        raise ConfigError(
+            "this feature store has no consent check; build it with features.store.feature_store"
+        )
+    if not isinstance(check, ConsentCheck):
+        check = _CONSENT[store] = check()
+    return check
+
+
+def service_purpose(store: FeatureStore, service: str) -> str:
+    """The consent purpose ``service``'s reads need (its ``purpose`` tag), resolved from the
+    registry at most once per :data:`READER_TTL_SECONDS`. No tag, or a purpose the policy does
+    not know: :class:`~features.consent.feature_reads.ServiceWithoutPurpose` naming it."""
+    return _resolve(store, service)[0]
+
+
+def _resolve(store: FeatureStore, service: str) -> tuple[str, list[str]]:
+    """``(purpose, feature names)`` of ``service`` (see :func:`service_purpose`)."""
+    cached = _SERVICES.setdefault(store, {}).get(service)
+    if cached is not None and time.monotonic() - cached[0] < READER_TTL_SECONDS:
+        return cached[1], cached[2]
+    found = get_feature_service(store, service)
+    purpose = check_purpose_tag(service, found.tags, consent_check(store).policy)
+    names = [f.name for projection in found.feature_view_projections for f in projection.features]
+    _SERVICES[store][service] = (time.monotonic(), purpose, names)
+    return purpose, names
 
 
 def has_feature_service(store: FeatureStore, service: str) -> bool:
@@ -359,5 +586,6 @@ def export_online(ws: Workspace, person_keys: list[str]) -> list[dict]:
     store = feature_store(ws)
     if not person_keys or not has_feature_service(store, PERSONA_SERVICE):
         return []
-    rows = online_features(store, [{"user_id": k} for k in person_keys], PERSONA_SERVICE)
+    # what the store holds, consent or not: the person's own export (right of access)
+    rows = held_online(store, [{"user_id": k} for k in person_keys], PERSONA_SERVICE)
     return [row for row in rows if any(v is not None for n, v in row.items() if n != "user_id")]

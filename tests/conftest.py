@@ -11,6 +11,8 @@ import pytest
 
 from features import store
 from features.build import build_feature_tables, feature_time_range
+from features.consent.files import import_csv
+from features.consent.ledger import ConsentLedger
 from features.eventlog import EventLog
 from features.ingest import ingest_frame
 from features.settings import Settings
@@ -94,6 +96,11 @@ def trained_workspace(tmp_path_factory) -> TrainedWorkspace:
     generated = generate_clickstream(n_users=250, days=21, seed=11)
     report = ingest_frame(generated.events, EventLog(ws.event_log_dir), ws.quarantine_dir, "gen")
     assert report.rejected == 0, report.rejections[:3]
+    # the generated consent choices, as `make demo` imports them: most people consent, some
+    # refuse or withdraw (issue #12), so training and serving see both paths
+    choices = tmp_path_factory.mktemp("consent") / "consent.csv"  # outside the workspace
+    generated.consent.to_csv(choices, index=False)
+    import_csv(ConsentLedger.for_workspace(ws), choices)
     build_feature_tables(ws)
     fs = store.apply(ws)
     start, end = feature_time_range(ws)

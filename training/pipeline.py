@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from features import store
+from features.consent.feature_reads import PERSONALIZATION
 from features.eventlog import EventLog
 from features.identity.graph import IdentityGraph
 from features.identity.keys import person_keys
@@ -65,7 +66,8 @@ def training_set(
     service: str,
     resolve: Callable[[pd.DataFrame], pd.Series] = person_keys,
 ):
-    """Point-in-time user features as of the cut, one row per training user (from Feast)."""
+    """Point-in-time user features as of the cut, one row per training user with
+    ``personalization`` consent at the cut (from Feast), and what consent left out."""
     before = events[events["timestamp"] < cut]
     last_device = before.assign(person=resolve(before)).groupby("person")["device_type"].last()
     users = train_users.ids
@@ -76,7 +78,17 @@ def training_set(
             "device_type": [str(last_device.get(u, "other")) for u in users],
         }
     )
-    return store.historical_features(ws, entity_df, service)
+    return store.consented_historical_features(ws, entity_df, service)
+
+
+def consented_interactions(ws: Workspace, frame: pd.DataFrame):
+    """The interactions (`training.data.interaction_frame`) of people who had given
+    ``personalization`` at each interaction's own time (issue #12): each interaction is a label,
+    answered by the point-in-time join of the consent feature view, so a person's interactions
+    before a withdrawal stay and those after it go. Returns ``(kept, drops)``."""
+    labels = pd.DataFrame({"user_id": frame["user_id"], "event_timestamp": frame["timestamp"]})
+    allowed, drops = store.consented_as_of(ws, labels, PERSONALIZATION)
+    return frame[allowed.to_numpy()].reset_index(drop=True), drops
 
 
 #: ``tailor.dataset`` of models trained on the workspace's own events (the shop's recommender).
@@ -166,7 +178,17 @@ def train_and_evaluate(
         raise ValueError(f"the event log at {ws.event_log_dir} is empty: import events first")
     # people under their canonical key: a login's anonymous history is the user's (issue #11)
     resolve = IdentityGraph.for_workspace(ws).canonical_keys
-    frame = interaction_frame(events, resolve)
+    frame, label_drops = consented_interactions(ws, interaction_frame(events, resolve))
+    if frame.empty and label_drops.rows:
+        raise ValueError(
+            f"none of the {label_drops.rows} interactions is of a person who had given "
+            f"{PERSONALIZATION} consent at its time: import the consent choices first "
+            "(`tailor consent import FILE.csv`)"
+        )
+    say(
+        f"consent: {label_drops.rows_dropped} of {label_drops.rows} interactions left out "
+        f"({label_drops.people_dropped} people without {PERSONALIZATION})"
+    )
     cut, split = temporal_holdout(frame, config.test_days)
     say(
         f"split at {cut}: {split.train.n_users} users, {split.train.n_items} items, "
@@ -174,7 +196,9 @@ def train_and_evaluate(
     )
 
     say(f"reading the training set from Feast ({config.feature_service})")
-    features = training_set(ws, cut, split.train.users, events, config.feature_service, resolve)
+    features, feature_drops = training_set(
+        ws, cut, split.train.users, events, config.feature_service, resolve
+    )
     # Feast drops label rows without an eligible feature row, so count users, not rows.
     with_features = features.loc[features["sessions_30d"].notna(), "user_id"].nunique()
     covered = with_features / max(split.train.n_users, 1)
@@ -221,6 +245,9 @@ def train_and_evaluate(
         tracking.log_metrics(baseline_metrics, prefix="baseline_")
         tracking.log_metrics(timings)
         tracking.log_metrics({"feature_coverage": covered})
+        # what consent left out (issue #12): interactions as labels, feature rows at the cut
+        tracking.log_metrics(label_drops.metrics("consent_interactions_"))
+        tracking.log_metrics(feature_drops.metrics("consent_feature_"))
         tracking.log_dataset(
             features,
             f"{config.feature_service}@{cut.date()}",

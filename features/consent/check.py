@@ -334,6 +334,38 @@ class ConsentCheck:
             allowed[positions] = np.asarray(answers, dtype=bool)[where]
         return pd.Series(allowed, index=frame.index, dtype=bool)
 
+    def default_allowed(self, purpose: str) -> bool:
+        """The answer for a person without any record in the default regime (the answer of
+        :meth:`timeline` before a person's first row, and for people it does not list)."""
+        self._check_purpose(purpose)
+        return self._decide("", purpose, None, self.policy.default_regime, False, None).allowed
+
+    def timeline(self) -> pd.DataFrame:
+        """The whole ledger as decisions in time: the source of the consent feature view.
+
+        One row per person (canonical key, column ``consent_key``) and change (a record
+        stored, or a merge of two of their keys that hold records), ``event_timestamp`` the
+        change's time, and one boolean column per purpose: the decision from then on, as
+        :meth:`decide` answers with ``as_of`` (each person's recorded country picks the
+        regime). Before a person's first row, and for people not listed, every purpose is
+        :meth:`default_allowed`. Identity is resolved as of now."""
+        purposes = list(self.policy.purposes)
+        records = self.ledger.all_records()
+        canonical = self.ledger.graph.canonical_many({record.key for record in records})
+        by_root: dict[str, list[ConsentRecord]] = {}
+        for record in records:  # stored order within each person
+            by_root.setdefault(canonical[record.key], []).append(record)
+        rows = []
+        for root, kept in by_root.items():
+            keys = {record.key for record in kept}
+            merges = self.ledger.merge_times(sorted(keys)) if len(keys) > 1 else []
+            for at in sorted({record.recorded_at for record in kept} | set(merges)):
+                state = self._state(root, kept, None, False, at, merges)
+                rows.append((root, at, *(state.decisions[p].allowed for p in purposes)))
+        frame = pd.DataFrame(rows, columns=["consent_key", "event_timestamp", *purposes])
+        frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+        return frame.astype({p: bool for p in purposes})
+
     def _timeline(
         self, root: str, records: list[ConsentRecord], purpose: str, country: str | None
     ) -> tuple[list[datetime], list[bool]]:

@@ -119,10 +119,15 @@ class QuarantineStore:
         return removed
 
 
+#: Columns naming the person in an offline table.
+PERSON_COLUMNS = ("user_id", "consent_key")
+
+
 @dataclass
 class FeatureTableStore:
     """One offline Parquet table with a ``user_id`` column (features, personas, segments,
-    micro-segments): rows of the person's keys. Rewritten whole (temporary file, rename)."""
+    micro-segments) or a ``consent_key`` column (the consent view's): rows of the person's keys.
+    Rewritten whole (temporary file, rename)."""
 
     path: Path
     name: str = ""
@@ -130,22 +135,28 @@ class FeatureTableStore:
     def __post_init__(self) -> None:
         self.name = self.name or f"offline:{self.path.stem}"
 
-    def _frame(self) -> pd.DataFrame | None:
-        if not self.path.exists() or "user_id" not in pq.read_schema(self.path).names:
+    def _key(self) -> str | None:
+        """The person column: ``user_id``, or ``consent_key`` in the consent view's table (the
+        ledger's decisions in time, issue #12)."""
+        if not self.path.exists():
             return None
-        return pd.read_parquet(self.path)
+        names = pq.read_schema(self.path).names
+        return next((key for key in PERSON_COLUMNS if key in names), None)
+
+    def _frame(self) -> pd.DataFrame | None:
+        return pd.read_parquet(self.path) if self._key() is not None else None
 
     def export(self, person: Person) -> list[dict]:
         frame = self._frame()
         if frame is None:
             return []
-        return _json_ready(frame[frame["user_id"].isin(person.keys)])
+        return _json_ready(frame[frame[self._key()].isin(person.keys)])
 
     def erase(self, person: Person) -> int:
         frame = self._frame()
         if frame is None:
             return 0
-        theirs = frame["user_id"].isin(person.keys)
+        theirs = frame[self._key()].isin(person.keys)
         if theirs.any():
             schema = pq.read_schema(self.path)
             tmp = self.path.with_suffix(".erase.tmp")

@@ -10,6 +10,7 @@ from features import store
 from features.context import ACTIVITY_FEATURES
 from features.feature_specs import ITEM_FEATURES, USER_FEATURES
 from features.workspace import Workspace
+from tests.consent import grant
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +54,8 @@ def feast_ws(tmp_path) -> Workspace:
     ws = Workspace(home=tmp_path).ensure()
     store.write_tables(ws, _tables())
     store.apply(ws)
+    # person features are read only with personalization consent (issue #12)
+    grant(ws, "u1", "u2", "u3", "nobody", at=(T0 - pd.Timedelta(days=30)).to_pydatetime())
     return ws
 
 

@@ -26,6 +26,7 @@ from cli.app import app
 from features import store
 from tests.integration.test_serving_http import (  # noqa: F401  (served is a fixture)
     _categories,
+    _consent,
     _event,
     _post,
     served,
@@ -52,6 +53,7 @@ def _poll(served, body: dict, done: Callable[[dict], bool]) -> dict:  # noqa: F8
 
 def _anonymous_visit(served, cookie: str, product: str) -> None:  # noqa: F811
     """Two views and an add-to-cart in electronics as an anonymous visitor, applied."""
+    _consent(served, anonymous_id=cookie)  # the banner's choice, before any event (issue #12)
     events = [
         _event(cookie, "electronics", product, session_id=f"s-{cookie}"),
         _event(cookie, "electronics", product, session_id=f"s-{cookie}"),
@@ -91,6 +93,7 @@ def test_a_login_brings_the_anonymous_history_to_the_user(served, trained_worksp
     assert merged["features"]["last_category"] == "electronics"
 
     _user_event(served, user, cookie)
+    _consent(served, user_id=other_user)
     _user_event(served, other_user, other_cookie)  # the control: no /identify
 
     after = _poll(served, {"user_id": user}, lambda a: _state(a).get("events") == 4)

@@ -21,6 +21,7 @@ from features.personas import persona_frame
 from features.settings import Settings
 from features.workspace import Workspace
 from models.errors import ConfigError
+from tests.conftest import write_test_site_policy
 from tests.integration.test_feast_store import T0, _tables
 from tests.services import require_postgres, require_redis
 
@@ -39,7 +40,9 @@ def _same_as_feast(fs, rows: list[dict]) -> list[dict]:
 def local_store(trained_workspace, tmp_path):
     """A copy of the trained workspace's Feast folder (this module pushes to it)."""
     shutil.copytree(trained_workspace.ws.feast_dir, tmp_path / "feast")
-    return store.feature_store(Workspace(home=tmp_path).ensure())
+    ws = Workspace(home=tmp_path).ensure()
+    write_test_site_policy(ws)  # its people have no consent record; these tests pin the mechanics
+    return store.feature_store(ws)
 
 
 def test_answers_equal_feasts_for_known_unknown_and_many_rows(local_store, trained_workspace):
@@ -199,8 +202,12 @@ def test_a_failing_sqlite_query_is_read_through_feast(local_store, trained_works
 def test_redis_answers_equal_feasts(tmp_path):
     require_redis("needed by the scale profile")
     require_postgres("scale-profile registry")
-    settings = Settings(feast_project=f"tailor_test_{uuid.uuid4().hex[:8]}")
+    settings = Settings(
+        feast_project=f"tailor_test_{uuid.uuid4().hex[:8]}",
+        database_url=f"sqlite:///{tmp_path / 'tailor.db'}",  # a consent ledger of its own
+    )
     ws = Workspace(home=tmp_path, profile="scale", settings=settings).ensure()
+    write_test_site_policy(ws)
     store.write_tables(ws, _tables())
     fs = store.apply(ws)
     try:

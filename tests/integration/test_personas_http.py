@@ -16,6 +16,7 @@ import pytest
 
 from tests.integration.test_serving_http import (  # noqa: F401  (served is a fixture)
     _categories,
+    _consent,
     _event,
     _post,
     _until,
@@ -30,6 +31,7 @@ def test_a_session_of_events_sets_the_persona_seen_by_the_next_recommendation(
     trained_workspace,
 ):
     person = f"persona-{uuid.uuid4().hex[:8]}"
+    _consent(served, user_id=person)  # person features need personalization (issue #12)
     product = next(p for p, c in _categories(trained_workspace).items() if c == "electronics")
     before = _post(served, "/recommend", {"user_id": person, "k": 3}).json()
     assert "persona" not in before

@@ -142,6 +142,7 @@ def _erase_and_search(ws: Workspace, trained, redis_ids=None) -> dict:
     person = resolve(ws, user_id=user)
     assert set(person.keys) == {user, *(f"anon:{a}" for a in anons)}
     their_events = len(EventLog(ws.event_log_dir).read_people(person.keys))
+    their_choices = len(ConsentLedger.for_workspace(ws).export(user))  # generated ones too
 
     receipt = erase_person(ws, person)
 
@@ -152,7 +153,7 @@ def _erase_and_search(ws: Workspace, trained, redis_ids=None) -> dict:
         assert stores[name] >= 1, name
     assert stores["online_store"] >= 3  # materialized views and the pushed personas
     assert stores["live_sessions"] == 2
-    assert stores["consent_ledger"] == 2
+    assert stores["consent_ledger"] == their_choices >= 2
     assert stores["quarantine"] == 2
     assert stores["event_queue"] == 1 and stores["event_spool"] == 1
     assert stores["identity_graph"] >= len(anons) + 1
@@ -285,7 +286,9 @@ def test_export_holds_events_consent_and_identity_links(trained_workspace, tmp_p
         data = {n: json.loads(archive.read(n)) for n in archive.namelist()}
     assert counts["event_log"] == len(data["event_log.json"]) == expected
     assert {e["anonymous_id"] for e in data["event_log.json"]} == set(anons)
-    assert [r["purposes"]["analytics"] for r in data["consent_ledger.json"]] == [True]
+    # the generated choices (issue #12), then the one made here
+    assert data["consent_ledger.json"] == ConsentLedger.for_workspace(ws).export(user)
+    assert data["consent_ledger.json"][-1]["purposes"] == {"analytics": True}
     assert data["identity_graph.json"]["aliases"] == [user, f"anon:{anons[0]}"]
     table = pd.read_parquet(ws.feature_data_dir / "user_features.parquet")
     their_rows = table[table["user_id"].isin([user, f"anon:{anons[0]}"])]

@@ -11,6 +11,7 @@ import pytest
 from features import store
 from features.settings import Settings
 from features.workspace import Workspace
+from tests.consent import grant
 from tests.services import require_postgres, require_redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.scale]
@@ -21,8 +22,13 @@ def scale_ws(tmp_path):
     require_redis("needed by the scale profile")
     require_postgres("scale-profile registry")
     # A project of its own, so runs never see each other's registry rows or Redis keys.
-    settings = Settings(feast_project=f"tailor_test_{uuid.uuid4().hex[:8]}")
+    # The consent ledger in a SQLite file of its own: the Postgres test database is shared.
+    settings = Settings(
+        feast_project=f"tailor_test_{uuid.uuid4().hex[:8]}",
+        database_url=f"sqlite:///{tmp_path / 'tailor.db'}",
+    )
     ws = Workspace(home=tmp_path, profile="scale", settings=settings).ensure()
+    grant(ws, "u1", "p1")  # person features are read only with consent (issue #12)
     yield ws
     fs = store.feature_store(ws)
     fs.teardown()

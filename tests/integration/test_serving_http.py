@@ -80,6 +80,14 @@ def _post(served: Served, route: str, body, headers=None, **kwargs) -> httpx.Res
     return httpx.post(f"{served.url}{route}", json=body, timeout=30, headers=headers, **kwargs)
 
 
+def _consent(served: Served, **ids: str) -> None:
+    """Every purpose given for the person of ``ids`` (``user_id=`` or ``anonymous_id=``): person
+    features are read only with personalization consent (issue #12)."""
+    purposes = {"analytics": True, "personalization": True, "marketing": True}
+    response = _post(served, "/consent", {**ids, "purposes": purposes, "source": "api"})
+    assert response.status_code == 201, response.text
+
+
 def _until(check, timeout: float = 10.0) -> bool:
     """Whether ``check()`` held within ``timeout`` seconds (the events path is asynchronous
     since issue #11: /events answers once the queue has the events, the consumer follows)."""
@@ -450,6 +458,7 @@ def _event(person: str, category: str, product: str, **overrides) -> dict:
 
 def test_events_round_trip_changes_the_next_recommendation(served, trained_workspace):
     person = f"rt-{uuid.uuid4().hex[:8]}"
+    _consent(served, anonymous_id=person)
     categories = _categories(trained_workspace)
     product = next(p for p, c in categories.items() if c == "grocery")
     before = _post(served, "/recommend", {"anonymous_id": person, "k": 4}).json()
@@ -500,6 +509,7 @@ def test_an_event_is_visible_in_the_next_recommendation_within_a_second(served, 
     with httpx.Client(timeout=30, headers=served.headers) as client:
         for _ in range(20):
             person = f"seen-{uuid.uuid4().hex[:8]}"
+            _consent(served, anonymous_id=person)
             started = time.perf_counter()
             event = _event(person, "toys", product)
             assert client.post(f"{served.url}/events", json=event).status_code == 202

@@ -22,6 +22,7 @@ import pytest
 
 from features import online_read, store
 from features.broker.embedded import EmbeddedBroker
+from features.consent.check import ConsentCheck
 from features.context import activity_rows
 from features.eventlog import EventLog
 from features.persona_rules import load_personas
@@ -33,6 +34,7 @@ from serving.bench_store_lock import exclusive_lock
 from serving.consumer import EventConsumer
 from serving.publish import publish_events
 from serving.schemas import STORE_UNAVAILABLE
+from tests.conftest import write_test_site_policy
 from tests.integration.test_online_read import _event as _pushed_event
 from tests.integration.test_serving_http import (  # noqa: F401  (served is a fixture)
     _categories,
@@ -52,7 +54,9 @@ PROJECT = Path(__file__).resolve().parents[2]
 def local_store(trained_workspace, tmp_path):
     """A copy of the trained workspace's Feast folder (this module locks and pushes to it)."""
     shutil.copytree(trained_workspace.ws.feast_dir, tmp_path / "feast")
-    return store.feature_store(Workspace(home=tmp_path).ensure())
+    ws = Workspace(home=tmp_path).ensure()
+    write_test_site_policy(ws)  # its people have no consent record; these tests pin the mechanics
+    return store.feature_store(ws)
 
 
 def _online_db(fs) -> Path:
@@ -238,7 +242,10 @@ def test_recommend_under_an_exclusive_lock_is_fast_degraded_and_never_5xx(
     reason; /healthz stays fast; /readyz stays 200 and says degraded; after the lock, answers
     are personal again."""
     events = trained_workspace.generated.events
-    users = events["user_id"].dropna().drop_duplicates().head(20).tolist()
+    users = events["user_id"].dropna().drop_duplicates().tolist()
+    # people whose features are read: with personalization consent (issue #12)
+    allowed = ConsentCheck.for_workspace(served.ws).decide_many(users, "personalization")
+    users = [user for user in users if allowed[user].allowed][:20]
     for user in users[:3]:
         assert "degraded" not in _post(served, "/recommend", {"user_id": user, "k": 5}).json()
     assert httpx.get(f"{served.url}/readyz").text.strip() == ""
@@ -304,6 +311,8 @@ def test_a_persona_update_failed_under_the_lock_is_reapplied_when_it_is_free(
             quantity=1,
         )
     ]
+    consent = {"user_id": person, "purposes": {"analytics": True, "personalization": True}}
+    assert _post(served, "/consent", consent).status_code == 201  # issue #12
     log = EventLog(served.ws.event_log_dir)
     with exclusive_lock(served.ws.feast_dir / "online_store.db", 30):
         not_pushed = _metric(served, 'tailor_events_total{outcome="not_pushed"}')

@@ -71,6 +71,8 @@ def test_step_by_step_pipeline_then_clear_errors(tmp_path):
     assert {c: list(v) for c, v in written.price_tiers.items()} == price_cuts(logged)
     assert "user_profile_v1" in _run(["features", "apply"], home)
     _run(["features", "materialize"], home)
+    # issue #12: training reads only people with personalization consent
+    _run(["consent", "import", str(events.parent / "consent.csv")], home)
     trained = _run(["train", "--set", "test_days=4", "--set", "params.l2=100"], home)
     assert "tailor-recommender@1" in trained
     # issue #10 item 17: counts as integers (was `n_users │ 197.0000 │ 197.0000`), no file:line

@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from features import store
+from features.consent.files import import_csv
+from features.consent.ledger import ConsentLedger
 from features.eventlog import EventLog
 from features.synthetic.generate import generate_clickstream
 from features.workspace import Workspace
@@ -56,6 +58,8 @@ def workspace(tmp_path_factory):
     ws = Workspace(home=tmp_path_factory.mktemp("patterns")).ensure()
     generated = generate_clickstream(n_users=150, days=21, seed=5)
     EventLog(ws.event_log_dir).append(generated.events)
+    generated.consent.to_csv(ws.home / "consent.csv", index=False)
+    import_csv(ConsentLedger.for_workspace(ws), ws.home / "consent.csv")  # issue #12
     return ws, generated
 
 

@@ -10,6 +10,9 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from features import store
+from features.consent.check import ConsentCheck
+from features.consent.files import import_csv
+from features.consent.ledger import ConsentLedger
 from features.synthetic.generate import generate_clickstream, write_generated
 from features.workspace import Workspace
 from models.errors import ConfigError
@@ -30,6 +33,7 @@ def one_off(tmp_path_factory):
     ws = Workspace(home=home).ensure()
     generated = generate_clickstream(n_users=400, days=28, seed=5)
     paths = write_generated(generated, home / "raw" / "generated")
+    import_csv(ConsentLedger.for_workspace(ws), paths["consent"])  # issue #12
     out = home / "segments.csv"
     result = segment_events(ws, paths["events"], JOB, out, truth=generated.personas)
     tracking.configure(ws)
@@ -62,19 +66,27 @@ def test_planted_personas_are_recovered(segmented):
     assert (result.table["neighbour_p_bonferroni"] < 0.01).all()
 
 
-def test_csv_lists_every_person_once(segmented):
+def test_csv_lists_every_consenting_person_once(segmented):
+    """Every person of the log with personalization consent at the as-of time and now gets one
+    segment; the others (issue #12: refused, never asked, withdrawn) get none, not even
+    Dormant."""
     ws, generated, result, out = segmented
     written = pd.read_csv(out, dtype={"segment_label": str})
     assert list(written.columns) == ["user_id", "segment_id", "segment_label"]
     assert written["user_id"].is_unique
-    assert set(generated.personas["user_id"]) <= set(written["user_id"])
     events = pd.read_parquet(ws.raw_dir / "generated" / "events.parquet")
-    assert (
-        len(written)
-        == events.assign(person=events["user_id"].fillna("anon:" + events["anonymous_id"]))[
-            "person"
-        ].nunique()
-    )
+    people = events["user_id"].fillna("anon:" + events["anonymous_id"]).unique().tolist()
+    check = ConsentCheck.for_workspace(ws)
+    then = check.decide_many(people, "personalization", as_of=result.as_of.to_pydatetime())
+    now = check.decide_many(people, "personalization")
+    consenting = {p for p in people if then[p].allowed and now[p].allowed}
+    assert 0 < len(consenting) < len(people)  # the generated data has both paths
+    assert set(written["user_id"]) == consenting
+    assert result.consent.people_dropped == len(people) - len(consenting)
+    assert set(generated.personas["user_id"]) & consenting <= set(written["user_id"])
+    # nor in the offline table the online store is loaded from
+    table = pd.read_parquet(ws.feature_data_dir / store.SEGMENT_TABLE)
+    assert set(table.loc[table["event_timestamp"] == result.as_of, "user_id"]) == consenting
     assert written["segment_label"].notna().all()
 
 

@@ -93,6 +93,7 @@ class SegmentResult:
     promotion: Any = None  # training.promote.Promotion once registered
     figures: dict[str, Path] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    consent: Any = None  # features.consent.feature_reads.ConsentDrops of a workspace run
 
 
 def fit_segmenter(

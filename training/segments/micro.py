@@ -37,6 +37,8 @@ from pydantic import (
     model_validator,
 )
 
+from features.consent.check import ConsentCheck
+from features.consent.feature_reads import PERSONALIZATION
 from features.eventlog import EventLog
 from features.identity.keys import ANON_PREFIX
 from features.workspace import Workspace
@@ -89,6 +91,8 @@ class MicroSegmentsResult:
     segments: MicroSegments
     out: Path
     feast_table: Path | None
+    #: people of the log left out for want of ``personalization`` consent (issue #12)
+    left_out: int = 0
 
 
 # -- loading and validation ---------------------------------------------------------------------
@@ -272,7 +276,7 @@ def run_micro_segments(
     events = EventLog(ws.event_log_dir).read(columns=list(EVENT_COLUMNS))
     if events.empty:
         raise ValueError(f"the event log at {ws.event_log_dir} is empty: import events first")
-    segments = evaluate(events, rules)
+    segments, left_out = consenting(evaluate(events, rules), ConsentCheck.for_workspace(ws))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     segments.members.to_csv(out, index=False)
@@ -284,4 +288,25 @@ def run_micro_segments(
         fs = store.apply_micro_segments(ws)
         moment = segments.as_of.to_pydatetime()
         store.materialize_micro_segments(ws, moment, moment, store=fs)
-    return MicroSegmentsResult(segments=segments, out=out, feast_table=table)
+    return MicroSegmentsResult(segments=segments, out=out, feast_table=table, left_out=left_out)
+
+
+def consenting(segments: MicroSegments, check: ConsentCheck) -> tuple[MicroSegments, int]:
+    """``segments`` without the people who lack ``personalization`` consent at the as-of time
+    or now (issue #12): no membership, no snapshot row (so nothing of theirs reaches the CSV,
+    the offline table or the online store), and how many people that left out."""
+    people = segments.snapshot["user_id"].astype(str).tolist()
+    as_of = segments.as_of.to_pydatetime()
+    then = check.decide_many(people, PERSONALIZATION, as_of=as_of)
+    now = check.decide_many(people, PERSONALIZATION)
+    kept = {person for person in people if then[person].allowed and now[person].allowed}
+    members = segments.members[segments.members["user_id"].isin(kept)].reset_index(drop=True)
+    snapshot = segments.snapshot[segments.snapshot["user_id"].isin(kept)].reset_index(drop=True)
+    counts = members.groupby("micro_segment").size()
+    kept_segments = MicroSegments(
+        members=members,
+        snapshot=snapshot,
+        counts={name: int(counts.get(name, 0)) for name in segments.counts},
+        as_of=segments.as_of,
+    )
+    return kept_segments, len(people) - len(kept)

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 
 from features import store
+from features.consent.check import ConsentCheck
+from features.consent.feature_reads import PERSONALIZATION, ConsentDrops
 from features.eventlog import EventLog
 from features.identity.graph import IdentityGraph
 from features.segment_inputs import cdnow_inputs, event_inputs, movielens_inputs
@@ -51,7 +53,10 @@ DORMANT_ID, DORMANT_LABEL = -1, "Dormant"
 
 # -- the workspace path: Feast in, Feast / MLflow / CSV out ------------------------------------
 def user_features_as_of(ws: Workspace, as_of: pd.Timestamp | None):
-    """(as-of, persons seen before it, their point-in-time user features from Feast)."""
+    """(as-of, persons seen before it, their point-in-time user features from Feast, what
+    consent left out). People without ``personalization`` (issue #12) are left out of the run:
+    at the as-of time (the consent view's point-in-time join) and now (a withdrawal since then
+    counts too), so they are neither clustered nor given a segment, not even ``Dormant``."""
     events = EventLog(ws.event_log_dir).read()
     if events.empty:
         raise ValueError(f"the event log at {ws.event_log_dir} is empty: import events first")
@@ -62,9 +67,18 @@ def user_features_as_of(ws: Workspace, as_of: pd.Timestamp | None):
     if len(persons) == 0:
         raise ValueError(f"no event before as-of {as_of}; the log starts {events.timestamp.min()}")
     entity_df = pd.DataFrame({"user_id": persons, "event_timestamp": as_of, "device_type": "other"})
-    features = store.historical_features(ws, entity_df, store.USER_SERVICE)
-    features = features.drop_duplicates("user_id").set_index("user_id").reindex(persons)
-    return as_of, persons, features.reset_index()
+    features, _ = store.consented_historical_features(ws, entity_df, store.USER_SERVICE)
+    now = ConsentCheck.for_workspace(ws).decide_many(features["user_id"], PERSONALIZATION)
+    features = features.loc[np.array([now[p].allowed for p in features["user_id"]], dtype=bool)]
+    kept = persons[np.isin(persons, features["user_id"].to_numpy())]
+    if len(kept) == 0:
+        raise ValueError(
+            f"none of the {len(persons)} people seen before {as_of} has given {PERSONALIZATION} "
+            "consent: there is no one to segment (import consent with `tailor consent import`)"
+        )
+    drops = ConsentDrops.of(PERSONALIZATION, persons, np.isin(persons, kept))
+    features = features.drop_duplicates("user_id").set_index("user_id").reindex(kept)
+    return as_of, kept, features.reset_index(), drops
 
 
 def _previous(ws: Workspace) -> tuple[Segmenter | None, pd.DataFrame | None]:
@@ -112,8 +126,11 @@ def _threads(n: int):
 
 
 def _segment_workspace(ws, job, as_of, truth, out, say, one_off=False) -> SegmentResult:
-    as_of, persons, features = user_features_as_of(ws, as_of)
-    say(f"{len(persons)} people as of {as_of}; user features read from Feast")
+    as_of, persons, features, drops = user_features_as_of(ws, as_of)
+    say(
+        f"{len(persons)} people as of {as_of}; user features read from Feast; "
+        f"{drops.people_dropped} left out without {PERSONALIZATION} consent"
+    )
     active = features["sessions_30d"].notna().to_numpy()
     inputs = event_inputs(features[active])
     fit_mask = inputs.numeric["sessions_30d"].to_numpy() >= job.min_sessions
@@ -130,6 +147,7 @@ def _segment_workspace(ws, job, as_of, truth, out, say, one_off=False) -> Segmen
         [result.assignments.drop(columns="segment_index"), dormant], ignore_index=True
     )
     result.as_of = as_of
+    result.consent = drops
     if truth is not None:
         result.ari = adjusted_rand(result.assignments, truth)
         result.coverage = truth_coverage(result.assignments, truth)
@@ -264,6 +282,8 @@ def log_run(ws, job, result, inputs, tags, dataset=None, say: Say | None = None)
         }
         if result.stability:
             metrics["stability_min"] = min(a for _, a in result.stability)
+        if result.consent is not None:  # people left out for consent (issue #12)
+            metrics |= result.consent.metrics()
         if result.ari is not None:
             metrics["ari_ground_truth"] = result.ari
             metrics |= result.coverage
