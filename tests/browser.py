@@ -43,10 +43,14 @@ CHROMIUM_ARGS = (
 )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the test session (a ``playwright.sync_api.Browser``); each test
-    opens its own context (cookies, storage) with ``browser.new_context()`` and closes it."""
+    """One headless Chromium for the test module (a ``playwright.sync_api.Browser``); each test
+    opens its own context (cookies, storage) with ``browser.new_context()`` and closes it.
+
+    Module scope, not session: each module that imports the fixture gets its own definition, and
+    Playwright's sync API runs an event loop in the main thread while it lives, so a second one,
+    or a later test's ``asyncio.run``, fails while the first is still open."""
     why = "the browser tests drive a real Chromium through Playwright"
     require_tool("chromium", why)
     require_package("playwright", why)

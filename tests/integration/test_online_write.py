@@ -17,6 +17,7 @@ from features.context import activity_rows
 from features.personas import persona_frame
 from features.settings import Settings
 from features.workspace import Workspace
+from tests.conftest import write_test_site_policy
 from tests.integration.test_feast_store import _tables
 from tests.services import require_postgres, require_redis
 
@@ -73,7 +74,9 @@ def test_the_batched_write_leaves_sqlite_as_feasts_ingest_does(trained_workspace
     ours_dir, feasts_dir = tmp_path / "ours", tmp_path / "feasts"
     for target in (ours_dir, feasts_dir):
         shutil.copytree(trained_workspace.ws.feast_dir, target / "feast")
-    ours = store.feature_store(Workspace(home=ours_dir).ensure())
+    ours_ws = Workspace(home=ours_dir).ensure()
+    write_test_site_policy(ours_ws)  # u0..u6 are read without consent records (issue #12)
+    ours = store.feature_store(ours_ws)
     feasts = store.feature_store(Workspace(home=feasts_dir).ensure())
     activity, personas = activity_rows(_events()), _personas()
     store.push_activity(ours, activity)

@@ -14,6 +14,7 @@ from models.neural import sampling as neural_data
 from models.registry import build
 from training.data import interaction_frame, temporal_holdout
 from training.evaluate import fit_and_score, score
+from training.pipeline import consented_interactions
 from training.protocols import PROTOCOLS, protocol_split, temporal_global_split, to_eval
 from training.tune.splits import tuning_splits
 
@@ -95,7 +96,9 @@ def test_train_logs_the_figures_of_the_one_evaluation_path(trained_workspace) ->
     """The pipeline's logged metrics are `fit_and_score` on `temporal_holdout` of its events."""
     config, result = trained_workspace.config, trained_workspace.result
     events = EventLog(trained_workspace.ws.event_log_dir).read()
-    cut, evalset = temporal_holdout(interaction_frame(events), config.test_days)
+    # the interactions of people with personalization consent at their time (issue #12)
+    frame, _ = consented_interactions(trained_workspace.ws, interaction_frame(events))
+    cut, evalset = temporal_holdout(frame, config.test_days)
     assert str(cut) == result.cut
     assert fit_and_score(config.model, config.params, evalset, config.k).metrics == result.metrics
     assert fit_and_score(config.baseline, {}, evalset, config.k).metrics == result.baseline_metrics
