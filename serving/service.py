@@ -392,17 +392,19 @@ class Tailor:
         self._stop_retry.set()
         self.broker.close()
 
-    def _features(self, person: str, device: str, service: str) -> dict:
+    def _features(self, person: str, device: str, service: str, country: str | None) -> dict:
+        """``country``: the request's, so the store's consent check (issue #12) applies the same
+        regime as the service's own check did."""
         rows = [{"user_id": person, "device_type": device}]
         started = time.perf_counter()
-        features = feature_store.online_features(self.store, rows, service)[0]
+        features = feature_store.online_features(self.store, rows, service, country=country)[0]
         self.metrics.feature_read.labels(service=service).observe(time.perf_counter() - started)
-        segment = self._segment(person)
+        segment = self._segment(person, country)
         if segment.get("segment_label"):
             features["segment"] = segment["segment_label"]
         return features
 
-    def _segment(self, person: str) -> dict:
+    def _segment(self, person: str, country: str | None = None) -> dict:
         """The person's row of the segment feature service; empty before any `tailor segment`
         run registered it (looked for again every model-poll interval, so a first run is picked
         up without a restart)."""
@@ -415,7 +417,8 @@ class Tailor:
         if not self._has_segments:
             return {}
         rows = [{"user_id": person}]
-        row = feature_store.online_features(self.store, rows, feature_store.SEGMENT_SERVICE)[0]
+        service = feature_store.SEGMENT_SERVICE
+        row = feature_store.online_features(self.store, rows, service, country=country)[0]
         return logic.known_segment(row)
 
     def _where(self, ctx: bentoml.Context, country: str | None = None) -> tuple[str | None, bool]:
@@ -461,7 +464,9 @@ class Tailor:
             return answer
         if read:
             features, degraded = logic.read_features(
-                lambda: self._features(request.person, request.device, model.feature_service)
+                lambda: self._features(
+                    request.person, request.device, model.feature_service, where[0]
+                )
             )
             if degraded:
                 self.online.failed()
@@ -498,8 +503,9 @@ class Tailor:
         started = time.perf_counter()
         person = request.user_id
         try:
-            consent = self.consent_gate.personalization(person, *self._where(ctx))
-            row = {} if consent else self._segment(person)
+            where = self._where(ctx)
+            consent = self.consent_gate.personalization(person, *where)
+            row = {} if consent else self._segment(person, where[0])
             source = consent or (
                 feature_store.SEGMENT_SERVICE if row else "no segmentation run yet"
             )

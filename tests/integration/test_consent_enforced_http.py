@@ -239,3 +239,21 @@ def test_personas_are_emptied_never_folded_without_personalization(served, train
     assert _until(lambda: _queue_empty(served))
     assert _until(lambda: folded() == 0, 5)  # emptied, not 4
     assert _until(lambda: len(_logged(served, "anonymous_id", visitor)) == 4, 5)
+
+
+def test_an_opt_out_visitor_without_a_choice_gets_their_own_features(served, trained_workspace):
+    """Regression (issue #12): the store's consent check on the Feast read took the regime of the
+    person's recorded country (none: the opt-in default) instead of the request's, so a US visitor
+    got `personalized: true` with every feature empty; `tailor bench realtime` saw no event."""
+    product, visitor = _product(trained_workspace), f"us-{uuid.uuid4().hex[:8]}"
+    posted = _post(served, "/events", _event(visitor, product), US).json()
+    assert (posted["accepted"], posted["suppressed"]) == (1, 0)
+    request = {"anonymous_id": visitor, "k": 3, "context": {"country": "US"}}
+    deadline, body = time.monotonic() + 20, {}
+    while time.monotonic() < deadline:
+        body = _post(served, "/recommend", request).json()
+        if body.get("features", {}).get("last_product_id") == product:
+            break
+        time.sleep(0.1)
+    assert body["personalized"] is True and "consent" not in body
+    assert body["features"]["last_product_id"] == product, body.get("features")
