@@ -10,6 +10,7 @@ commands share it across processes.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -45,3 +46,20 @@ def engine(url: str) -> sa.Engine:
             created = sa.create_engine(made, pool_pre_ping=True)
         _engines[url] = created
         return created
+
+
+_create_lock = threading.Lock()
+
+
+def create_tables(metadata: sa.MetaData, engine: sa.Engine) -> None:
+    """Create ``metadata``'s tables in ``engine`` if missing. Two processes may race between
+    the check and the create: the loser's error is retried (five tries, short back-off)."""
+    with _create_lock:
+        for attempt in range(5):
+            try:
+                metadata.create_all(engine, checkfirst=True)
+                return
+            except sa.exc.DBAPIError:  # another process created one between check and create
+                if attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))

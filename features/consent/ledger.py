@@ -21,7 +21,6 @@ import json
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from features.consent.policy import NECESSARY, ConsentPolicy
+from features.database import create_tables
 from features.identity.graph import MAX_ID_LENGTH, IdentityError, IdentityGraph, check_id
 from features.identity.keys import ANON_PREFIX
 from models.errors import TailorError
@@ -42,7 +42,6 @@ SOURCES = ("banner", "api", "import")
 #: People whose records are read per query.
 LOOKUP_BATCH = 500
 _KEY_LENGTH = MAX_ID_LENGTH + len(ANON_PREFIX)
-_CREATE_LOCK = threading.Lock()
 
 
 class ConsentError(TailorError, ValueError):
@@ -216,15 +215,7 @@ class ConsentLedger:
         if self._created:
             return
         self.graph.create()
-        with _CREATE_LOCK:
-            for attempt in range(5):
-                try:
-                    self._meta.create_all(self.engine, checkfirst=True)
-                    break
-                except sa.exc.DBAPIError:  # another process made it between check and create
-                    if attempt == 4:
-                        raise
-                    time.sleep(0.05 * (attempt + 1))
+        create_tables(self._meta, self.engine)
         self._created = True
 
     def drop(self) -> None:

@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import sqlalchemy as sa
 
+from features.database import create_tables
 from features.database import engine as database_engine
 from features.identity.keys import ANON_PREFIX, person_keys
 from models.errors import TailorError
@@ -61,7 +62,6 @@ LOOKUP_BATCH = 500
 #: Above this many distinct people, :meth:`IdentityGraph.canonical_keys` reads every alias once.
 BULK_READ_PEOPLE = 5_000
 #: One table creation at a time in this process (other processes: the retries in ``create``).
-_CREATE_LOCK = threading.Lock()
 #: The merge log's ``kind`` values (an erasure leaves a row without ids, so caches notice).
 LINK, USER_MERGE, ERASURE = "link", "user_merge", "erasure"
 
@@ -218,15 +218,7 @@ class IdentityGraph:
         """Create the tables if missing (first use does it; two processes may race: fine)."""
         if self._created:
             return
-        with _CREATE_LOCK:
-            for attempt in range(5):
-                try:
-                    self._meta.create_all(self.engine, checkfirst=True)
-                    break
-                except sa.exc.DBAPIError:  # another process created one between check and create
-                    if attempt == 4:
-                        raise
-                    time.sleep(0.05 * (attempt + 1))
+        create_tables(self._meta, self.engine)
         self._created = True
 
     def drop(self) -> None:
